@@ -1,0 +1,125 @@
+//! BLAKE3 digests as a validated type: parsed once, from exactly 64 lowercase
+//! hex characters, and printed the way `b3sum` prints them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+/// A 32-byte BLAKE3 hash.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses exactly 64 lowercase hex characters.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        if text.len() != 64 {
+            return Err(Error::InvalidInput { what: "hash", detail: format!("expected 64 lowercase hex characters, found {} characters in {text:?}", text.len()) });
+        }
+        if !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Error::InvalidInput { what: "hash", detail: format!("expected lowercase hex, found {text:?}") });
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(|e| Error::InvalidInput { what: "hash", detail: e.to_string() })?;
+        Ok(Digest(out))
+    }
+
+    /// Path of the blob with this content hash: `blobs/<hh>/<hash>`.
+    pub fn blob_path(&self) -> String {
+        let hex = self.to_hex();
+        format!("{}/{}/{}", crate::format::BLOB_DIR, &hex[..2], hex)
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Self {
+        Digest(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Digest::parse(s)
+    }
+}
+
+/// Binary formats (postcard, CBOR) carry the 32 raw bytes; JSON carries hex.
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            Digest::parse(&text).map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Digest)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_lowercase_64_hex() {
+        let h = Digest::of(b"abc");
+        assert_eq!(Digest::parse(&h.to_hex()).unwrap(), h);
+        assert!(Digest::parse(&h.to_hex().to_uppercase()).is_err());
+        assert!(Digest::parse(&h.to_hex()[..63]).is_err());
+        assert!(Digest::parse(&format!("{}0", h.to_hex())).is_err());
+        assert!(Digest::parse(&"g".repeat(64)).is_err());
+        // A multi-byte character must not be sliced into.
+        assert!(Digest::parse(&format!("é{}", &h.to_hex()[..62])).is_err());
+    }
+
+    #[test]
+    fn matches_b3sum_known_answer() {
+        // b3sum of the empty input.
+        assert_eq!(Digest::of(b"").to_hex(), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+    }
+
+    #[test]
+    fn blob_path_is_sharded() {
+        let h = Digest::of(b"");
+        assert_eq!(h.blob_path(), format!("blobs/af/{}", h.to_hex()));
+    }
+}

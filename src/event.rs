@@ -1,0 +1,465 @@
+//! The CATHEDRAL event: its binary record encodings (postcard, CBOR) and its
+//! JSON form (`schemas/event.schema.json`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::format;
+
+/// What happened. The order of variants is the wire discriminant order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum EventKind {
+    RunCreated,
+    RunStarted,
+    RunCompleted,
+    RunFailed,
+    NodeScheduled,
+    NodeStarted,
+    NodeCompleted,
+    NodeFailed,
+    NodeSkipped,
+    ToolInvoked,
+    ToolCompleted,
+    ToolFailed,
+    ToolTimedOut,
+    CapabilityCheck,
+    PolicyDecision,
+    TaskAssigned,
+    TaskAccepted,
+    TaskRejected,
+    SnapshotCreated,
+    SnapshotRestored,
+    BlobStored,
+    Heartbeat,
+    Error,
+}
+
+impl EventKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [EventKind; 23] = [
+        EventKind::RunCreated,
+        EventKind::RunStarted,
+        EventKind::RunCompleted,
+        EventKind::RunFailed,
+        EventKind::NodeScheduled,
+        EventKind::NodeStarted,
+        EventKind::NodeCompleted,
+        EventKind::NodeFailed,
+        EventKind::NodeSkipped,
+        EventKind::ToolInvoked,
+        EventKind::ToolCompleted,
+        EventKind::ToolFailed,
+        EventKind::ToolTimedOut,
+        EventKind::CapabilityCheck,
+        EventKind::PolicyDecision,
+        EventKind::TaskAssigned,
+        EventKind::TaskAccepted,
+        EventKind::TaskRejected,
+        EventKind::SnapshotCreated,
+        EventKind::SnapshotRestored,
+        EventKind::BlobStored,
+        EventKind::Heartbeat,
+        EventKind::Error,
+    ];
+
+    /// The variant name, as used in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::RunCreated => "RunCreated",
+            EventKind::RunStarted => "RunStarted",
+            EventKind::RunCompleted => "RunCompleted",
+            EventKind::RunFailed => "RunFailed",
+            EventKind::NodeScheduled => "NodeScheduled",
+            EventKind::NodeStarted => "NodeStarted",
+            EventKind::NodeCompleted => "NodeCompleted",
+            EventKind::NodeFailed => "NodeFailed",
+            EventKind::NodeSkipped => "NodeSkipped",
+            EventKind::ToolInvoked => "ToolInvoked",
+            EventKind::ToolCompleted => "ToolCompleted",
+            EventKind::ToolFailed => "ToolFailed",
+            EventKind::ToolTimedOut => "ToolTimedOut",
+            EventKind::CapabilityCheck => "CapabilityCheck",
+            EventKind::PolicyDecision => "PolicyDecision",
+            EventKind::TaskAssigned => "TaskAssigned",
+            EventKind::TaskAccepted => "TaskAccepted",
+            EventKind::TaskRejected => "TaskRejected",
+            EventKind::SnapshotCreated => "SnapshotCreated",
+            EventKind::SnapshotRestored => "SnapshotRestored",
+            EventKind::BlobStored => "BlobStored",
+            EventKind::Heartbeat => "Heartbeat",
+            EventKind::Error => "Error",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| Error::InvalidInput { what: "event kind", detail: format!("unknown kind {s:?}") })
+    }
+}
+
+/// One event. Field order is wire order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id of this event.
+    #[serde(with = "raw_uuid")]
+    pub event_id: Uuid,
+    /// The run it belongs to.
+    #[serde(with = "raw_uuid")]
+    pub run_id: Uuid,
+    /// The DAG node it concerns.
+    #[serde(with = "raw_uuid")]
+    pub node_id: Uuid,
+    /// The event that caused it, if any.
+    #[serde(with = "raw_opt_uuid")]
+    pub parent_event_id: Option<Uuid>,
+    /// Position in the run's logical clock; never decreases along a log.
+    pub logical_time: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Opaque payload bytes.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// BLAKE3 of `payload`.
+    #[serde(with = "raw_digest")]
+    pub payload_hash: Digest,
+    /// State hash before the event, if recorded.
+    #[serde(with = "raw_opt_digest")]
+    pub prior_state_hash: Option<Digest>,
+    /// State hash after the event, if recorded.
+    #[serde(with = "raw_opt_digest")]
+    pub post_state_hash: Option<Digest>,
+}
+
+/// How event records are encoded in a log. Recorded in the log header's
+/// version field, so a reader can never mistake one for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// postcard (log version 1).
+    #[default]
+    Postcard,
+    /// CBOR (log version 2).
+    Cbor,
+}
+
+impl Encoding {
+    /// The log header version that names this encoding.
+    pub fn log_version(self) -> u32 {
+        match self {
+            Encoding::Postcard => format::LOG_VERSION_POSTCARD,
+            Encoding::Cbor => format::LOG_VERSION_CBOR,
+        }
+    }
+
+    /// The encoding named by a log header version.
+    pub fn from_log_version(version: u32) -> Option<Self> {
+        match version {
+            format::LOG_VERSION_POSTCARD => Some(Encoding::Postcard),
+            format::LOG_VERSION_CBOR => Some(Encoding::Cbor),
+            _ => None,
+        }
+    }
+
+    /// `postcard` or `cbor`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Postcard => "postcard",
+            Encoding::Cbor => "cbor",
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "postcard" => Ok(Encoding::Postcard),
+            "cbor" => Ok(Encoding::Cbor),
+            _ => Err(Error::InvalidInput { what: "encoding", detail: format!("expected postcard or cbor, found {s:?}") }),
+        }
+    }
+}
+
+impl Event {
+    /// An event whose `payload_hash` is computed from `payload`.
+    pub fn new(event_id: Uuid, run_id: Uuid, node_id: Uuid, logical_time: u64, kind: EventKind, payload: Vec<u8>) -> Self {
+        let payload_hash = Digest::of(&payload);
+        Event { event_id, run_id, node_id, parent_event_id: None, logical_time, kind, payload, payload_hash, prior_state_hash: None, post_state_hash: None }
+    }
+
+    /// Checks that `payload_hash` is the BLAKE3 of `payload`.
+    pub fn check_payload_hash(&self) -> Result<(), Error> {
+        let actual = Digest::of(&self.payload);
+        if actual != self.payload_hash {
+            return Err(Error::InvalidInput {
+                what: "event",
+                detail: format!("event {}: payload hash mismatch: expected {}, found {}", self.event_id, self.payload_hash, actual),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends the encoded record (without its length prefix) to `out`.
+    pub fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), Error> {
+        match encoding {
+            Encoding::Postcard => {
+                let taken = std::mem::take(out);
+                *out = postcard::to_extend(self, taken).map_err(|e| Error::InvalidInput { what: "event", detail: e.to_string() })?;
+            }
+            Encoding::Cbor => {
+                ciborium::into_writer(self, &mut *out).map_err(|e| Error::InvalidInput { what: "event", detail: e.to_string() })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one record. The record must be exactly the canonical encoding
+    /// of the event it decodes to: no trailing bytes, no overlong integers.
+    /// `file` and `offset` name the record in errors.
+    pub fn decode(record: &[u8], encoding: Encoding, file: &str, offset: u64) -> Result<Self, Error> {
+        let event: Event = match encoding {
+            Encoding::Postcard => {
+                let (event, rest) = postcard::take_from_bytes::<Event>(record).map_err(|e| Error::malformed(file, "event record", offset, e))?;
+                if !rest.is_empty() {
+                    return Err(Error::malformed(file, "event record", offset, format!("{} bytes after the event inside its record", rest.len())));
+                }
+                event
+            }
+            Encoding::Cbor => {
+                let mut reader = record;
+                let event = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16).map_err(|e| Error::malformed(file, "event record", offset, e))?;
+                if !reader.is_empty() {
+                    return Err(Error::malformed(file, "event record", offset, format!("{} bytes after the event inside its record", reader.len())));
+                }
+                event
+            }
+        };
+        let mut canonical = Vec::with_capacity(record.len());
+        event.encode(encoding, &mut canonical)?;
+        if canonical != record {
+            return Err(Error::malformed(file, "event record", offset, "not the canonical encoding of the event it holds (overlong integer or non-minimal form)"));
+        }
+        Ok(event)
+    }
+
+    /// The JSON form, one line, fields in schema order.
+    pub fn to_json(&self) -> EventJson {
+        EventJson {
+            event_id: self.event_id.hyphenated().to_string(),
+            run_id: self.run_id.hyphenated().to_string(),
+            node_id: self.node_id.hyphenated().to_string(),
+            parent_event_id: self.parent_event_id.map(|u| u.hyphenated().to_string()),
+            logical_time: self.logical_time,
+            kind: self.kind,
+            payload: base64::engine::general_purpose::STANDARD.encode(&self.payload),
+            payload_hash: self.payload_hash.to_hex(),
+            prior_state_hash: self.prior_state_hash.map(|d| d.to_hex()),
+            post_state_hash: self.post_state_hash.map(|d| d.to_hex()),
+        }
+    }
+
+    /// The JSON form as one compact line (no newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(&self.to_json()).expect("event JSON serialises")
+    }
+
+    /// Parses the JSON form strictly. The payload hash is not checked here.
+    pub fn from_json(json: &EventJson) -> Result<Self, Error> {
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(&json.payload)
+            .map_err(|e| Error::InvalidInput { what: "event payload", detail: format!("not standard base64: {e}") })?;
+        Ok(Event {
+            event_id: parse_uuid("event_id", &json.event_id)?,
+            run_id: parse_uuid("run_id", &json.run_id)?,
+            node_id: parse_uuid("node_id", &json.node_id)?,
+            parent_event_id: json.parent_event_id.as_deref().map(|s| parse_uuid("parent_event_id", s)).transpose()?,
+            logical_time: json.logical_time,
+            kind: json.kind,
+            payload,
+            payload_hash: Digest::parse(&json.payload_hash)?,
+            prior_state_hash: json.prior_state_hash.as_deref().map(Digest::parse).transpose()?,
+            post_state_hash: json.post_state_hash.as_deref().map(Digest::parse).transpose()?,
+        })
+    }
+
+    /// Parses one JSON line strictly (unknown fields and duplicate keys are errors).
+    pub fn from_json_line(line: &str) -> Result<Self, Error> {
+        let json: EventJson = crate::json::from_slice_strict(line.as_bytes(), "event")?;
+        Event::from_json(&json)
+    }
+}
+
+/// Parses a UUID in its one accepted text form: hyphenated lowercase.
+pub fn parse_uuid(what: &'static str, text: &str) -> Result<Uuid, Error> {
+    let uuid = Uuid::try_parse(text).map_err(|e| Error::InvalidInput { what, detail: format!("{text:?}: {e}") })?;
+    if uuid.hyphenated().to_string() != text {
+        return Err(Error::InvalidInput { what, detail: format!("{text:?}: expected a hyphenated lowercase UUID") });
+    }
+    Ok(uuid)
+}
+
+/// The JSON form of an event (`schemas/event.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct EventJson {
+    pub event_id: String,
+    pub run_id: String,
+    pub node_id: String,
+    pub parent_event_id: Option<String>,
+    pub logical_time: u64,
+    pub kind: EventKind,
+    pub payload: String,
+    pub payload_hash: String,
+    pub prior_state_hash: Option<String>,
+    pub post_state_hash: Option<String>,
+}
+
+/// UUIDs on the wire: 16 raw bytes (a fixed-size tuple).
+mod raw_uuid {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(u: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        u.as_bytes().serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        <[u8; 16]>::deserialize(d).map(Uuid::from_bytes)
+    }
+}
+
+mod raw_opt_uuid {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(u: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+        u.map(|u| *u.as_bytes()).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+        Ok(<Option<[u8; 16]>>::deserialize(d)?.map(Uuid::from_bytes))
+    }
+}
+
+/// Digests on the wire: 32 raw bytes (a fixed-size tuple), whatever the format.
+mod raw_digest {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::digest::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        d.0.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        <[u8; 32]>::deserialize(d).map(Digest)
+    }
+}
+
+pub(crate) mod raw_opt_digest {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::digest::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.0).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Digest>, D::Error> {
+        Ok(<Option<[u8; 32]>>::deserialize(d)?.map(Digest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        let mut e = Event::new(Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), 300, EventKind::ToolCompleted, b"hello".to_vec());
+        e.parent_event_id = Some(Uuid::from_u128(4));
+        e.post_state_hash = Some(Digest::of(b"state"));
+        e
+    }
+
+    #[test]
+    fn postcard_layout_is_as_specified() {
+        let e = sample();
+        let mut out = Vec::new();
+        e.encode(Encoding::Postcard, &mut out).unwrap();
+        // 3 × 16 ids, 1 + 16 parent, varint 300 = [0xAC, 0x02], kind 10, len 5 + payload, 32 hash, 0, 1 + 32.
+        assert_eq!(out.len(), 48 + 17 + 2 + 1 + 6 + 32 + 1 + 33);
+        assert_eq!(&out[0..16], Uuid::from_u128(1).as_bytes());
+        assert_eq!(out[48], 1);
+        assert_eq!(&out[65..67], &[0xAC, 0x02]);
+        assert_eq!(out[67], 10);
+        assert_eq!(&out[68..74], b"\x05hello");
+        assert_eq!(Event::decode(&out, Encoding::Postcard, "t", 0).unwrap(), e);
+    }
+
+    #[test]
+    fn overlong_varint_is_rejected() {
+        let e = Event::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 5, EventKind::Heartbeat, vec![]);
+        let mut out = Vec::new();
+        e.encode(Encoding::Postcard, &mut out).unwrap();
+        // logical_time 5 encoded as [0x85, 0x00] instead of [0x05].
+        let mut bad = out[..49].to_vec();
+        bad.extend_from_slice(&[0x85, 0x00]);
+        bad.extend_from_slice(&out[50..]);
+        let err = Event::decode(&bad, Encoding::Postcard, "t", 0).unwrap_err();
+        assert!(err.to_string().contains("canonical"), "{err}");
+    }
+
+    #[test]
+    fn cbor_round_trip_and_trailing_bytes() {
+        let e = sample();
+        let mut out = Vec::new();
+        e.encode(Encoding::Cbor, &mut out).unwrap();
+        assert_eq!(Event::decode(&out, Encoding::Cbor, "t", 0).unwrap(), e);
+        out.push(0);
+        assert!(Event::decode(&out, Encoding::Cbor, "t", 0).is_err());
+        // A postcard reader must not accept a CBOR record.
+        out.pop();
+        assert!(Event::decode(&out, Encoding::Postcard, "t", 0).is_err());
+    }
+
+    #[test]
+    fn json_round_trip_is_exact() {
+        let e = sample();
+        let line = e.to_json_line();
+        assert_eq!(Event::from_json_line(&line).unwrap(), e);
+        assert!(line.starts_with("{\"event_id\":\"00000000-0000-0000-0000-000000000001\""));
+        assert!(line.contains("\"payload\":\"aGVsbG8=\""));
+        assert!(Event::from_json_line(&line.replace("00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-00000000000A")).is_err());
+        assert!(Event::from_json_line(&line.replace("{\"event_id\"", "{\"extra\":1,\"event_id\"")).is_err());
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for (i, k) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(k.name().parse::<EventKind>().unwrap(), *k);
+            let bytes = postcard::to_allocvec(k).unwrap();
+            assert_eq!(bytes, vec![i as u8]);
+        }
+    }
+}

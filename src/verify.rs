@@ -1,0 +1,700 @@
+//! Verification of a bundle directory: every listed file, every blob, and
+//! every file nobody listed. Findings are collected, not returned one by one.
+//!
+//! Passes:
+//! 1. `MANIFEST.json` is read (bounded), parsed strictly and checked.
+//! 2. The blob list is read and checked (its hash too, in full mode).
+//! 3. The tree is walked in sorted order without following links; each entry
+//!    is matched against the manifest or, under `blobs/`, merge-joined with
+//!    the sorted blob list. Sizes are compared here, before any hashing.
+//! 4. Full mode: listed files and blobs are hashed in parallel.
+//! 5. Documents are parsed from the bytes that were hashed; the log and its
+//!    index are decoded and checked against each other; counts are compared
+//!    across files.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+use serde::Serialize;
+use walkdir::WalkDir;
+
+use crate::blob::{decode_blob_to, BlobHeader, BlobListView, BlobRecord};
+use crate::digest::Digest;
+use crate::error::{Error, Finding, FindingCode};
+use crate::event::Encoding;
+use crate::format::{self, BLOB_HEADER_LEN};
+use crate::fsutil::{self, describe_type, open_regular};
+use crate::index::IndexView;
+use crate::limits::Limits;
+use crate::log::LogView;
+use crate::manifest::Manifest;
+use crate::model::{Dag, Metadata, Snapshot};
+use crate::path::BundlePath;
+
+/// How much a verification does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMode {
+    /// Structure, completeness and sizes; nothing is hashed.
+    Fast,
+    /// Everything: every byte hashed, every record decoded.
+    #[default]
+    Full,
+}
+
+/// Receives progress of long verifications, in bytes.
+pub trait Progress: Sync {
+    /// The total number of bytes that will be processed.
+    fn start(&self, total_bytes: u64);
+    /// `bytes` more were processed.
+    fn advance(&self, bytes: u64);
+}
+
+/// What a verification looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyStats {
+    /// Listed files checked (the manifest included).
+    pub files: u64,
+    /// Blobs checked.
+    pub blobs: u64,
+    /// Events decoded (full mode) or declared (fast mode).
+    pub events: u64,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Sum of the sizes of every file found.
+    pub bytes_total: u64,
+}
+
+/// The result of verifying a bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The bundle path as given.
+    pub bundle: String,
+    /// Fast or full.
+    pub mode: VerifyMode,
+    /// Every finding, sorted by path then code.
+    pub findings: Vec<Finding>,
+    /// Findings beyond the configured limit, counted but not listed.
+    pub findings_omitted: u64,
+    /// What was checked.
+    pub stats: VerifyStats,
+    /// Event encoding, when the log header could be read.
+    #[serde(serialize_with = "ser_encoding")]
+    pub encoding: Option<Encoding>,
+}
+
+fn ser_encoding<S: serde::Serializer>(e: &Option<Encoding>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_str(e.name()),
+        None => s.serialize_none(),
+    }
+}
+
+impl VerifyReport {
+    /// True when nothing was found.
+    pub fn is_valid(&self) -> bool {
+        self.findings.is_empty() && self.findings_omitted == 0
+    }
+}
+
+/// Collects findings from many threads, up to a limit.
+pub(crate) struct Findings {
+    list: Mutex<Vec<Finding>>,
+    omitted: AtomicU64,
+    max: usize,
+}
+
+impl Findings {
+    fn new(max: usize) -> Self {
+        Findings { list: Mutex::new(Vec::new()), omitted: AtomicU64::new(0), max }
+    }
+
+    fn push(&self, finding: Finding) {
+        let mut list = self.list.lock().expect("findings lock");
+        if list.len() < self.max {
+            list.push(finding);
+        } else {
+            self.omitted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn error(&self, path: &str, error: Error) {
+        self.push(error.into_finding(path));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.lock().expect("findings lock").is_empty() && self.omitted.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Bytes of a file, read into memory or mapped.
+pub(crate) enum FileBytes {
+    Owned(Vec<u8>),
+    Mapped(Mmap),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Owned(v) => v,
+            FileBytes::Mapped(m) => m,
+        }
+    }
+}
+
+/// Everything a successful verification read, for [`crate::ReplayBundle`].
+pub(crate) struct Loaded {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub metadata: Metadata,
+    pub workflow: String,
+    pub dag: Dag,
+    pub snapshot: Option<Snapshot>,
+    pub log: FileBytes,
+    pub index: FileBytes,
+    pub blob_list: FileBytes,
+}
+
+/// A listed top-level file that was found with the right size.
+struct Present {
+    path: PathBuf,
+    size: u64,
+}
+
+/// Verifies the bundle at `root`. `Err` only when `root` cannot be examined
+/// at all; everything wrong inside the bundle is a finding in the report.
+pub(crate) fn verify(root: &Path, mode: VerifyMode, limits: &Limits, progress: Option<&dyn Progress>) -> Result<(VerifyReport, Option<Loaded>), Error> {
+    let findings = Findings::new(limits.max_findings);
+    let mut stats = VerifyStats::default();
+    let mut encoding = None;
+    let loaded = run(root, mode, limits, progress, &findings, &mut stats, &mut encoding)?;
+    let mut list = findings.list.into_inner().expect("findings lock");
+    list.sort();
+    list.dedup();
+    let omitted = findings.omitted.into_inner();
+    if omitted > 0 {
+        list.push(Finding::new(".", FindingCode::TooManyFindings, format!("{omitted} more findings were not listed (limit {})", limits.max_findings)));
+    }
+    let report = VerifyReport { bundle: root.display().to_string(), mode, findings: list, findings_omitted: omitted, stats, encoding };
+    let loaded = if report.is_valid() { loaded } else { None };
+    Ok((report, loaded))
+}
+
+fn run(
+    root: &Path,
+    mode: VerifyMode,
+    limits: &Limits,
+    progress: Option<&dyn Progress>,
+    findings: &Findings,
+    stats: &mut VerifyStats,
+    encoding_out: &mut Option<Encoding>,
+) -> Result<Option<Loaded>, Error> {
+    let root_meta = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
+    if root_meta.file_type().is_symlink() {
+        findings.push(Finding::new(".", FindingCode::Symlink, format!("the bundle root {} is a symbolic link; give the real directory", root.display())));
+        return Ok(None);
+    }
+    if !root_meta.is_dir() {
+        return Err(Error::InvalidInput { what: "bundle", detail: format!("{} is a {}, not a bundle directory", root.display(), describe_type(&root_meta)) });
+    }
+
+    // 1. The manifest.
+    let manifest_path = root.join(format::MANIFEST_FILE);
+    let manifest_bytes = match read_small(&manifest_path, format::MANIFEST_FILE, limits.max_document_size) {
+        Ok(b) => b,
+        Err(e) => {
+            findings.error(format::MANIFEST_FILE, e);
+            return Ok(None);
+        }
+    };
+    stats.files += 1;
+    stats.bytes_total += manifest_bytes.len() as u64;
+    let manifest = match Manifest::parse(&manifest_bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            findings.error(format::MANIFEST_FILE, e);
+            return Ok(None);
+        }
+    };
+    let manifest_findings = manifest.check();
+    let manifest_ok = manifest_findings.is_empty();
+    for f in manifest_findings {
+        findings.push(f);
+    }
+    if !manifest_ok {
+        return Ok(None);
+    }
+
+    // 2. The blob list, needed to match the blob store while walking.
+    let blob_list = read_listed(root, &manifest, format::BLOB_LIST_FILE, mode, limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64), findings, stats);
+    let list_view = blob_list.as_ref().and_then(|bytes| match BlobListView::new(bytes, format::BLOB_LIST_FILE, limits.max_blobs).and_then(|v| v.check_sorted().map(|_| v)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            findings.error(format::BLOB_LIST_FILE, e);
+            None
+        }
+    });
+    if let Some(view) = &list_view {
+        if u64::from(view.count()) != manifest.blob_count {
+            findings.push(Finding::new(format::MANIFEST_FILE, FindingCode::Inconsistent, "blob_count differs from the blob list").with_values(view.count(), manifest.blob_count));
+        }
+    }
+
+    // 3. Walk the tree.
+    let walk = walk_tree(root, &manifest, list_view.as_ref(), findings, stats)?;
+    if stats.bytes_total > limits.max_total_size {
+        findings.push(Finding::new(".", FindingCode::LimitExceeded, "bundle size is over the limit").with_values(format!("at most {}", limits.max_total_size), stats.bytes_total));
+        return Ok(None);
+    }
+
+    // 4. Hash. Listed files first (in parallel), then blobs in batches.
+    if let Some(p) = progress {
+        let listed: u64 = walk.present.iter().filter(|(n, _)| n.as_str() != format::BLOB_LIST_FILE).map(|(_, p)| p.size).sum();
+        p.start(if mode == VerifyMode::Full { listed + walk.blob_bytes } else { 0 });
+    }
+    let tick = |n: u64| {
+        if let Some(p) = progress {
+            p.advance(n)
+        }
+    };
+    let mut contents: BTreeMap<&str, FileBytes> = BTreeMap::new();
+    let names: Vec<&str> = walk.present.keys().map(String::as_str).filter(|n| *n != format::BLOB_LIST_FILE).collect();
+    let read: Vec<(&str, Option<FileBytes>)> = names
+        .par_iter()
+        .map(|name| {
+            let present = &walk.present[*name];
+            let limit = match *name {
+                format::EVENTS_FILE | format::INDEX_FILE => u64::MAX,
+                format::SNAPSHOT_FILE => limits.max_snapshot_size,
+                _ => limits.max_document_size,
+            };
+            let entry = &manifest.files[*name];
+            (*name, load_file(&present.path, name, present.size, limit, entry.hash, mode, findings, &tick))
+        })
+        .collect();
+    for (name, bytes) in read {
+        stats.files += 1;
+        if mode == VerifyMode::Full {
+            stats.bytes_hashed += manifest.files[name].size;
+        }
+        if let Some(b) = bytes {
+            contents.insert(name, b);
+        }
+    }
+    if mode == VerifyMode::Full {
+        if let Some(view) = &list_view {
+            stats.bytes_hashed += blob_list.as_ref().map_or(0, |b| b.len() as u64);
+            let hashed = check_blobs(root, view, &walk.blob_ok, findings, &tick);
+            stats.bytes_hashed += hashed;
+        }
+    }
+    stats.blobs = walk.blobs_found;
+
+    // 5. Parse and cross-check.
+    let metadata = parse_doc::<Metadata>(&contents, format::METADATA_FILE, findings).filter(|m| record(m.validate(format::METADATA_FILE), format::METADATA_FILE, findings));
+    let dag = parse_doc::<Dag>(&contents, format::DAG_FILE, findings).filter(|d| record(d.validate(format::DAG_FILE), format::DAG_FILE, findings));
+    let workflow = contents.get(format::WORKFLOW_FILE).and_then(|b| match std::str::from_utf8(b) {
+        Ok(s) => Some(s.to_string()),
+        Err(e) => {
+            findings.push(Finding::new(format::WORKFLOW_FILE, FindingCode::Malformed, format!("not UTF-8: {e}")));
+            None
+        }
+    });
+    let snapshot = contents.get(format::SNAPSHOT_FILE).and_then(|b| match Snapshot::decode_file(b, format::SNAPSHOT_FILE) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            findings.error(format::SNAPSHOT_FILE, e);
+            None
+        }
+    });
+
+    let empty: &[u8] = &[];
+    let log_bytes: &[u8] = contents.get(format::EVENTS_FILE).map_or(empty, |b| b);
+    let log_view = contents.get(format::EVENTS_FILE).and_then(|_| match LogView::new(log_bytes, format::EVENTS_FILE, limits) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            findings.error(format::EVENTS_FILE, e);
+            None
+        }
+    });
+    let index_view = contents.get(format::INDEX_FILE).and_then(|b| match IndexView::new(b, format::INDEX_FILE) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            findings.error(format::INDEX_FILE, e);
+            None
+        }
+    });
+    if let Some(log) = &log_view {
+        *encoding_out = Some(log.header().encoding);
+        stats.events = log.header().count.into();
+    }
+    if let (Some(log), Some(index)) = (&log_view, &index_view) {
+        let log_hash = manifest.files[format::EVENTS_FILE].hash;
+        if mode == VerifyMode::Full {
+            if let Err(e) = check_log(log, index, &log_hash, metadata.as_ref()) {
+                let path = if matches!(&e, Error::Malformed { file, .. } | Error::Truncated { file, .. } | Error::TrailingData { file, .. } | Error::LimitExceeded { file, .. } if file == format::EVENTS_FILE) { format::EVENTS_FILE } else { format::INDEX_FILE };
+                findings.error(path, e);
+            }
+        } else {
+            // Fast: the header fields that bind the index to the log.
+            if index.log_hash() != log_hash {
+                findings.push(Finding::new(format::INDEX_FILE, FindingCode::Inconsistent, "indexed log hash differs from the manifest's hash of the log").with_values(log_hash, index.log_hash()));
+            }
+            if index.log_size() != log.bytes().len() as u64 || index.count() != log.header().count {
+                findings.push(
+                    Finding::new(format::INDEX_FILE, FindingCode::Inconsistent, "index does not describe this log (size, count)")
+                        .with_values(format!("{} bytes, {} events", log.bytes().len(), log.header().count), format!("{} bytes, {} events", index.log_size(), index.count())),
+                );
+            }
+        }
+    }
+    if let (Some(m), Some(log)) = (&metadata, &log_view) {
+        if m.event_count != u64::from(log.header().count) {
+            findings.push(Finding::new(format::METADATA_FILE, FindingCode::Inconsistent, "event_count differs from the log's count").with_values(log.header().count, m.event_count));
+        }
+    }
+    if let (Some(m), Some(d)) = (&metadata, &dag) {
+        if m.node_count != d.nodes.len() as u64 {
+            findings.push(Finding::new(format::METADATA_FILE, FindingCode::Inconsistent, "node_count differs from the DAG's nodes").with_values(d.nodes.len(), m.node_count));
+        }
+    }
+    if let (Some(s), Some(log)) = (&snapshot, &log_view) {
+        if s.log_position > u64::from(log.header().count) {
+            findings.push(Finding::new(format::SNAPSHOT_FILE, FindingCode::Inconsistent, "log_position is past the last event").with_values(format!("at most {}", log.header().count), s.log_position));
+        }
+    }
+
+    if !findings.is_empty() {
+        return Ok(None);
+    }
+    let (Some(metadata), Some(dag), Some(workflow), Some(log), Some(index), Some(blob_list)) =
+        (metadata, dag, workflow, contents.remove(format::EVENTS_FILE), contents.remove(format::INDEX_FILE), blob_list)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded { manifest, manifest_bytes, metadata, workflow, dag, snapshot, log, index, blob_list }))
+}
+
+/// Records a validation failure; returns whether the value is good.
+fn record(result: Result<(), Error>, file: &str, findings: &Findings) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            findings.error(file, e);
+            false
+        }
+    }
+}
+
+fn parse_doc<T: serde::de::DeserializeOwned>(contents: &BTreeMap<&str, FileBytes>, file: &str, findings: &Findings) -> Option<T> {
+    let bytes = contents.get(file)?;
+    match crate::json::from_slice_strict(bytes, file) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            findings.error(file, e);
+            None
+        }
+    }
+}
+
+/// Decodes every event and checks it against the index and the metadata.
+fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metadata: Option<&Metadata>) -> Result<(), Error> {
+    index.check_against(log, log_hash, format::INDEX_FILE)?;
+    // Events were decoded by check_against; the payload and run checks need
+    // them again, so walk once more in parallel over index positions.
+    let count = index.count();
+    (0..count).into_par_iter().try_for_each(|position| {
+        let offset = index.offset(position).expect("in range");
+        let event = log.event_at(offset)?;
+        let actual = Digest::of(&event.payload);
+        if actual != event.payload_hash {
+            return Err(Error::Mismatch { file: format::EVENTS_FILE.to_string(), what: "payload hash", expected: format!("{} (event {position})", event.payload_hash), found: actual.to_string() });
+        }
+        if let Some(m) = metadata {
+            if event.run_id != m.run_id {
+                return Err(Error::Mismatch { file: format::EVENTS_FILE.to_string(), what: "run id", expected: m.run_id.to_string(), found: format!("{} (event {position})", event.run_id) });
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Reads a small file, refusing one over `limit` before reading it.
+fn read_small(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
+    let (file, meta) = open_regular(path)?;
+    if meta.len() > limit {
+        return Err(Error::limit(name, "file size", limit, meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::limit(name, "file size", limit, bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Reads or maps a listed file, and in full mode checks its hash against the
+/// manifest. Bytes are returned only when they are the committed bytes.
+#[allow(clippy::too_many_arguments)]
+fn load_file(path: &Path, name: &str, size: u64, limit: u64, expected: Digest, mode: VerifyMode, findings: &Findings, tick: &(dyn Fn(u64) + Sync)) -> Option<FileBytes> {
+    if size > limit {
+        findings.error(name, Error::limit(name, "file size", limit, size));
+        return None;
+    }
+    let result = (|| -> Result<FileBytes, Error> {
+        let (file, meta) = open_regular(path)?;
+        if meta.len() != size {
+            return Err(Error::mismatch(name, "size", size, meta.len()));
+        }
+        let bytes = if size <= fsutil::READ_THRESHOLD {
+            let mut v = Vec::with_capacity(size as usize);
+            (&file).take(size).read_to_end(&mut v).map_err(|e| Error::io(path, e))?;
+            FileBytes::Owned(v)
+        } else {
+            FileBytes::Mapped(fsutil::map(&file, path)?.expect("non-empty"))
+        };
+        if mode == VerifyMode::Full {
+            let actual = hash_bytes(&bytes, tick);
+            if actual != expected {
+                return Err(Error::mismatch(name, "hash", expected, actual));
+            }
+        }
+        Ok(bytes)
+    })();
+    match result {
+        Ok(b) => Some(b),
+        Err(e) => {
+            findings.error(name, e);
+            None
+        }
+    }
+}
+
+fn hash_bytes(bytes: &[u8], tick: &(dyn Fn(u64) + Sync)) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    for chunk in bytes.chunks(fsutil::HASH_WINDOW as usize) {
+        if chunk.len() >= 1 << 17 {
+            hasher.update_rayon(chunk);
+        } else {
+            hasher.update(chunk);
+        }
+        tick(chunk.len() as u64);
+    }
+    hasher.finalize().into()
+}
+
+/// Reads the blob list (a listed file) for the structure pass.
+fn read_listed(root: &Path, manifest: &Manifest, name: &str, mode: VerifyMode, limit: u64, findings: &Findings, stats: &mut VerifyStats) -> Option<FileBytes> {
+    let entry = manifest.files.get(name)?;
+    let path = root.join(name);
+    stats.files += 1;
+    stats.bytes_total += entry.size;
+    load_file(&path, name, entry.size, limit, entry.hash, mode, findings, &|_| {})
+}
+
+/// What the walk found.
+struct Walk {
+    /// Listed top-level files present as regular files with the committed size.
+    present: BTreeMap<String, Present>,
+    /// Blob files present with the listed size, by list position.
+    blob_ok: Vec<bool>,
+    /// Blob files found.
+    blobs_found: u64,
+    /// Sum of blob file sizes.
+    blob_bytes: u64,
+    /// Every name found at the top level.
+    seen: std::collections::BTreeSet<String>,
+}
+
+
+fn walk_tree(root: &Path, manifest: &Manifest, list: Option<&BlobListView<'_>>, findings: &Findings, stats: &mut VerifyStats) -> Result<Walk, Error> {
+    let mut walk = Walk { present: BTreeMap::new(), blob_ok: vec![false; list.map_or(0, |l| l.count() as usize)], blobs_found: 0, blob_bytes: 0, seen: Default::default() };
+    let mut cursor = 0u32;
+    let mut it = WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name().into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let rel = e.path().and_then(|p| p.strip_prefix(root).ok()).map_or_else(|| ".".to_string(), |p| p.to_string_lossy().into_owned());
+                findings.push(Finding::new(&rel, FindingCode::Io, e.to_string()));
+                continue;
+            }
+        };
+        let rel_path = entry.path().strip_prefix(root).expect("walk stays under the root");
+        let rel = rel_path.to_string_lossy().into_owned();
+        let ft = entry.file_type();
+        let is_dir = ft.is_dir();
+        let name_problem = match rel_path.to_str() {
+            None => Some("name is not UTF-8".to_string()),
+            Some(text) => BundlePath::parse(text).err().map(|e| e.to_string()),
+        };
+        if entry.depth() == 1 {
+            walk.seen.insert(rel.clone());
+        }
+        if let Some(problem) = name_problem {
+            findings.push(Finding::new(&rel, FindingCode::InvalidPath, problem));
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if ft.is_symlink() {
+            findings.push(Finding::new(&rel, FindingCode::Symlink, "symbolic link (never followed)"));
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                findings.push(Finding::new(&rel, FindingCode::Io, e.to_string()));
+                continue;
+            }
+        };
+        if !is_dir && !ft.is_file() {
+            findings.push(Finding::new(&rel, FindingCode::NotRegularFile, format!("{} (not read)", describe_type(&meta))));
+            continue;
+        }
+        if ft.is_file() {
+            stats.bytes_total += meta.len();
+        }
+        let depth = entry.depth();
+        match (depth, is_dir) {
+            (1, true) if rel == format::BLOB_DIR => {}
+            (1, false) if rel == format::MANIFEST_FILE || rel == format::BLOB_LIST_FILE => {}
+            (1, false) => match manifest.files.get(&rel) {
+                Some(e) if e.size != meta.len() => {
+                    findings.push(Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, meta.len()));
+                }
+                Some(_) => {
+                    walk.present.insert(rel.clone(), Present { path: entry.path().to_path_buf(), size: meta.len() });
+                }
+                None => findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
+            },
+            (2, true) if is_shard_name(entry.file_name().to_str().unwrap_or("")) => {}
+            (3, false) => {
+                let name = entry.file_name().to_str().unwrap_or("");
+                let shard = rel_path.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()).unwrap_or("");
+                let Ok(hash) = Digest::parse(name) else {
+                    findings.push(Finding::new(&rel, FindingCode::InvalidPath, "blob name is not 64 lowercase hex characters"));
+                    continue;
+                };
+                if !name.starts_with(shard) {
+                    findings.push(Finding::new(&rel, FindingCode::InvalidPath, "blob is in the wrong shard directory").with_values(hash.blob_path(), &rel));
+                    continue;
+                }
+                walk.blobs_found += 1;
+                walk.blob_bytes += meta.len();
+                let Some(list) = list else { continue };
+                // Merge-join: list records before this hash are missing from disk.
+                let mut matched = false;
+                while cursor < list.count() {
+                    let record = match list.record(cursor) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            findings.error(format::BLOB_LIST_FILE, e);
+                            cursor += 1;
+                            continue;
+                        }
+                    };
+                    match record.header.hash.cmp(&hash) {
+                        std::cmp::Ordering::Less => {
+                            findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
+                            cursor += 1;
+                        }
+                        std::cmp::Ordering::Equal => {
+                            if record.stored_size != meta.len() {
+                                findings.push(Finding::new(&rel, FindingCode::SizeMismatch, "blob file size differs from the blob list").with_values(record.stored_size, meta.len()));
+                            } else {
+                                walk.blob_ok[cursor as usize] = true;
+                            }
+                            cursor += 1;
+                            matched = true;
+                            break;
+                        }
+                        std::cmp::Ordering::Greater => break,
+                    }
+                }
+                if !matched {
+                    findings.push(Finding::new(&rel, FindingCode::Unlisted, "blob is not in the blob list"));
+                }
+            }
+            _ => {
+                findings.push(Finding::new(&rel, FindingCode::Unlisted, if is_dir { "directory is not part of the bundle layout" } else { "file is not part of the bundle layout" }));
+                if is_dir {
+                    it.skip_current_dir();
+                }
+            }
+        }
+    }
+    if let Some(list) = list {
+        while cursor < list.count() {
+            if let Ok(record) = list.record(cursor) {
+                findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
+            }
+            cursor += 1;
+        }
+    }
+    for name in manifest.files.keys() {
+        if !walk.seen.contains(name) {
+            findings.push(Finding::new(name, FindingCode::Missing, "listed file is absent"));
+        }
+    }
+    Ok(walk)
+}
+
+fn is_shard_name(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Hashes every blob whose file had the listed size, in parallel batches.
+/// Returns the bytes hashed.
+fn check_blobs(root: &Path, list: &BlobListView<'_>, present: &[bool], findings: &Findings, tick: &(dyn Fn(u64) + Sync)) -> u64 {
+    const BATCH: u32 = 4096;
+    let hashed = AtomicU64::new(0);
+    let mut start = 0u32;
+    while start < list.count() {
+        let end = (start + BATCH).min(list.count());
+        (start..end).into_par_iter().filter(|i| present[*i as usize]).for_each(|i| {
+            let Ok(record) = list.record(i) else { return };
+            let rel = record.header.hash.blob_path();
+            if let Err(e) = check_blob(root, &rel, &record, tick) {
+                findings.error(&rel, e);
+            }
+            hashed.fetch_add(record.stored_size, Ordering::Relaxed);
+        });
+        start = end;
+    }
+    hashed.into_inner()
+}
+
+/// Checks one blob file: its bytes against the stored hash, its header
+/// against the list record, and its content against its name.
+fn check_blob(root: &Path, rel: &str, record: &BlobRecord, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+    let path = root.join(rel);
+    let (mut file, meta) = open_regular(&path)?;
+    if meta.len() != record.stored_size {
+        return Err(Error::mismatch(rel, "size", record.stored_size, meta.len()));
+    }
+    let bytes = if record.stored_size <= fsutil::READ_THRESHOLD {
+        let mut v = Vec::with_capacity(record.stored_size as usize);
+        (&mut file).take(record.stored_size).read_to_end(&mut v).map_err(|e| Error::io(&path, e))?;
+        FileBytes::Owned(v)
+    } else {
+        FileBytes::Mapped(fsutil::map(&file, &path)?.expect("non-empty"))
+    };
+    let actual = hash_bytes(&bytes, tick);
+    if actual != record.stored_hash {
+        return Err(Error::mismatch(rel, "stored hash", record.stored_hash, actual));
+    }
+    let header = BlobHeader::decode(&bytes, rel)?;
+    if header != record.header {
+        return Err(Error::mismatch(rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
+    }
+    decode_blob_to(&header, &mut &bytes[BLOB_HEADER_LEN..], &mut std::io::sink(), rel)?;
+    Ok(())
+}
