@@ -62,10 +62,9 @@ impl BlobFormat {
 impl FromStr for BlobFormat {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        [BlobFormat::Raw, BlobFormat::Json, BlobFormat::Cbor, BlobFormat::Postcard]
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| Error::InvalidInput { what: "blob format", detail: format!("expected raw, json, cbor or postcard, found {s:?}") })
+        [BlobFormat::Raw, BlobFormat::Json, BlobFormat::Cbor, BlobFormat::Postcard].into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            Error::InvalidInput { what: "blob format", detail: format!("expected raw, json, cbor or postcard, found {s:?}") }
+        })
     }
 }
 
@@ -142,13 +141,28 @@ impl BlobHeader {
         check_prefix(bytes, file, format::BLOB_MAGIC, "blob header")?;
         let version = be_u32(bytes, 7);
         if version != format::BLOB_VERSION {
-            return Err(Error::Unsupported { file: file.to_string(), what: "blob version", expected: format::BLOB_VERSION.to_string(), found: version.to_string() });
+            return Err(Error::Unsupported {
+                file: file.to_string(),
+                what: "blob version",
+                expected: format::BLOB_VERSION.to_string(),
+                found: version.to_string(),
+            });
         }
         if bytes.len() < BLOB_HEADER_LEN {
             return Err(Error::truncated(file, "blob header", 0, BLOB_HEADER_LEN, bytes.len()));
         }
-        let format = BlobFormat::from_code(bytes[11]).ok_or_else(|| Error::Unsupported { file: file.to_string(), what: "blob format", expected: "0..=3".into(), found: bytes[11].to_string() })?;
-        let compression = Compression::from_code(bytes[12]).ok_or_else(|| Error::Unsupported { file: file.to_string(), what: "blob compression", expected: "0 or 1".into(), found: bytes[12].to_string() })?;
+        let format = BlobFormat::from_code(bytes[11]).ok_or_else(|| Error::Unsupported {
+            file: file.to_string(),
+            what: "blob format",
+            expected: "0..=3".into(),
+            found: bytes[11].to_string(),
+        })?;
+        let compression = Compression::from_code(bytes[12]).ok_or_else(|| Error::Unsupported {
+            file: file.to_string(),
+            what: "blob compression",
+            expected: "0 or 1".into(),
+            found: bytes[12].to_string(),
+        })?;
         if bytes[13..16] != [0, 0, 0] {
             return Err(Error::malformed(file, "blob header", 13, "reserved bytes are not zero"));
         }
@@ -193,7 +207,10 @@ impl BlobRecord {
             return Err(bad(format!("stored size {stored_size} is smaller than the {BLOB_HEADER_LEN}-byte header")));
         }
         if compression == Compression::None && stored_size != BLOB_HEADER_LEN as u64 + size {
-            return Err(bad(format!("uncompressed blob of {size} bytes must be stored in {} bytes, record says {stored_size}", size + BLOB_HEADER_LEN as u64)));
+            return Err(bad(format!(
+                "uncompressed blob of {size} bytes must be stored in {} bytes, record says {stored_size}",
+                size + BLOB_HEADER_LEN as u64
+            )));
         }
         Ok(BlobRecord {
             header: BlobHeader { format, compression, size, hash: Digest(bytes[..32].try_into().expect("32 bytes")) },
@@ -217,7 +234,12 @@ impl<'a> BlobListView<'a> {
         check_prefix(bytes, file, format::BLOB_LIST_MAGIC, "blob list header")?;
         let version = be_u32(bytes, 7);
         if version != format::BLOB_LIST_VERSION {
-            return Err(Error::Unsupported { file: file.to_string(), what: "blob list version", expected: format::BLOB_LIST_VERSION.to_string(), found: version.to_string() });
+            return Err(Error::Unsupported {
+                file: file.to_string(),
+                what: "blob list version",
+                expected: format::BLOB_LIST_VERSION.to_string(),
+                found: version.to_string(),
+            });
         }
         if bytes.len() < BLOB_LIST_HEADER_LEN {
             return Err(Error::truncated(file, "blob list header", 0, BLOB_LIST_HEADER_LEN, bytes.len()));
@@ -229,7 +251,13 @@ impl<'a> BlobListView<'a> {
         let expected = BLOB_LIST_HEADER_LEN as u64 + u64::from(count) * BLOB_LIST_RECORD_LEN as u64;
         let found = bytes.len() as u64;
         if found < expected {
-            return Err(Error::Truncated { file: file.to_string(), what: "blob records", offset: BLOB_LIST_HEADER_LEN as u64, needed: expected - BLOB_LIST_HEADER_LEN as u64, available: found - BLOB_LIST_HEADER_LEN as u64 });
+            return Err(Error::Truncated {
+                file: file.to_string(),
+                what: "blob records",
+                offset: BLOB_LIST_HEADER_LEN as u64,
+                needed: expected - BLOB_LIST_HEADER_LEN as u64,
+                available: found - BLOB_LIST_HEADER_LEN as u64,
+            });
         }
         if found > expected {
             return Err(Error::TrailingData { file: file.to_string(), offset: expected, count: found - expected });
@@ -276,7 +304,12 @@ impl<'a> BlobListView<'a> {
     pub fn check_sorted(&self) -> Result<(), Error> {
         for i in 1..self.count {
             if self.hash_at(i - 1) >= self.hash_at(i) {
-                return Err(Error::malformed(self.file, "blob record", self.record_offset(i) as u64, "records are not strictly increasing by content hash (duplicate or unsorted blob)"));
+                return Err(Error::malformed(
+                    self.file,
+                    "blob record",
+                    self.record_offset(i) as u64,
+                    "records are not strictly increasing by content hash (duplicate or unsorted blob)",
+                ));
             }
         }
         Ok(())
@@ -289,7 +322,9 @@ pub fn encode_blob(content: &[u8], format: BlobFormat, level: Option<i32>) -> Re
     let hash = Digest::of(content);
     let size = content.len() as u64;
     let compressed = match level {
-        Some(level) => Some(zstd::bulk::compress(content, level).map_err(|e| Error::InvalidInput { what: "blob", detail: format!("zstd: {e}") })?),
+        Some(level) => {
+            Some(zstd::bulk::compress(content, level).map_err(|e| Error::InvalidInput { what: "blob", detail: format!("zstd: {e}") })?)
+        }
         None => None,
     };
     let (compression, data) = match compressed {

@@ -43,7 +43,14 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { encoding: Encoding::Postcard, compression_level: Some(format::DEFAULT_ZSTD_LEVEL), bundle_id: None, created_at: None, overwrite: false, limits: Limits::default() }
+        BuildOptions {
+            encoding: Encoding::Postcard,
+            compression_level: Some(format::DEFAULT_ZSTD_LEVEL),
+            bundle_id: None,
+            created_at: None,
+            overwrite: false,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -88,7 +95,9 @@ impl BundleBuilder {
     pub fn create(output: impl AsRef<Path>, options: BuildOptions) -> Result<Self, Error> {
         let output = output.as_ref().to_path_buf();
         check_output(&output, options.overwrite)?;
-        let name = output.file_name().ok_or_else(|| Error::InvalidInput { what: "output path", detail: format!("{} has no file name", output.display()) })?;
+        let name = output
+            .file_name()
+            .ok_or_else(|| Error::InvalidInput { what: "output path", detail: format!("{} has no file name", output.display()) })?;
         let parent = match output.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -159,7 +168,10 @@ impl BundleBuilder {
             check_run_id(m.run_id, event.run_id)?;
         }
         if event.logical_time < self.last_time {
-            return Err(Error::InvalidInput { what: "event", detail: format!("event {} goes back in logical time: {} after {}", event.event_id, event.logical_time, self.last_time) });
+            return Err(Error::InvalidInput {
+                what: "event",
+                detail: format!("event {} goes back in logical time: {} after {}", event.event_id, event.logical_time, self.last_time),
+            });
         }
         let log = self.log.as_mut().expect("log is open until build");
         let position = log.count();
@@ -217,14 +229,23 @@ impl BundleBuilder {
         let dag = self.dag.take().ok_or_else(|| missing("dag"))?;
         let event_count = self.event_count();
         if metadata.event_count != u64::from(event_count) {
-            return Err(Error::InvalidInput { what: "metadata", detail: format!("event_count says {}, but {} events were added", metadata.event_count, event_count) });
+            return Err(Error::InvalidInput {
+                what: "metadata",
+                detail: format!("event_count says {}, but {} events were added", metadata.event_count, event_count),
+            });
         }
         if metadata.node_count != dag.nodes.len() as u64 {
-            return Err(Error::InvalidInput { what: "metadata", detail: format!("node_count says {}, but the DAG has {} nodes", metadata.node_count, dag.nodes.len()) });
+            return Err(Error::InvalidInput {
+                what: "metadata",
+                detail: format!("node_count says {}, but the DAG has {} nodes", metadata.node_count, dag.nodes.len()),
+            });
         }
         if let Some(s) = &self.snapshot {
             if s.log_position > u64::from(event_count) {
-                return Err(Error::InvalidInput { what: "snapshot", detail: format!("log_position {} is past the last event ({event_count})", s.log_position) });
+                return Err(Error::InvalidInput {
+                    what: "snapshot",
+                    detail: format!("log_position {} is past the last event ({event_count})", s.log_position),
+                });
             }
         }
         let staging = self.staging.clone();
@@ -257,17 +278,25 @@ impl BundleBuilder {
         files.insert(format::EVENTS_FILE.to_string(), FileEntry { hash: log_hash, size: log_size, optional: false });
         self.ids.sort_unstable();
         if let Some(pair) = self.ids.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(Error::InvalidInput { what: "event", detail: format!("event id {} was added twice (events {} and {})", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1) });
+            return Err(Error::InvalidInput {
+                what: "event",
+                detail: format!("event id {} was added twice (events {} and {})", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1),
+            });
         }
         let index_path = staging.join(format::INDEX_FILE);
         let index_file = File::options().write(true).create_new(true).open(&index_path).map_err(|e| Error::io(&index_path, e))?;
-        let mut index_out = HashingWriter { inner: BufWriter::with_capacity(1 << 20, index_file), hasher: blake3::Hasher::new(), written: 0 };
+        let mut index_out =
+            HashingWriter { inner: BufWriter::with_capacity(1 << 20, index_file), hasher: blake3::Hasher::new(), written: 0 };
         let mut offsets = rewind(&mut self.offsets, &staging)?;
         let mut times = rewind(&mut self.times, &staging)?;
-        write_index(&mut index_out, event_count, &log_hash, log_size, &mut offsets, &mut times, &self.ids).map_err(|e| Error::io(&index_path, e))?;
+        write_index(&mut index_out, event_count, &log_hash, log_size, &mut offsets, &mut times, &self.ids)
+            .map_err(|e| Error::io(&index_path, e))?;
         let index_file = index_out.inner.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;
         index_file.sync_all().map_err(|e| Error::io(&index_path, e))?;
-        files.insert(format::INDEX_FILE.to_string(), FileEntry { hash: index_out.hasher.finalize().into(), size: index_out.written, optional: false });
+        files.insert(
+            format::INDEX_FILE.to_string(),
+            FileEntry { hash: index_out.hasher.finalize().into(), size: index_out.written, optional: false },
+        );
 
         let created_at = match self.options.created_at.clone() {
             Some(t) => {
@@ -295,7 +324,13 @@ impl BundleBuilder {
         fsutil::sync_filesystem(&staging)?;
         self.move_into_place()?;
         self.finished = true;
-        Ok(BuildSummary { path: self.output.clone(), bundle_id, events: event_count.into(), blobs: self.blobs.len() as u64, total_bytes: total_bytes + manifest_bytes.len() as u64 })
+        Ok(BuildSummary {
+            path: self.output.clone(),
+            bundle_id,
+            events: event_count.into(),
+            blobs: self.blobs.len() as u64,
+            total_bytes: total_bytes + manifest_bytes.len() as u64,
+        })
     }
 
     fn move_into_place(&self) -> Result<(), Error> {
@@ -311,7 +346,11 @@ impl BundleBuilder {
                 // The old bundle and the new one trade places atomically where
                 // the platform allows; the old one is then removed from the staging path.
                 if !fsutil::exchange(&self.staging, &self.output)? {
-                    let old = parent.join(format!(".{}.cath-old-{}", self.output.file_name().expect("checked").to_string_lossy(), std::process::id()));
+                    let old = parent.join(format!(
+                        ".{}.cath-old-{}",
+                        self.output.file_name().expect("checked").to_string_lossy(),
+                        std::process::id()
+                    ));
                     fs::rename(&self.output, &old).map_err(|e| Error::io(&self.output, e))?;
                     fs::rename(&self.staging, &self.output).map_err(|e| Error::io(&self.output, e))?;
                     fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -341,7 +380,10 @@ fn check_output(output: &Path, overwrite: bool) -> Result<(), Error> {
         Err(e) => Err(Error::io(output, e)),
         Ok(_) if !overwrite => Err(Error::OutputExists { path: output.to_path_buf() }),
         Ok(meta) if meta.is_dir() && output.join(format::MANIFEST_FILE).is_file() => Ok(()),
-        Ok(_) => Err(Error::InvalidInput { what: "output path", detail: format!("{} exists and is not a bundle; refusing to replace it", output.display()) }),
+        Ok(_) => Err(Error::InvalidInput {
+            what: "output path",
+            detail: format!("{} exists and is not a bundle; refusing to replace it", output.display()),
+        }),
     }
 }
 

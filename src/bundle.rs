@@ -166,7 +166,9 @@ impl ReplayBundle {
 
     /// Events from `position` on, in log order.
     pub fn events_from(&self, position: u32) -> impl Iterator<Item = Result<Event, Error>> + '_ {
-        (position..self.event_count()).map(move |p| self.event(p).and_then(|e| e.ok_or_else(|| Error::InvalidInput { what: "event position", detail: p.to_string() })))
+        (position..self.event_count()).map(move |p| {
+            self.event(p).and_then(|e| e.ok_or_else(|| Error::InvalidInput { what: "event position", detail: p.to_string() }))
+        })
     }
 
     /// The event at `position` (0-based), through the index.

@@ -31,7 +31,10 @@ impl Digest {
     /// Parses exactly 64 lowercase hex characters.
     pub fn parse(text: &str) -> Result<Self, Error> {
         if text.len() != 64 {
-            return Err(Error::InvalidInput { what: "hash", detail: format!("expected 64 lowercase hex characters, found {} characters in {text:?}", text.len()) });
+            return Err(Error::InvalidInput {
+                what: "hash",
+                detail: format!("expected 64 lowercase hex characters, found {} characters in {text:?}", text.len()),
+            });
         }
         if !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(Error::InvalidInput { what: "hash", detail: format!("expected lowercase hex, found {text:?}") });

@@ -129,6 +129,14 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A path that is not a regular file where one is required.
+    #[error("{path}: expected a regular file, found a {found}")]
+    FileType {
+        /// The path.
+        path: String,
+        /// What it is: "symbolic link", "FIFO", "directory", ...
+        found: &'static str,
+    },
     /// Invalid input handed to the library (builder arguments, lookups).
     #[error("invalid {what}: {detail}")]
     InvalidInput {
@@ -195,6 +203,8 @@ impl Error {
             Error::Mismatch { .. } => FindingCode::Inconsistent,
             Error::Json { .. } => FindingCode::InvalidJson,
             Error::InvalidPath { .. } => FindingCode::InvalidPath,
+            Error::FileType { found: "symbolic link", .. } => FindingCode::Symlink,
+            Error::FileType { .. } => FindingCode::NotRegularFile,
             Error::InvalidInput { .. } | Error::OutputExists { .. } | Error::Invalid { .. } => FindingCode::Malformed,
         }
     }
@@ -208,6 +218,7 @@ impl Error {
             | Error::Mismatch { expected, found, .. } => (Some(expected.clone()), Some(found.clone())),
             Error::LimitExceeded { limit, found, .. } => (Some(format!("at most {limit}")), Some(found.to_string())),
             Error::Truncated { needed, available, .. } => (Some(format!("{needed} bytes")), Some(format!("{available} bytes"))),
+            Error::FileType { found, .. } => (Some("regular file".to_string()), Some(found.to_string())),
             _ => (None, None),
         };
         Finding { path: path.to_string(), code, message: self.to_string(), expected, found }

@@ -208,7 +208,18 @@ impl Event {
     /// An event whose `payload_hash` is computed from `payload`.
     pub fn new(event_id: Uuid, run_id: Uuid, node_id: Uuid, logical_time: u64, kind: EventKind, payload: Vec<u8>) -> Self {
         let payload_hash = Digest::of(&payload);
-        Event { event_id, run_id, node_id, parent_event_id: None, logical_time, kind, payload, payload_hash, prior_state_hash: None, post_state_hash: None }
+        Event {
+            event_id,
+            run_id,
+            node_id,
+            parent_event_id: None,
+            logical_time,
+            kind,
+            payload,
+            payload_hash,
+            prior_state_hash: None,
+            post_state_hash: None,
+        }
     }
 
     /// Checks that `payload_hash` is the BLAKE3 of `payload`.
@@ -243,17 +254,29 @@ impl Event {
     pub fn decode(record: &[u8], encoding: Encoding, file: &str, offset: u64) -> Result<Self, Error> {
         let event: Event = match encoding {
             Encoding::Postcard => {
-                let (event, rest) = postcard::take_from_bytes::<Event>(record).map_err(|e| Error::malformed(file, "event record", offset, e))?;
+                let (event, rest) =
+                    postcard::take_from_bytes::<Event>(record).map_err(|e| Error::malformed(file, "event record", offset, e))?;
                 if !rest.is_empty() {
-                    return Err(Error::malformed(file, "event record", offset, format!("{} bytes after the event inside its record", rest.len())));
+                    return Err(Error::malformed(
+                        file,
+                        "event record",
+                        offset,
+                        format!("{} bytes after the event inside its record", rest.len()),
+                    ));
                 }
                 event
             }
             Encoding::Cbor => {
                 let mut reader = record;
-                let event = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16).map_err(|e| Error::malformed(file, "event record", offset, e))?;
+                let event = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16)
+                    .map_err(|e| Error::malformed(file, "event record", offset, e))?;
                 if !reader.is_empty() {
-                    return Err(Error::malformed(file, "event record", offset, format!("{} bytes after the event inside its record", reader.len())));
+                    return Err(Error::malformed(
+                        file,
+                        "event record",
+                        offset,
+                        format!("{} bytes after the event inside its record", reader.len()),
+                    ));
                 }
                 event
             }
@@ -261,7 +284,12 @@ impl Event {
         let mut canonical = Vec::with_capacity(record.len());
         event.encode(encoding, &mut canonical)?;
         if canonical != record {
-            return Err(Error::malformed(file, "event record", offset, "not the canonical encoding of the event it holds (overlong integer or non-minimal form)"));
+            return Err(Error::malformed(
+                file,
+                "event record",
+                offset,
+                "not the canonical encoding of the event it holds (overlong integer or non-minimal form)",
+            ));
         }
         Ok(event)
     }
@@ -396,7 +424,8 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        let mut e = Event::new(Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), 300, EventKind::ToolCompleted, b"hello".to_vec());
+        let mut e =
+            Event::new(Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), 300, EventKind::ToolCompleted, b"hello".to_vec());
         e.parent_event_id = Some(Uuid::from_u128(4));
         e.post_state_hash = Some(Digest::of(b"state"));
         e
@@ -450,7 +479,9 @@ mod tests {
         assert_eq!(Event::from_json_line(&line).unwrap(), e);
         assert!(line.starts_with("{\"event_id\":\"00000000-0000-0000-0000-000000000001\""));
         assert!(line.contains("\"payload\":\"aGVsbG8=\""));
-        assert!(Event::from_json_line(&line.replace("00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-00000000000A")).is_err());
+        assert!(
+            Event::from_json_line(&line.replace("00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-00000000000A")).is_err()
+        );
         assert!(Event::from_json_line(&line.replace("{\"event_id\"", "{\"extra\":1,\"event_id\"")).is_err());
     }
 

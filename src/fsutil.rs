@@ -41,20 +41,16 @@ pub fn describe_type(meta: &Metadata) -> &'static str {
 /// Opens a regular file for reading: never follows a final symbolic link,
 /// never blocks on a FIFO, and refuses anything that is not a regular file.
 pub fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                Error::InvalidPath { path: path.display().to_string(), reason: "is a symbolic link" }
-            } else {
-                Error::io(path, e)
-            }
-        })?;
+    let file = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            Error::FileType { path: path.display().to_string(), found: "symbolic link" }
+        } else {
+            Error::io(path, e)
+        }
+    })?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
-        return Err(Error::InvalidPath { path: path.display().to_string(), reason: "not a regular file" });
+        return Err(Error::FileType { path: path.display().to_string(), found: describe_type(&meta) });
     }
     Ok((file, meta))
 }
@@ -136,8 +132,10 @@ pub fn exchange(a: &Path, b: &Path) -> Result<bool, Error> {
     {
         use std::ffi::CString;
         use std::os::unix::ffi::OsStrExt;
-        let ca = CString::new(a.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath { path: a.display().to_string(), reason: "NUL byte" })?;
-        let cb = CString::new(b.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath { path: b.display().to_string(), reason: "NUL byte" })?;
+        let ca =
+            CString::new(a.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath { path: a.display().to_string(), reason: "NUL byte" })?;
+        let cb =
+            CString::new(b.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath { path: b.display().to_string(), reason: "NUL byte" })?;
         // SAFETY: both pointers are valid NUL-terminated strings for the call.
         let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
         if rc == 0 {

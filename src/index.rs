@@ -32,7 +32,12 @@ impl<'a> IndexView<'a> {
         check_prefix(bytes, file, format::INDEX_MAGIC, "index header")?;
         let version = be_u32(bytes, format::MAGIC_LEN);
         if version != format::INDEX_VERSION {
-            return Err(Error::Unsupported { file: file.to_string(), what: "index version", expected: format::INDEX_VERSION.to_string(), found: version.to_string() });
+            return Err(Error::Unsupported {
+                file: file.to_string(),
+                what: "index version",
+                expected: format::INDEX_VERSION.to_string(),
+                found: version.to_string(),
+            });
         }
         if bytes.len() < INDEX_HEADER_LEN {
             return Err(Error::truncated(file, "index header", 0, INDEX_HEADER_LEN, bytes.len()));
@@ -43,7 +48,13 @@ impl<'a> IndexView<'a> {
         let expected = INDEX_HEADER_LEN as u64 + u64::from(count) * INDEX_BYTES_PER_EVENT as u64;
         let found = bytes.len() as u64;
         if found < expected {
-            return Err(Error::Truncated { file: file.to_string(), what: "index sections", offset: INDEX_HEADER_LEN as u64, needed: expected - INDEX_HEADER_LEN as u64, available: found - INDEX_HEADER_LEN as u64 });
+            return Err(Error::Truncated {
+                file: file.to_string(),
+                what: "index sections",
+                offset: INDEX_HEADER_LEN as u64,
+                needed: expected - INDEX_HEADER_LEN as u64,
+                available: found - INDEX_HEADER_LEN as u64,
+            });
         }
         if found > expected {
             return Err(Error::TrailingData { file: file.to_string(), offset: expected, count: found - expected });
@@ -143,10 +154,20 @@ impl<'a> IndexView<'a> {
         for i in 0..self.count {
             let (id, position) = self.id_entry(i).expect("in range");
             if position >= self.count {
-                return Err(Error::malformed(file, "id entry", (self.ids_start() + i as usize * INDEX_ID_LEN) as u64, format!("position {position} is past the last event ({})", self.count)));
+                return Err(Error::malformed(
+                    file,
+                    "id entry",
+                    (self.ids_start() + i as usize * INDEX_ID_LEN) as u64,
+                    format!("position {position} is past the last event ({})", self.count),
+                ));
             }
             if previous.is_some_and(|p| p >= id) {
-                return Err(Error::malformed(file, "id entry", (self.ids_start() + i as usize * INDEX_ID_LEN) as u64, "ids are not strictly increasing (duplicate or unsorted event id)"));
+                return Err(Error::malformed(
+                    file,
+                    "id entry",
+                    (self.ids_start() + i as usize * INDEX_ID_LEN) as u64,
+                    "ids are not strictly increasing (duplicate or unsorted event id)",
+                ));
             }
             previous = Some(id);
         }
@@ -164,12 +185,24 @@ impl<'a> IndexView<'a> {
                 return Err(Error::mismatch(file, "logical time", event.logical_time, format!("{time} (event {position})")));
             }
             if time < previous_time {
-                return Err(Error::malformed(format::EVENTS_FILE, "logical time", offset, format!("event {position} goes back in time: {time} after {previous_time}")));
+                return Err(Error::malformed(
+                    format::EVENTS_FILE,
+                    "logical time",
+                    offset,
+                    format!("event {position} goes back in time: {time} after {previous_time}"),
+                ));
             }
             previous_time = time;
             match self.position_of_id(&event.event_id) {
                 Some(p) if p == position => {}
-                Some(p) => return Err(Error::mismatch(file, "position of event id", position, format!("{p} (event id {} is not unique or misindexed)", event.event_id))),
+                Some(p) => {
+                    return Err(Error::mismatch(
+                        file,
+                        "position of event id",
+                        position,
+                        format!("{p} (event id {} is not unique or misindexed)", event.event_id),
+                    ))
+                }
                 None => return Err(Error::mismatch(file, "event id", event.event_id, "absent from the index")),
             }
         }
@@ -218,7 +251,12 @@ pub fn rebuild(log: &LogView<'_>) -> Result<Vec<u8>, Error> {
         let (offset, bytes) = record?;
         let event = Event::decode(bytes, log.header().encoding, format::EVENTS_FILE, offset)?;
         if event.logical_time < previous_time {
-            return Err(Error::malformed(format::EVENTS_FILE, "logical time", offset, format!("event {position} goes back in time: {} after {previous_time}", event.logical_time)));
+            return Err(Error::malformed(
+                format::EVENTS_FILE,
+                "logical time",
+                offset,
+                format!("event {position} goes back in time: {} after {previous_time}", event.logical_time),
+            ));
         }
         previous_time = event.logical_time;
         offsets.extend_from_slice(&offset.to_be_bytes());
@@ -227,10 +265,16 @@ pub fn rebuild(log: &LogView<'_>) -> Result<Vec<u8>, Error> {
     }
     ids.sort_unstable();
     if let Some(pair) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(Error::malformed(format::EVENTS_FILE, "event id", 0, format!("event id {} appears at positions {} and {}", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1)));
+        return Err(Error::malformed(
+            format::EVENTS_FILE,
+            "event id",
+            0,
+            format!("event id {} appears at positions {} and {}", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1),
+        ));
     }
     let log_hash = Digest::of(log.bytes());
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + count as usize * INDEX_BYTES_PER_EVENT);
-    write_index(&mut out, count, &log_hash, log.bytes().len() as u64, &mut offsets.as_slice(), &mut times.as_slice(), &ids).expect("writing to memory");
+    write_index(&mut out, count, &log_hash, log.bytes().len() as u64, &mut offsets.as_slice(), &mut times.as_slice(), &ids)
+        .expect("writing to memory");
     Ok(out)
 }

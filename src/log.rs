@@ -18,7 +18,11 @@ pub(crate) fn check_prefix(bytes: &[u8], file: &str, magic: [u8; format::MAGIC_L
         return Err(Error::truncated(file, what, 0, format::PREFIX_LEN, bytes.len()));
     }
     if bytes[..format::MAGIC_LEN] != magic {
-        return Err(Error::BadMagic { file: file.to_string(), expected: String::from_utf8_lossy(&magic).into_owned(), found: String::from_utf8_lossy(&bytes[..format::MAGIC_LEN]).into_owned() });
+        return Err(Error::BadMagic {
+            file: file.to_string(),
+            expected: String::from_utf8_lossy(&magic).into_owned(),
+            found: String::from_utf8_lossy(&bytes[..format::MAGIC_LEN]).into_owned(),
+        });
     }
     Ok(())
 }
@@ -62,7 +66,13 @@ impl<'a> LogView<'a> {
         }
         let remaining = (bytes.len() - LOG_HEADER_LEN) as u64;
         if u64::from(count) * (RECORD_PREFIX_LEN as u64 + 1) > remaining {
-            return Err(Error::Truncated { file: file.to_string(), what: "event records", offset: LOG_HEADER_LEN as u64, needed: u64::from(count) * 5, available: remaining });
+            return Err(Error::Truncated {
+                file: file.to_string(),
+                what: "event records",
+                offset: LOG_HEADER_LEN as u64,
+                needed: u64::from(count) * 5,
+                available: remaining,
+            });
         }
         Ok(LogView { bytes, header: LogHeader { encoding, count }, file, max_record_len: limits.max_record_len })
     }
@@ -80,7 +90,9 @@ impl<'a> LogView<'a> {
     /// The record whose length prefix starts at `offset`, and the offset after it.
     pub fn record_at(&self, offset: u64) -> Result<(&'a [u8], u64), Error> {
         let file = self.file;
-        let start = usize::try_from(offset).ok().filter(|o| *o >= LOG_HEADER_LEN && *o <= self.bytes.len()).ok_or_else(|| Error::malformed(file, "record offset", offset, format!("outside the records area {}..{}", LOG_HEADER_LEN, self.bytes.len())))?;
+        let start = usize::try_from(offset).ok().filter(|o| *o >= LOG_HEADER_LEN && *o <= self.bytes.len()).ok_or_else(|| {
+            Error::malformed(file, "record offset", offset, format!("outside the records area {}..{}", LOG_HEADER_LEN, self.bytes.len()))
+        })?;
         let available = self.bytes.len() - start;
         if available < RECORD_PREFIX_LEN {
             return Err(Error::truncated(file, "record length", start, RECORD_PREFIX_LEN, available));

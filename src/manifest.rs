@@ -60,10 +60,14 @@ impl Manifest {
         let file = format::MANIFEST_FILE;
         let mut findings = Vec::new();
         if self.format != format::BUNDLE_FORMAT {
-            findings.push(Finding::new(file, FindingCode::Unsupported, "unsupported format").with_values(format::BUNDLE_FORMAT, &self.format));
+            findings
+                .push(Finding::new(file, FindingCode::Unsupported, "unsupported format").with_values(format::BUNDLE_FORMAT, &self.format));
         }
         if self.bundle_version != format::BUNDLE_VERSION {
-            findings.push(Finding::new(file, FindingCode::Unsupported, "unsupported bundle_version").with_values(format::BUNDLE_VERSION, &self.bundle_version));
+            findings.push(
+                Finding::new(file, FindingCode::Unsupported, "unsupported bundle_version")
+                    .with_values(format::BUNDLE_VERSION, &self.bundle_version),
+            );
         }
         if let Err(e) = crate::model::check_timestamp(file, "created_at", &self.created_at) {
             findings.push(e.into_finding(file));
@@ -77,10 +81,15 @@ impl Manifest {
                 continue;
             }
             match format::LISTED_FILES.iter().find(|(known, _)| known == name) {
-                None => findings.push(Finding::new(file, FindingCode::InvalidPath, format!("lists {name:?}, which is not a file of a v1 bundle"))),
-                Some((_, optional)) if *optional != entry.optional => {
-                    findings.push(Finding::new(file, FindingCode::Malformed, format!("{name}: wrong optional flag")).with_values(optional, entry.optional))
-                }
+                None => findings.push(Finding::new(
+                    file,
+                    FindingCode::InvalidPath,
+                    format!("lists {name:?}, which is not a file of a v1 bundle"),
+                )),
+                Some((_, optional)) if *optional != entry.optional => findings.push(
+                    Finding::new(file, FindingCode::Malformed, format!("{name}: wrong optional flag"))
+                        .with_values(optional, entry.optional),
+                ),
                 Some(_) => {}
             }
         }

@@ -93,7 +93,10 @@ impl Metadata {
 /// Checks an RFC 3339 UTC timestamp such as `2026-01-02T03:04:05Z`.
 pub fn check_timestamp(file: &str, field: &'static str, text: &str) -> Result<(), Error> {
     if !text.ends_with('Z') || humantime::parse_rfc3339(text).is_err() {
-        return Err(Error::Json { file: file.to_string(), detail: format!("{field}: expected an RFC 3339 UTC timestamp like 2026-01-02T03:04:05Z, found {text:?}") });
+        return Err(Error::Json {
+            file: file.to_string(),
+            detail: format!("{field}: expected an RFC 3339 UTC timestamp like 2026-01-02T03:04:05Z, found {text:?}"),
+        });
     }
     Ok(())
 }
@@ -225,7 +228,12 @@ impl Snapshot {
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| WireNodeState { node_id: *n.node_id.as_bytes(), status: n.status, output_hash: n.output_hash.map(|d| d.0), error: n.error.clone() })
+                .map(|n| WireNodeState {
+                    node_id: *n.node_id.as_bytes(),
+                    status: n.status,
+                    output_hash: n.output_hash.map(|d| d.0),
+                    error: n.error.clone(),
+                })
                 .collect(),
         };
         let mut out = Vec::new();
@@ -239,12 +247,22 @@ impl Snapshot {
         crate::log::check_prefix(bytes, file, format::SNAPSHOT_MAGIC, "snapshot")?;
         let version = format::be_u32(bytes, format::MAGIC_LEN);
         if version != format::SNAPSHOT_VERSION {
-            return Err(Error::Unsupported { file: file.to_string(), what: "snapshot version", expected: format::SNAPSHOT_VERSION.to_string(), found: version.to_string() });
+            return Err(Error::Unsupported {
+                file: file.to_string(),
+                what: "snapshot version",
+                expected: format::SNAPSHOT_VERSION.to_string(),
+                found: version.to_string(),
+            });
         }
         let body = &bytes[format::PREFIX_LEN..];
-        let (wire, rest) = postcard::take_from_bytes::<WireSnapshot>(body).map_err(|e| Error::malformed(file, "snapshot", format::PREFIX_LEN as u64, e))?;
+        let (wire, rest) = postcard::take_from_bytes::<WireSnapshot>(body)
+            .map_err(|e| Error::malformed(file, "snapshot", format::PREFIX_LEN as u64, e))?;
         if !rest.is_empty() {
-            return Err(Error::TrailingData { file: file.to_string(), offset: (bytes.len() - rest.len()) as u64, count: rest.len() as u64 });
+            return Err(Error::TrailingData {
+                file: file.to_string(),
+                offset: (bytes.len() - rest.len()) as u64,
+                count: rest.len() as u64,
+            });
         }
         let snapshot = Snapshot {
             logical_time: wire.logical_time,
@@ -252,11 +270,21 @@ impl Snapshot {
             nodes: wire
                 .nodes
                 .into_iter()
-                .map(|n| NodeState { node_id: Uuid::from_bytes(n.node_id), status: n.status, output_hash: n.output_hash.map(Digest), error: n.error })
+                .map(|n| NodeState {
+                    node_id: Uuid::from_bytes(n.node_id),
+                    status: n.status,
+                    output_hash: n.output_hash.map(Digest),
+                    error: n.error,
+                })
                 .collect(),
         };
         if snapshot.encode_file() != bytes {
-            return Err(Error::malformed(file, "snapshot", format::PREFIX_LEN as u64, "not the canonical encoding of the snapshot it holds"));
+            return Err(Error::malformed(
+                file,
+                "snapshot",
+                format::PREFIX_LEN as u64,
+                "not the canonical encoding of the snapshot it holds",
+            ));
         }
         Ok(snapshot)
     }
@@ -271,7 +299,12 @@ mod tests {
         let s = Snapshot {
             logical_time: 7,
             log_position: 3,
-            nodes: vec![NodeState { node_id: Uuid::from_u128(9), status: NodeStatus::Failed, output_hash: Some(Digest::of(b"o")), error: Some("boom".into()) }],
+            nodes: vec![NodeState {
+                node_id: Uuid::from_u128(9),
+                status: NodeStatus::Failed,
+                output_hash: Some(Digest::of(b"o")),
+                error: Some("boom".into()),
+            }],
         };
         let bytes = s.encode_file();
         assert_eq!(&bytes[..7], b"CATHSNP");
@@ -285,7 +318,12 @@ mod tests {
     #[test]
     fn dag_references_are_checked() {
         let a = Uuid::from_u128(1);
-        let mut dag = Dag { nodes: vec![DagNode { id: a, name: "a".into(), kind: "task".into(), depends_on: vec![] }], entry_nodes: vec![a], exit_nodes: vec![a], edges: vec![] };
+        let mut dag = Dag {
+            nodes: vec![DagNode { id: a, name: "a".into(), kind: "task".into(), depends_on: vec![] }],
+            entry_nodes: vec![a],
+            exit_nodes: vec![a],
+            edges: vec![],
+        };
         dag.validate("d").unwrap();
         dag.edges.push(DagEdge { from: a, to: Uuid::from_u128(2) });
         assert!(dag.validate("d").is_err());

@@ -80,8 +80,24 @@ mod tests {
 
     /// Names that must never become paths.
     pub(crate) const HOSTILE: &[&str] = &[
-        "", "/etc/passwd", "../x", "a/../../x", "a/./b", ".", "..", "a//b", "a/", "/",
-        "a\\..\\b", "C:\\x", "c:x", "a\0b", "a\nb", "ａ.json", "metadata\u{2024}json", "\u{202e}nosj.atad",
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../x",
+        "a/./b",
+        ".",
+        "..",
+        "a//b",
+        "a/",
+        "/",
+        "a\\..\\b",
+        "C:\\x",
+        "c:x",
+        "a\0b",
+        "a\nb",
+        "ａ.json",
+        "metadata\u{2024}json",
+        "\u{202e}nosj.atad",
         "․․/x",
     ];
 

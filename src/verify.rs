@@ -169,7 +169,12 @@ struct Present {
 
 /// Verifies the bundle at `root`. `Err` only when `root` cannot be examined
 /// at all; everything wrong inside the bundle is a finding in the report.
-pub(crate) fn verify(root: &Path, mode: VerifyMode, limits: &Limits, progress: Option<&dyn Progress>) -> Result<(VerifyReport, Option<Loaded>), Error> {
+pub(crate) fn verify(
+    root: &Path,
+    mode: VerifyMode,
+    limits: &Limits,
+    progress: Option<&dyn Progress>,
+) -> Result<(VerifyReport, Option<Loaded>), Error> {
     let findings = Findings::new(limits.max_findings);
     let mut stats = VerifyStats::default();
     let mut encoding = None;
@@ -179,7 +184,11 @@ pub(crate) fn verify(root: &Path, mode: VerifyMode, limits: &Limits, progress: O
     list.dedup();
     let omitted = findings.omitted.into_inner();
     if omitted > 0 {
-        list.push(Finding::new(".", FindingCode::TooManyFindings, format!("{omitted} more findings were not listed (limit {})", limits.max_findings)));
+        list.push(Finding::new(
+            ".",
+            FindingCode::TooManyFindings,
+            format!("{omitted} more findings were not listed (limit {})", limits.max_findings),
+        ));
     }
     let report = VerifyReport { bundle: root.display().to_string(), mode, findings: list, findings_omitted: omitted, stats, encoding };
     let loaded = if report.is_valid() { loaded } else { None };
@@ -197,11 +206,18 @@ fn run(
 ) -> Result<Option<Loaded>, Error> {
     let root_meta = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
     if root_meta.file_type().is_symlink() {
-        findings.push(Finding::new(".", FindingCode::Symlink, format!("the bundle root {} is a symbolic link; give the real directory", root.display())));
+        findings.push(Finding::new(
+            ".",
+            FindingCode::Symlink,
+            format!("the bundle root {} is a symbolic link; give the real directory", root.display()),
+        ));
         return Ok(None);
     }
     if !root_meta.is_dir() {
-        return Err(Error::InvalidInput { what: "bundle", detail: format!("{} is a {}, not a bundle directory", root.display(), describe_type(&root_meta)) });
+        return Err(Error::InvalidInput {
+            what: "bundle",
+            detail: format!("{} is a {}, not a bundle directory", root.display(), describe_type(&root_meta)),
+        });
     }
 
     // 1. The manifest.
@@ -232,24 +248,40 @@ fn run(
     }
 
     // 2. The blob list, needed to match the blob store while walking.
-    let blob_list = read_listed(root, &manifest, format::BLOB_LIST_FILE, mode, limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64), findings, stats);
-    let list_view = blob_list.as_ref().and_then(|bytes| match BlobListView::new(bytes, format::BLOB_LIST_FILE, limits.max_blobs).and_then(|v| v.check_sorted().map(|_| v)) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            findings.error(format::BLOB_LIST_FILE, e);
-            None
+    let blob_list = read_listed(
+        root,
+        &manifest,
+        format::BLOB_LIST_FILE,
+        mode,
+        limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64),
+        findings,
+        stats,
+    );
+    let list_view = blob_list.as_ref().and_then(|bytes| {
+        match BlobListView::new(bytes, format::BLOB_LIST_FILE, limits.max_blobs).and_then(|v| v.check_sorted().map(|_| v)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                findings.error(format::BLOB_LIST_FILE, e);
+                None
+            }
         }
     });
     if let Some(view) = &list_view {
         if u64::from(view.count()) != manifest.blob_count {
-            findings.push(Finding::new(format::MANIFEST_FILE, FindingCode::Inconsistent, "blob_count differs from the blob list").with_values(view.count(), manifest.blob_count));
+            findings.push(
+                Finding::new(format::MANIFEST_FILE, FindingCode::Inconsistent, "blob_count differs from the blob list")
+                    .with_values(view.count(), manifest.blob_count),
+            );
         }
     }
 
     // 3. Walk the tree.
     let walk = walk_tree(root, &manifest, list_view.as_ref(), findings, stats)?;
     if stats.bytes_total > limits.max_total_size {
-        findings.push(Finding::new(".", FindingCode::LimitExceeded, "bundle size is over the limit").with_values(format!("at most {}", limits.max_total_size), stats.bytes_total));
+        findings.push(
+            Finding::new(".", FindingCode::LimitExceeded, "bundle size is over the limit")
+                .with_values(format!("at most {}", limits.max_total_size), stats.bytes_total),
+        );
         return Ok(None);
     }
 
@@ -297,8 +329,10 @@ fn run(
     stats.blobs = walk.blobs_found;
 
     // 5. Parse and cross-check.
-    let metadata = parse_doc::<Metadata>(&contents, format::METADATA_FILE, findings).filter(|m| record(m.validate(format::METADATA_FILE), format::METADATA_FILE, findings));
-    let dag = parse_doc::<Dag>(&contents, format::DAG_FILE, findings).filter(|d| record(d.validate(format::DAG_FILE), format::DAG_FILE, findings));
+    let metadata = parse_doc::<Metadata>(&contents, format::METADATA_FILE, findings)
+        .filter(|m| record(m.validate(format::METADATA_FILE), format::METADATA_FILE, findings));
+    let dag = parse_doc::<Dag>(&contents, format::DAG_FILE, findings)
+        .filter(|d| record(d.validate(format::DAG_FILE), format::DAG_FILE, findings));
     let workflow = contents.get(format::WORKFLOW_FILE).and_then(|b| match std::str::from_utf8(b) {
         Ok(s) => Some(s.to_string()),
         Err(e) => {
@@ -338,35 +372,59 @@ fn run(
         let log_hash = manifest.files[format::EVENTS_FILE].hash;
         if mode == VerifyMode::Full {
             if let Err(e) = check_log(log, index, &log_hash, metadata.as_ref()) {
-                let path = if matches!(&e, Error::Malformed { file, .. } | Error::Truncated { file, .. } | Error::TrailingData { file, .. } | Error::LimitExceeded { file, .. } if file == format::EVENTS_FILE) { format::EVENTS_FILE } else { format::INDEX_FILE };
+                let path = if matches!(&e, Error::Malformed { file, .. } | Error::Truncated { file, .. } | Error::TrailingData { file, .. } | Error::LimitExceeded { file, .. } if file == format::EVENTS_FILE)
+                {
+                    format::EVENTS_FILE
+                } else {
+                    format::INDEX_FILE
+                };
                 findings.error(path, e);
             }
         } else {
             // Fast: the header fields that bind the index to the log.
             if index.log_hash() != log_hash {
-                findings.push(Finding::new(format::INDEX_FILE, FindingCode::Inconsistent, "indexed log hash differs from the manifest's hash of the log").with_values(log_hash, index.log_hash()));
+                findings.push(
+                    Finding::new(
+                        format::INDEX_FILE,
+                        FindingCode::Inconsistent,
+                        "indexed log hash differs from the manifest's hash of the log",
+                    )
+                    .with_values(log_hash, index.log_hash()),
+                );
             }
             if index.log_size() != log.bytes().len() as u64 || index.count() != log.header().count {
                 findings.push(
                     Finding::new(format::INDEX_FILE, FindingCode::Inconsistent, "index does not describe this log (size, count)")
-                        .with_values(format!("{} bytes, {} events", log.bytes().len(), log.header().count), format!("{} bytes, {} events", index.log_size(), index.count())),
+                        .with_values(
+                            format!("{} bytes, {} events", log.bytes().len(), log.header().count),
+                            format!("{} bytes, {} events", index.log_size(), index.count()),
+                        ),
                 );
             }
         }
     }
     if let (Some(m), Some(log)) = (&metadata, &log_view) {
         if m.event_count != u64::from(log.header().count) {
-            findings.push(Finding::new(format::METADATA_FILE, FindingCode::Inconsistent, "event_count differs from the log's count").with_values(log.header().count, m.event_count));
+            findings.push(
+                Finding::new(format::METADATA_FILE, FindingCode::Inconsistent, "event_count differs from the log's count")
+                    .with_values(log.header().count, m.event_count),
+            );
         }
     }
     if let (Some(m), Some(d)) = (&metadata, &dag) {
         if m.node_count != d.nodes.len() as u64 {
-            findings.push(Finding::new(format::METADATA_FILE, FindingCode::Inconsistent, "node_count differs from the DAG's nodes").with_values(d.nodes.len(), m.node_count));
+            findings.push(
+                Finding::new(format::METADATA_FILE, FindingCode::Inconsistent, "node_count differs from the DAG's nodes")
+                    .with_values(d.nodes.len(), m.node_count),
+            );
         }
     }
     if let (Some(s), Some(log)) = (&snapshot, &log_view) {
         if s.log_position > u64::from(log.header().count) {
-            findings.push(Finding::new(format::SNAPSHOT_FILE, FindingCode::Inconsistent, "log_position is past the last event").with_values(format!("at most {}", log.header().count), s.log_position));
+            findings.push(
+                Finding::new(format::SNAPSHOT_FILE, FindingCode::Inconsistent, "log_position is past the last event")
+                    .with_values(format!("at most {}", log.header().count), s.log_position),
+            );
         }
     }
 
@@ -414,11 +472,21 @@ fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metada
         let event = log.event_at(offset)?;
         let actual = Digest::of(&event.payload);
         if actual != event.payload_hash {
-            return Err(Error::Mismatch { file: format::EVENTS_FILE.to_string(), what: "payload hash", expected: format!("{} (event {position})", event.payload_hash), found: actual.to_string() });
+            return Err(Error::Mismatch {
+                file: format::EVENTS_FILE.to_string(),
+                what: "payload hash",
+                expected: format!("{} (event {position})", event.payload_hash),
+                found: actual.to_string(),
+            });
         }
         if let Some(m) = metadata {
             if event.run_id != m.run_id {
-                return Err(Error::Mismatch { file: format::EVENTS_FILE.to_string(), what: "run id", expected: m.run_id.to_string(), found: format!("{} (event {position})", event.run_id) });
+                return Err(Error::Mismatch {
+                    file: format::EVENTS_FILE.to_string(),
+                    what: "run id",
+                    expected: m.run_id.to_string(),
+                    found: format!("{} (event {position})", event.run_id),
+                });
             }
         }
         Ok(())
@@ -442,7 +510,16 @@ fn read_small(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
 /// Reads or maps a listed file, and in full mode checks its hash against the
 /// manifest. Bytes are returned only when they are the committed bytes.
 #[allow(clippy::too_many_arguments)]
-fn load_file(path: &Path, name: &str, size: u64, limit: u64, expected: Digest, mode: VerifyMode, findings: &Findings, tick: &(dyn Fn(u64) + Sync)) -> Option<FileBytes> {
+fn load_file(
+    path: &Path,
+    name: &str,
+    size: u64,
+    limit: u64,
+    expected: Digest,
+    mode: VerifyMode,
+    findings: &Findings,
+    tick: &(dyn Fn(u64) + Sync),
+) -> Option<FileBytes> {
     if size > limit {
         findings.error(name, Error::limit(name, "file size", limit, size));
         return None;
@@ -490,7 +567,15 @@ fn hash_bytes(bytes: &[u8], tick: &(dyn Fn(u64) + Sync)) -> Digest {
 }
 
 /// Reads the blob list (a listed file) for the structure pass.
-fn read_listed(root: &Path, manifest: &Manifest, name: &str, mode: VerifyMode, limit: u64, findings: &Findings, stats: &mut VerifyStats) -> Option<FileBytes> {
+fn read_listed(
+    root: &Path,
+    manifest: &Manifest,
+    name: &str,
+    mode: VerifyMode,
+    limit: u64,
+    findings: &Findings,
+    stats: &mut VerifyStats,
+) -> Option<FileBytes> {
     let entry = manifest.files.get(name)?;
     let path = root.join(name);
     stats.files += 1;
@@ -512,16 +597,28 @@ struct Walk {
     seen: std::collections::BTreeSet<String>,
 }
 
-
-fn walk_tree(root: &Path, manifest: &Manifest, list: Option<&BlobListView<'_>>, findings: &Findings, stats: &mut VerifyStats) -> Result<Walk, Error> {
-    let mut walk = Walk { present: BTreeMap::new(), blob_ok: vec![false; list.map_or(0, |l| l.count() as usize)], blobs_found: 0, blob_bytes: 0, seen: Default::default() };
+fn walk_tree(
+    root: &Path,
+    manifest: &Manifest,
+    list: Option<&BlobListView<'_>>,
+    findings: &Findings,
+    stats: &mut VerifyStats,
+) -> Result<Walk, Error> {
+    let mut walk = Walk {
+        present: BTreeMap::new(),
+        blob_ok: vec![false; list.map_or(0, |l| l.count() as usize)],
+        blobs_found: 0,
+        blob_bytes: 0,
+        seen: Default::default(),
+    };
     let mut cursor = 0u32;
     let mut it = WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name().into_iter();
     while let Some(entry) = it.next() {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let rel = e.path().and_then(|p| p.strip_prefix(root).ok()).map_or_else(|| ".".to_string(), |p| p.to_string_lossy().into_owned());
+                let rel =
+                    e.path().and_then(|p| p.strip_prefix(root).ok()).map_or_else(|| ".".to_string(), |p| p.to_string_lossy().into_owned());
                 findings.push(Finding::new(&rel, FindingCode::Io, e.to_string()));
                 continue;
             }
@@ -568,7 +665,9 @@ fn walk_tree(root: &Path, manifest: &Manifest, list: Option<&BlobListView<'_>>, 
             (1, false) if rel == format::MANIFEST_FILE || rel == format::BLOB_LIST_FILE => {}
             (1, false) => match manifest.files.get(&rel) {
                 Some(e) if e.size != meta.len() => {
-                    findings.push(Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, meta.len()));
+                    findings.push(
+                        Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, meta.len()),
+                    );
                 }
                 Some(_) => {
                     walk.present.insert(rel.clone(), Present { path: entry.path().to_path_buf(), size: meta.len() });
@@ -584,7 +683,10 @@ fn walk_tree(root: &Path, manifest: &Manifest, list: Option<&BlobListView<'_>>, 
                     continue;
                 };
                 if !name.starts_with(shard) {
-                    findings.push(Finding::new(&rel, FindingCode::InvalidPath, "blob is in the wrong shard directory").with_values(hash.blob_path(), &rel));
+                    findings.push(
+                        Finding::new(&rel, FindingCode::InvalidPath, "blob is in the wrong shard directory")
+                            .with_values(hash.blob_path(), &rel),
+                    );
                     continue;
                 }
                 walk.blobs_found += 1;
@@ -608,7 +710,10 @@ fn walk_tree(root: &Path, manifest: &Manifest, list: Option<&BlobListView<'_>>, 
                         }
                         std::cmp::Ordering::Equal => {
                             if record.stored_size != meta.len() {
-                                findings.push(Finding::new(&rel, FindingCode::SizeMismatch, "blob file size differs from the blob list").with_values(record.stored_size, meta.len()));
+                                findings.push(
+                                    Finding::new(&rel, FindingCode::SizeMismatch, "blob file size differs from the blob list")
+                                        .with_values(record.stored_size, meta.len()),
+                                );
                             } else {
                                 walk.blob_ok[cursor as usize] = true;
                             }
@@ -624,7 +729,11 @@ fn walk_tree(root: &Path, manifest: &Manifest, list: Option<&BlobListView<'_>>, 
                 }
             }
             _ => {
-                findings.push(Finding::new(&rel, FindingCode::Unlisted, if is_dir { "directory is not part of the bundle layout" } else { "file is not part of the bundle layout" }));
+                findings.push(Finding::new(
+                    &rel,
+                    FindingCode::Unlisted,
+                    if is_dir { "directory is not part of the bundle layout" } else { "file is not part of the bundle layout" },
+                ));
                 if is_dir {
                     it.skip_current_dir();
                 }

@@ -1,0 +1,192 @@
+//! Deterministic sample runs and the fixture bundles made from them.
+//! Used by `examples/gen_fixtures.rs` (which writes `fixtures/`) and by the
+//! test that fails when regenerating would change a byte.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use cathedral_bundle::blob::BlobFormat;
+use cathedral_bundle::{
+    BuildOptions, BuildSummary, BundleBuilder, Dag, DagEdge, DagNode, Digest, Encoding, Event, EventKind, Metadata, NodeState, NodeStatus,
+    Platform, RunStatus, Snapshot,
+};
+use uuid::Uuid;
+
+/// Everything a run consists of, in memory.
+#[derive(Debug, Clone)]
+pub struct SampleRun {
+    pub metadata: Metadata,
+    pub workflow: String,
+    pub dag: Dag,
+    pub events: Vec<Event>,
+    pub blobs: Vec<(Vec<u8>, BlobFormat)>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A UUID derived from a label, stable across runs and platforms.
+pub fn uuid_for(label: &str) -> Uuid {
+    let hash = blake3::hash(label.as_bytes());
+    uuid::Builder::from_random_bytes(hash.as_bytes()[..16].try_into().unwrap()).into_uuid()
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn noise(label: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(label.as_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+pub const FIXED_TIME: &str = "2026-03-14T15:09:26Z";
+
+/// A run of `nodes` tool nodes in a chain. A failed run fails at its last node.
+pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -> SampleRun {
+    let run_id = uuid_for(&format!("{name}/run"));
+    let node_ids: Vec<Uuid> = (0..nodes).map(|i| uuid_for(&format!("{name}/node/{i}"))).collect();
+    let dag = Dag {
+        nodes: node_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| DagNode {
+                id: *id,
+                name: format!("step_{i}"),
+                kind: if i % 2 == 0 { "tool".into() } else { "task".into() },
+                depends_on: if i == 0 { vec![] } else { vec![node_ids[i - 1]] },
+            })
+            .collect(),
+        edges: node_ids.windows(2).map(|w| DagEdge { from: w[0], to: w[1] }).collect(),
+        entry_nodes: node_ids.first().copied().into_iter().collect(),
+        exit_nodes: node_ids.last().copied().into_iter().collect(),
+    };
+    let workflow = format!(
+        "workflow {name} version \"1.2.0\" {{\n{}}}\n",
+        (0..nodes)
+            .map(|i| format!(
+                "  step step_{i} {{ tool = \"transform\"; after = {} }}\n",
+                if i == 0 { "[]".into() } else { format!("[step_{}]", i - 1) }
+            ))
+            .collect::<String>()
+    );
+    let mut events = Vec::new();
+    let mut blobs = Vec::new();
+    let mut time = 0u64;
+    let mut parent: Option<Uuid> = None;
+    let mut state = Digest::of(name.as_bytes());
+    let mut push = |kind: EventKind, node: Uuid, payload: Vec<u8>, events: &mut Vec<Event>| {
+        time += 1;
+        let id = uuid_for(&format!("{name}/event/{}", events.len()));
+        let mut e = Event::new(id, run_id, node, time, kind, payload);
+        e.parent_event_id = parent;
+        e.prior_state_hash = Some(state);
+        state = Digest::of(&[state.as_bytes().as_slice(), id.as_bytes()].concat());
+        e.post_state_hash = Some(state);
+        parent = Some(id);
+        events.push(e);
+    };
+    push(EventKind::RunCreated, Uuid::nil(), format!("{{\"workflow\":\"{name}\"}}").into_bytes(), &mut events);
+    push(EventKind::RunStarted, Uuid::nil(), b"{}".to_vec(), &mut events);
+    let mut node_states = Vec::new();
+    for (i, node) in node_ids.iter().enumerate() {
+        let fails = failed && i + 1 == nodes;
+        push(EventKind::NodeScheduled, *node, format!("{{\"node\":\"step_{i}\"}}").into_bytes(), &mut events);
+        push(EventKind::NodeStarted, *node, b"{}".to_vec(), &mut events);
+        push(EventKind::ToolInvoked, *node, format!("{{\"tool\":\"transform\",\"input\":{i}}}").into_bytes(), &mut events);
+        // A compressible JSON output and an incompressible binary one per node.
+        let json = format!(
+            "{{\"node\":{i},\"rows\":[{}]}}",
+            (0..40).map(|r| format!("{{\"id\":{r},\"value\":\"row-{r}-of-node-{i}\"}}")).collect::<Vec<_>>().join(",")
+        );
+        let binary = noise(&format!("{name}/blob/{i}"), 300 + 97 * i);
+        let json_hash = Digest::of(json.as_bytes());
+        blobs.push((json.into_bytes(), BlobFormat::Json));
+        blobs.push((binary, BlobFormat::Raw));
+        push(EventKind::BlobStored, *node, json_hash.to_hex().into_bytes(), &mut events);
+        if fails {
+            push(EventKind::ToolFailed, *node, b"{\"error\":\"exit status 2\"}".to_vec(), &mut events);
+            push(EventKind::NodeFailed, *node, b"{\"error\":\"tool transform failed\"}".to_vec(), &mut events);
+            node_states.push(NodeState {
+                node_id: *node,
+                status: NodeStatus::Failed,
+                output_hash: None,
+                error: Some("tool transform failed".into()),
+            });
+        } else {
+            push(EventKind::ToolCompleted, *node, format!("{{\"output\":\"{json_hash}\"}}").into_bytes(), &mut events);
+            push(EventKind::NodeCompleted, *node, b"{}".to_vec(), &mut events);
+            node_states.push(NodeState { node_id: *node, status: NodeStatus::Completed, output_hash: Some(json_hash), error: None });
+        }
+        if i == 0 {
+            push(EventKind::Heartbeat, Uuid::nil(), vec![], &mut events);
+        }
+    }
+    push(if failed { EventKind::RunFailed } else { EventKind::RunCompleted }, Uuid::nil(), b"{}".to_vec(), &mut events);
+    // The same content twice is stored once.
+    if let Some((first, _)) = blobs.first().cloned() {
+        blobs.push((first, BlobFormat::Json));
+    }
+    let snapshot = with_snapshot.then(|| Snapshot {
+        logical_time: events[events.len() / 2].logical_time,
+        log_position: (events.len() / 2) as u64,
+        nodes: node_states,
+    });
+    let metadata = Metadata {
+        run_id,
+        workflow_name: name.to_string(),
+        workflow_version: "1.2.0".into(),
+        started_at: "2026-03-14T15:00:00Z".into(),
+        completed_at: Some("2026-03-14T15:05:00Z".into()),
+        status: if failed { RunStatus::Failed } else { RunStatus::Completed },
+        node_count: nodes as u64,
+        event_count: events.len() as u64,
+        platform: Platform { os: "linux".into(), arch: "x86_64".into() },
+        cathedral_version: "0.9.0".into(),
+    };
+    SampleRun { metadata, workflow, dag, events, blobs, snapshot }
+}
+
+/// Builds `run` into a bundle at `out`.
+pub fn build(run: &SampleRun, out: &Path, options: BuildOptions) -> BuildSummary {
+    let mut b = BundleBuilder::create(out, options).expect("create");
+    b.set_metadata(run.metadata.clone()).unwrap();
+    b.set_workflow(run.workflow.clone());
+    b.set_dag(run.dag.clone()).unwrap();
+    if let Some(s) = &run.snapshot {
+        b.set_snapshot(s.clone());
+    }
+    for e in &run.events {
+        b.add_event(e).unwrap();
+    }
+    for (content, format) in &run.blobs {
+        b.add_blob_as(content, *format).unwrap();
+    }
+    b.build().expect("build")
+}
+
+/// Options that make a build reproducible.
+pub fn fixed_options(name: &str, encoding: Encoding, compression_level: Option<i32>) -> BuildOptions {
+    BuildOptions {
+        encoding,
+        compression_level,
+        bundle_id: Some(uuid_for(&format!("{name}/bundle"))),
+        created_at: Some(FIXED_TIME.into()),
+        overwrite: true,
+        ..BuildOptions::default()
+    }
+}
+
+/// The fixture bundles: (directory name, run, encoding, compression).
+pub fn fixture_specs() -> Vec<(&'static str, SampleRun, Encoding, Option<i32>)> {
+    vec![
+        ("small-postcard.cath-bundle", sample_run("ingest", 3, false, false), Encoding::Postcard, None),
+        ("cbor-events.cath-bundle", sample_run("report", 2, true, false), Encoding::Cbor, None),
+        ("snapshot-zstd.cath-bundle", sample_run("train", 4, false, true), Encoding::Postcard, Some(3)),
+    ]
+}
+
+/// Writes every fixture bundle under `dir/bundles/`.
+pub fn write_bundles(dir: &Path) {
+    let bundles = dir.join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    for (name, run, encoding, level) in fixture_specs() {
+        build(&run, &bundles.join(name), fixed_options(name, encoding, level));
+    }
+}
