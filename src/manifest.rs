@@ -31,6 +31,7 @@ pub struct Manifest {
     /// Always "1.0" for this format.
     pub bundle_version: String,
     /// Unique id of this bundle.
+    #[serde(with = "crate::model::uuid_text")]
     pub bundle_id: Uuid,
     /// RFC 3339 UTC creation time.
     pub created_at: String,

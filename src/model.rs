@@ -58,6 +58,7 @@ impl Platform {
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     /// The run's id.
+    #[serde(with = "uuid_text")]
     pub run_id: Uuid,
     /// Workflow name.
     pub workflow_name: String,
@@ -106,12 +107,14 @@ pub fn check_timestamp(file: &str, field: &'static str, text: &str) -> Result<()
 #[serde(deny_unknown_fields)]
 pub struct DagNode {
     /// Node id; events name it in `node_id`.
+    #[serde(with = "uuid_text")]
     pub id: Uuid,
     /// Human-readable name.
     pub name: String,
     /// Node kind, e.g. `task` or `tool`.
     pub kind: String,
     /// Nodes that must complete first.
+    #[serde(with = "uuid_text_vec")]
     pub depends_on: Vec<Uuid>,
 }
 
@@ -120,8 +123,10 @@ pub struct DagNode {
 #[serde(deny_unknown_fields)]
 pub struct DagEdge {
     /// Upstream node.
+    #[serde(with = "uuid_text")]
     pub from: Uuid,
     /// Downstream node.
+    #[serde(with = "uuid_text")]
     pub to: Uuid,
 }
 
@@ -134,8 +139,10 @@ pub struct Dag {
     /// Every edge.
     pub edges: Vec<DagEdge>,
     /// Nodes with no dependencies where execution starts.
+    #[serde(with = "uuid_text_vec")]
     pub entry_nodes: Vec<Uuid>,
     /// Nodes nothing depends on.
+    #[serde(with = "uuid_text_vec")]
     pub exit_nodes: Vec<Uuid>,
 }
 
@@ -181,6 +188,7 @@ pub enum NodeStatus {
 #[serde(deny_unknown_fields)]
 pub struct NodeState {
     /// The node.
+    #[serde(with = "uuid_text")]
     pub node_id: Uuid,
     /// Its status.
     pub status: NodeStatus,
@@ -290,6 +298,33 @@ impl Snapshot {
     }
 }
 
+/// UUIDs in JSON: only the hyphenated lowercase form is accepted.
+pub(crate) mod uuid_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(u: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&u.hyphenated())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::event::parse_uuid("uuid", &text).map_err(serde::de::Error::custom)
+    }
+}
+
+pub(crate) mod uuid_text_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(v: &[Uuid], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|u| u.hyphenated().to_string()))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Uuid>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts.iter().map(|t| crate::event::parse_uuid("uuid", t).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +362,15 @@ mod tests {
         dag.validate("d").unwrap();
         dag.edges.push(DagEdge { from: a, to: Uuid::from_u128(2) });
         assert!(dag.validate("d").is_err());
+    }
+
+    #[test]
+    fn json_uuids_must_be_lowercase_hyphenated() {
+        let ok = r#"{"from":"00000000-0000-0000-0000-00000000000a","to":"00000000-0000-0000-0000-00000000000b"}"#;
+        assert!(serde_json::from_str::<DagEdge>(ok).is_ok());
+        assert!(serde_json::from_str::<DagEdge>(&ok.replace("0a", "0A")).is_err());
+        assert!(serde_json::from_str::<DagEdge>(&ok.replace("00000000-0000-0000-0000-00000000000a", "0000000000000000000000000000000a"))
+            .is_err());
     }
 
     #[test]
