@@ -1,4 +1,4 @@
-//! Regenerates the fixture bundles: `cargo run --example gen_fixtures [DIR]`
+//! Regenerates the fixture bundles and the sample run store: `cargo run --example gen_fixtures [DIR]`
 //! (default `fixtures`). The output is byte-for-byte reproducible.
 
 #[path = "../tests/support/fixture_gen.rs"]
@@ -6,6 +6,6 @@ mod fixture_gen;
 
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "fixtures".into());
-    fixture_gen::write_bundles(std::path::Path::new(&dir));
-    println!("fixtures written under {dir}/bundles");
+    fixture_gen::write_all(std::path::Path::new(&dir));
+    println!("fixtures written under {dir}/bundles and {dir}/store");
 }

@@ -163,7 +163,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An I/O error on `path`; "not found" becomes [`Error::NotFound`].
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::NotFound {
             Error::NotFound { path: path.into() }
         } else {

@@ -25,6 +25,7 @@ pub mod log;
 pub mod manifest;
 pub mod model;
 pub mod path;
+pub mod store;
 mod verify;
 
 pub use builder::{BuildOptions, BuildSummary, BundleBuilder, STAGING_MARKER};

@@ -230,7 +230,6 @@ fn run(
         }
     };
     stats.files += 1;
-    stats.bytes_total += manifest_bytes.len() as u64;
     let manifest = match Manifest::parse(&manifest_bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -579,7 +578,6 @@ fn read_listed(
     let entry = manifest.files.get(name)?;
     let path = root.join(name);
     stats.files += 1;
-    stats.bytes_total += entry.size;
     load_file(&path, name, entry.size, limit, entry.hash, mode, findings, &|_| {})
 }
 

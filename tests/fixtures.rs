@@ -8,10 +8,13 @@ use support::{files_under, fixture, fixture_gen};
 #[test]
 fn regenerating_fixtures_changes_no_byte() {
     let tmp = tempfile::tempdir().unwrap();
-    fixture_gen::write_bundles(tmp.path());
-    for (name, ..) in fixture_gen::fixture_specs() {
-        let shipped = fixture(name);
-        let fresh = tmp.path().join("bundles").join(name);
+    fixture_gen::write_all(tmp.path());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let names: Vec<String> =
+        fixture_gen::fixture_specs().into_iter().map(|(n, ..)| format!("bundles/{n}")).chain(["store".to_string()]).collect();
+    for name in &names {
+        let shipped = root.join(name);
+        let fresh = tmp.path().join(name);
         let shipped_files = files_under(&shipped);
         assert_eq!(shipped_files, files_under(&fresh), "{name}: file sets differ; run `cargo run --example gen_fixtures`");
         for file in shipped_files {

@@ -182,6 +182,54 @@ pub fn fixture_specs() -> Vec<(&'static str, SampleRun, Encoding, Option<i32>)> 
     ]
 }
 
+/// The sample store's runs: (run, final status). One completed, one failed;
+/// together they cover blobs and a snapshot.
+pub fn store_runs() -> Vec<SampleRun> {
+    vec![sample_run("nightly-ingest", 3, false, false), sample_run("model-eval", 4, true, true)]
+}
+
+/// Records `run` into the store at `root` through the recorder API.
+pub fn record(root: &Path, run: &SampleRun) {
+    use cathedral_bundle::store::{RunStart, RunStore};
+    let m = &run.metadata;
+    let start = RunStart {
+        run_id: m.run_id,
+        workflow_name: m.workflow_name.clone(),
+        workflow_version: m.workflow_version.clone(),
+        started_at: m.started_at.clone(),
+        cathedral_version: m.cathedral_version.clone(),
+        platform: m.platform.clone(),
+    };
+    let mut recorder = RunStore::new(root).record(start, &run.workflow, &run.dag).unwrap();
+    for (content, _) in &run.blobs {
+        recorder.put_blob(content).unwrap();
+    }
+    for e in &run.events {
+        recorder.append_event(e).unwrap();
+    }
+    if let Some(s) = &run.snapshot {
+        recorder.set_snapshot(s).unwrap();
+    }
+    recorder.finish(m.status, m.completed_at.clone()).unwrap();
+}
+
+/// Writes the sample run store under `dir/store/`.
+pub fn write_store(dir: &Path) {
+    let store = dir.join("store");
+    if store.exists() {
+        std::fs::remove_dir_all(&store).unwrap();
+    }
+    for run in store_runs() {
+        record(&store, &run);
+    }
+}
+
+/// Writes every fixture: bundles and the sample store.
+pub fn write_all(dir: &Path) {
+    write_bundles(dir);
+    write_store(dir);
+}
+
 /// Writes every fixture bundle under `dir/bundles/`.
 pub fn write_bundles(dir: &Path) {
     let bundles = dir.join("bundles");

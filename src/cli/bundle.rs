@@ -1,0 +1,64 @@
+//! `cathedral bundle`: capture a run from a run store.
+
+use std::path::PathBuf;
+
+use cathedral_bundle::store::{bundle_run, RunStore, BLOB_DIR, EVENTS_FILE};
+use cathedral_bundle::{BuildOptions, Encoding, Error};
+
+use super::output::human_bytes;
+use super::progress::Bar;
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run id, in full or as a unique prefix.
+    #[arg(long)]
+    run: String,
+    /// Where to write the bundle (a directory, conventionally NAME.cath-bundle).
+    #[arg(long)]
+    output: PathBuf,
+    /// The run store.
+    #[arg(long, env = "CATHEDRAL_STORE", default_value = ".cathedral")]
+    store: PathBuf,
+    /// Encoding of event records.
+    #[arg(long, value_parser = ["postcard", "cbor"], default_value = "postcard")]
+    encoding: String,
+    /// zstd level for blobs, 1 to 22; 0 stores every blob uncompressed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
+    compression_level: i32,
+    /// Replace an existing bundle at the output path.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
+    let store = RunStore::new(&args.store);
+    let run_id = store.resolve(&args.run)?;
+    let options = BuildOptions {
+        encoding: args.encoding.parse::<Encoding>()?,
+        compression_level: (args.compression_level > 0).then_some(args.compression_level),
+        overwrite: args.force,
+        ..BuildOptions::default()
+    };
+    let bar = Bar::new("bundling", quiet);
+    let dir = store.run_dir(&run_id);
+    let mut total = std::fs::metadata(dir.join(EVENTS_FILE)).map(|m| m.len()).unwrap_or(0);
+    if let Ok(entries) = std::fs::read_dir(dir.join(BLOB_DIR)) {
+        total += entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum::<u64>();
+    }
+    bar.set_total(total);
+    let summary = bundle_run(&store, &run_id, &args.output, options, &|n| bar.add(n));
+    bar.finish();
+    let summary = summary?;
+    if !quiet {
+        eprintln!(
+            "bundled run {run_id} into {}: {} events, {} blobs, {} (bundle {})",
+            summary.path.display(),
+            summary.events,
+            summary.blobs,
+            human_bytes(summary.total_bytes),
+            summary.bundle_id
+        );
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,90 @@
+//! Argument parsing, dispatch, and the one place where outcomes become exit codes.
+
+mod bundle;
+mod completions;
+mod inspect;
+mod output;
+mod progress;
+mod verify;
+
+use std::process::ExitCode;
+
+use cathedral_bundle::Error;
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success, or the bundle is valid
+  1  the bundle is invalid (verification findings), or the run's data is invalid
+  2  usage error (bad arguments, output already exists)
+  3  input not found, or I/O error";
+
+/// Capture, verify and inspect CATHEDRAL replay bundles.
+#[derive(Debug, Parser)]
+#[command(name = "cathedral", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture a run from a run store into a bundle.
+    #[command(after_help = EXIT_CODES)]
+    Bundle(bundle::Args),
+    /// Verify a bundle: every file, every blob, every byte.
+    #[command(name = "verify-bundle", after_help = EXIT_CODES)]
+    VerifyBundle(verify::Args),
+    /// Show what a bundle holds: summary, events, one event, a blob, the snapshot.
+    #[command(after_help = EXIT_CODES)]
+    Inspect(inspect::Args),
+    /// Print shell completions.
+    Completions(completions::Args),
+}
+
+/// How a command ended, short of an error.
+pub enum Outcome {
+    /// Success, or a valid bundle.
+    Ok,
+    /// The bundle is invalid.
+    Invalid,
+}
+
+/// Exit code for an error.
+fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::NotFound { .. } | Error::Io { .. } => 3,
+        Error::InvalidInput { .. } | Error::OutputExists { .. } | Error::InvalidPath { .. } => 2,
+        _ => 1,
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors exit 2.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Bundle(args) => bundle::run(args, cli.quiet),
+        Command::VerifyBundle(args) => verify::run(args, cli.quiet),
+        Command::Inspect(args) => inspect::run(args, cli.quiet),
+        Command::Completions(args) => completions::run(args),
+    };
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Invalid) => ExitCode::from(1),
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cathedral: error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

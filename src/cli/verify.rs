@@ -1,0 +1,78 @@
+//! `cathedral verify-bundle`.
+
+use std::path::PathBuf;
+
+use cathedral_bundle::{BundleLoader, Error, VerifyMode, VerifyReport};
+use serde::Serialize;
+
+use super::output::{human_bytes, Output};
+use super::progress::Bar;
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The bundle directory.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Print one JSON report (schemas/verify-report.schema.json).
+    #[arg(long)]
+    json: bool,
+    /// Check structure, completeness and sizes only; hash nothing.
+    #[arg(long)]
+    fast: bool,
+}
+
+/// The stable JSON report.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    report_version: u32,
+    valid: bool,
+    #[serde(flatten)]
+    report: &'a VerifyReport,
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
+    let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
+    let bar = Bar::new("verifying", quiet);
+    let report = BundleLoader::new().mode(mode).progress(&bar).verify(&args.bundle);
+    bar.finish();
+    let report = report?;
+    let mut out = Output::open(None, false)?;
+    if args.json {
+        let json = JsonReport { report_version: 1, valid: report.is_valid(), report: &report };
+        let mut text = serde_json::to_vec_pretty(&json).expect("report serialises");
+        text.push(b'\n');
+        out.write_bytes(&text)?;
+    } else {
+        out.write_bytes(human(&report).as_bytes())?;
+    }
+    out.commit()?;
+    Ok(if report.is_valid() { Outcome::Ok } else { Outcome::Invalid })
+}
+
+fn human(report: &VerifyReport) -> String {
+    let s = &report.stats;
+    let mut text = format!("bundle   {}\n", report.bundle);
+    text += match report.mode {
+        VerifyMode::Full => "mode     full: every file and blob hashed, every event decoded\n",
+        VerifyMode::Fast => "mode     fast: structure, completeness and sizes only; contents were NOT hashed\n",
+    };
+    text += &format!(
+        "checked  {} files, {} blobs, {} events, {} hashed of {}\n",
+        s.files,
+        s.blobs,
+        s.events,
+        human_bytes(s.bytes_hashed),
+        human_bytes(s.bytes_total)
+    );
+    if report.is_valid() {
+        text += "result   valid\n";
+    } else {
+        text += &format!("findings ({})\n", report.findings.len());
+        for f in &report.findings {
+            text += &format!("  {f}\n");
+        }
+        text += &format!("result   INVALID: {} finding(s)\n", report.findings.len() as u64 + report.findings_omitted);
+    }
+    text
+}

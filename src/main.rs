@@ -1,0 +1,7 @@
+//! `cathedral`: capture, verify and inspect replay bundles.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
