@@ -203,6 +203,10 @@ fn verify_json_report_and_fast_mode() {
     let o = cathedral(&["verify-bundle", "--bundle", b_str, "--json"]);
     assert_exit(&o, 1, "");
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/verify-report.schema.json");
+    let schema = jsonschema::validator_for(&serde_json::from_slice(&std::fs::read(schema_path).unwrap()).unwrap()).unwrap();
+    let errors: Vec<String> = schema.iter_errors(&report).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(report["valid"], false);
     let codes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["unlisted", "hash_mismatch"]);

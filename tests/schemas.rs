@@ -45,6 +45,27 @@ fn event_and_snapshot_json_forms_match_their_schemas() {
 }
 
 #[test]
+fn sample_store_matches_its_schemas() {
+    let (metadata, dag, events, snapshot) =
+        (schema("metadata.schema.json"), schema("dag.schema.json"), schema("event.schema.json"), schema("snapshot.schema.json"));
+    let runs = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store/runs");
+    let mut snapshots = 0;
+    for run in std::fs::read_dir(runs).unwrap() {
+        let run = run.unwrap().path();
+        assert_valid(&metadata, &read_json(&run.join("run.json")), "run.json");
+        assert_valid(&dag, &read_json(&run.join("dag.json")), "dag.json");
+        for line in std::fs::read_to_string(run.join("events.jsonl")).unwrap().lines() {
+            assert_valid(&events, &serde_json::from_str(line).unwrap(), "events.jsonl");
+        }
+        if run.join("snapshot.json").exists() {
+            assert_valid(&snapshot, &read_json(&run.join("snapshot.json")), "snapshot.json");
+            snapshots += 1;
+        }
+    }
+    assert_eq!(snapshots, 1);
+}
+
+#[test]
 fn schemas_reject_what_the_library_rejects() {
     let events = schema("event.schema.json");
     let run = support::fixture_gen::sample_run("schema", 1, false, false);
