@@ -20,6 +20,8 @@ use crate::limits::Limits;
 use crate::log::LogWriter;
 use crate::manifest::{FileEntry, Manifest};
 use crate::model::{Dag, Metadata, Snapshot};
+use crate::signing::{SecretKey, SIGNATURE_FILE};
+use std::sync::Arc;
 
 /// Prefix of staging directories: `.<output name>.cath-tmp-<pid>-<nonce>`.
 pub const STAGING_MARKER: &str = ".cath-tmp-";
@@ -39,6 +41,8 @@ pub struct BuildOptions {
     pub overwrite: bool,
     /// Limits applied to what is written.
     pub limits: Limits,
+    /// Signs the manifest with this key, writing `MANIFEST.sig`.
+    pub signing_key: Option<Arc<SecretKey>>,
 }
 
 impl Default for BuildOptions {
@@ -50,6 +54,7 @@ impl Default for BuildOptions {
             created_at: None,
             overwrite: false,
             limits: Limits::default(),
+            signing_key: None,
         }
     }
 }
@@ -314,10 +319,16 @@ impl BundleBuilder {
             format: format::BUNDLE_FORMAT.to_string(),
             files,
             blob_count: self.blobs.len() as u64,
-            signature: None,
+            signature: self.options.signing_key.as_ref().map(|_| SIGNATURE_FILE.to_string()),
         };
         let manifest_bytes = manifest.to_bytes();
         fsutil::write_new(&staging.join(format::MANIFEST_FILE), &manifest_bytes)?;
+        let mut signature_bytes = 0;
+        if let Some(key) = &self.options.signing_key {
+            let text = key.sign_manifest(&manifest_bytes, &bundle_id);
+            signature_bytes = text.len() as u64;
+            fsutil::write_new(&staging.join(SIGNATURE_FILE), text.as_bytes())?;
+        }
 
         // Blob files were written without a sync each; one syncfs makes them
         // (and every directory entry) durable before the bundle appears.
@@ -329,7 +340,7 @@ impl BundleBuilder {
             bundle_id,
             events: event_count.into(),
             blobs: self.blobs.len() as u64,
-            total_bytes: total_bytes + manifest_bytes.len() as u64,
+            total_bytes: total_bytes + manifest_bytes.len() as u64 + signature_bytes,
         })
     }
 

@@ -17,14 +17,31 @@ use crate::limits::Limits;
 use crate::log::LogView;
 use crate::manifest::Manifest;
 use crate::model::{Dag, Metadata, Snapshot};
+use crate::signing::PublicKey;
 use crate::verify::{self, FileBytes, Progress, VerifyMode, VerifyReport};
 
 /// Verifies and opens bundles.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone)]
 pub struct BundleLoader<'p> {
     limits: Limits,
     mode: VerifyMode,
     progress: Option<&'p dyn Progress>,
+    trusted: Vec<PublicKey>,
+    require_signature: bool,
+    enforce_signature: bool,
+}
+
+impl Default for BundleLoader<'_> {
+    fn default() -> Self {
+        BundleLoader {
+            limits: Limits::default(),
+            mode: VerifyMode::Full,
+            progress: None,
+            trusted: Vec::new(),
+            require_signature: false,
+            enforce_signature: true,
+        }
+    }
 }
 
 impl<'p> BundleLoader<'p> {
@@ -46,6 +63,25 @@ impl<'p> BundleLoader<'p> {
         self
     }
 
+    /// Keys whose signatures are trusted.
+    pub fn trusted_keys(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.trusted.extend(keys);
+        self
+    }
+
+    /// Refuse unsigned bundles too.
+    pub fn require_signature(mut self, require: bool) -> Self {
+        self.require_signature = require;
+        self
+    }
+
+    /// Whether [`BundleLoader::load`] refuses a bundle whose signature is not
+    /// acceptable (default true). With false, the status is only reported.
+    pub fn enforce_signature(mut self, enforce: bool) -> Self {
+        self.enforce_signature = enforce;
+        self
+    }
+
     /// Reports progress of hashing to `progress`.
     pub fn progress(mut self, progress: &'p dyn Progress) -> Self {
         self.progress = Some(progress);
@@ -55,17 +91,26 @@ impl<'p> BundleLoader<'p> {
     /// Verifies the bundle at `path` and reports every finding. `Err` only
     /// when `path` cannot be examined at all (absent, not a directory).
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<VerifyReport, Error> {
-        Ok(verify::verify(path.as_ref(), self.mode, &self.limits, self.progress)?.0)
+        Ok(verify::verify(path.as_ref(), self.mode, &self.limits, &self.trusted, self.progress)?.0)
+    }
+
+    /// True when `report` passes this loader's signature policy.
+    pub fn signature_acceptable(&self, report: &VerifyReport) -> bool {
+        report.signature.is_acceptable(self.require_signature)
     }
 
     /// Verifies the bundle and opens it. Any finding is an [`Error::Invalid`]
-    /// carrying the whole report.
+    /// carrying the whole report; an intact bundle whose signature is not
+    /// acceptable is an [`Error::Signature`].
     pub fn load(&self, path: impl AsRef<Path>) -> Result<ReplayBundle, Error> {
         let path = path.as_ref();
-        let (report, loaded) = verify::verify(path, self.mode, &self.limits, self.progress)?;
+        let (report, loaded) = verify::verify(path, self.mode, &self.limits, &self.trusted, self.progress)?;
         let Some(loaded) = loaded else {
             return Err(Error::Invalid { path: path.to_path_buf(), report: Box::new(report) });
         };
+        if self.enforce_signature && !self.signature_acceptable(&report) {
+            return Err(Error::Signature { path: path.to_path_buf(), status: report.signature });
+        }
         Ok(ReplayBundle { root: path.to_path_buf(), limits: self.limits, mode: self.mode, report, loaded })
     }
 }

@@ -137,6 +137,22 @@ pub enum Error {
         /// What it is: "symbolic link", "FIFO", "directory", ...
         found: &'static str,
     },
+    /// A key or signature file that cannot be used.
+    #[error("invalid key file {path}: {detail}")]
+    InvalidKey {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// The bundle is intact but its signature is not acceptable.
+    #[error("{path}: signature: {status}", path = path.display())]
+    Signature {
+        /// The bundle.
+        path: PathBuf,
+        /// What was found.
+        status: crate::signing::SignatureStatus,
+    },
     /// Invalid input handed to the library (builder arguments, lookups).
     #[error("invalid {what}: {detail}")]
     InvalidInput {
@@ -206,7 +222,11 @@ impl Error {
             Error::InvalidPath { .. } => FindingCode::InvalidPath,
             Error::FileType { found: "symbolic link", .. } => FindingCode::Symlink,
             Error::FileType { .. } => FindingCode::NotRegularFile,
-            Error::InvalidInput { .. } | Error::OutputExists { .. } | Error::Invalid { .. } => FindingCode::Malformed,
+            Error::InvalidInput { .. }
+            | Error::OutputExists { .. }
+            | Error::Invalid { .. }
+            | Error::InvalidKey { .. }
+            | Error::Signature { .. } => FindingCode::Malformed,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod log;
 pub mod manifest;
 pub mod model;
 pub mod path;
+pub mod signing;
 pub mod store;
 mod verify;
 
@@ -35,4 +36,5 @@ pub use error::{Error, Finding, FindingCode, Result};
 pub use event::{Encoding, Event, EventKind};
 pub use limits::Limits;
 pub use model::{Dag, DagEdge, DagNode, Metadata, NodeState, NodeStatus, Platform, RunStatus, Snapshot};
+pub use signing::{KeyId, PublicKey, SecretKey, SignatureStatus};
 pub use verify::{Progress, VerifyMode, VerifyReport, VerifyStats};

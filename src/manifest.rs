@@ -41,8 +41,8 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
     /// Number of blobs; equals the blob list's count.
     pub blob_count: u64,
-    /// Signature reference; null in an unsigned bundle.
-    pub signature: Option<serde_json::Value>,
+    /// `"MANIFEST.sig"` in a signed bundle; null in an unsigned one.
+    pub signature: Option<String>,
 }
 
 impl Manifest {
@@ -73,8 +73,11 @@ impl Manifest {
         if let Err(e) = crate::model::check_timestamp(file, "created_at", &self.created_at) {
             findings.push(e.into_finding(file));
         }
-        if self.signature.is_some() {
-            findings.push(Finding::new(file, FindingCode::Unsupported, "signature: this reader knows only unsigned bundles (null)"));
+        if let Some(s) = self.signature.as_deref().filter(|s| *s != crate::signing::SIGNATURE_FILE) {
+            findings.push(
+                Finding::new(file, FindingCode::Malformed, "signature must be null or name the signature file")
+                    .with_values(crate::signing::SIGNATURE_FILE, s),
+            );
         }
         for (name, entry) in &self.files {
             if let Err(e) = BundlePath::parse(name) {

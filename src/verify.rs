@@ -35,6 +35,7 @@ use crate::log::LogView;
 use crate::manifest::Manifest;
 use crate::model::{Dag, Metadata, Snapshot};
 use crate::path::BundlePath;
+use crate::signing::{self, PublicKey, SignatureStatus};
 
 /// How much a verification does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -83,6 +84,8 @@ pub struct VerifyReport {
     pub findings_omitted: u64,
     /// What was checked.
     pub stats: VerifyStats,
+    /// The signature's state, checked against the trusted keys given.
+    pub signature: SignatureStatus,
     /// Event encoding, when the log header could be read.
     #[serde(serialize_with = "ser_encoding")]
     pub encoding: Option<Encoding>,
@@ -173,12 +176,14 @@ pub(crate) fn verify(
     root: &Path,
     mode: VerifyMode,
     limits: &Limits,
+    trusted: &[PublicKey],
     progress: Option<&dyn Progress>,
 ) -> Result<(VerifyReport, Option<Loaded>), Error> {
     let findings = Findings::new(limits.max_findings);
     let mut stats = VerifyStats::default();
     let mut encoding = None;
-    let loaded = run(root, mode, limits, progress, &findings, &mut stats, &mut encoding)?;
+    let mut signature = SignatureStatus::Unsigned;
+    let loaded = run(root, mode, limits, trusted, progress, &findings, &mut stats, &mut encoding, &mut signature)?;
     let mut list = findings.list.into_inner().expect("findings lock");
     list.sort();
     list.dedup();
@@ -190,19 +195,23 @@ pub(crate) fn verify(
             format!("{omitted} more findings were not listed (limit {})", limits.max_findings),
         ));
     }
-    let report = VerifyReport { bundle: root.display().to_string(), mode, findings: list, findings_omitted: omitted, stats, encoding };
+    let report =
+        VerifyReport { bundle: root.display().to_string(), mode, findings: list, findings_omitted: omitted, stats, signature, encoding };
     let loaded = if report.is_valid() { loaded } else { None };
     Ok((report, loaded))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     root: &Path,
     mode: VerifyMode,
     limits: &Limits,
+    trusted: &[PublicKey],
     progress: Option<&dyn Progress>,
     findings: &Findings,
     stats: &mut VerifyStats,
     encoding_out: &mut Option<Encoding>,
+    signature_out: &mut SignatureStatus,
 ) -> Result<Option<Loaded>, Error> {
     let root_meta = std::fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
     if root_meta.file_type().is_symlink() {
@@ -230,7 +239,9 @@ fn run(
         }
     };
     stats.files += 1;
-    let manifest = match Manifest::parse(&manifest_bytes) {
+    let parsed = Manifest::parse(&manifest_bytes);
+    *signature_out = signing::check(root, &manifest_bytes, parsed.as_ref().ok(), trusted);
+    let manifest = match parsed {
         Ok(m) => m,
         Err(e) => {
             findings.error(format::MANIFEST_FILE, e);
@@ -661,6 +672,7 @@ fn walk_tree(
         match (depth, is_dir) {
             (1, true) if rel == format::BLOB_DIR => {}
             (1, false) if rel == format::MANIFEST_FILE || rel == format::BLOB_LIST_FILE => {}
+            (1, false) if rel == signing::SIGNATURE_FILE && manifest.signature.is_some() => {}
             (1, false) => match manifest.files.get(&rel) {
                 Some(e) if e.size != meta.len() => {
                     findings.push(

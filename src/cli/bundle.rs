@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use cathedral_bundle::store::{bundle_run, RunStore, BLOB_DIR, EVENTS_FILE};
-use cathedral_bundle::{BuildOptions, Encoding, Error};
+use cathedral_bundle::{BuildOptions, Encoding, Error, SecretKey};
 
 use super::output::human_bytes;
 use super::progress::Bar;
@@ -26,18 +26,23 @@ pub struct Args {
     /// zstd level for blobs, 1 to 22; 0 stores every blob uncompressed.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
     compression_level: i32,
+    /// Sign the bundle with this secret key file (from `cathedral keygen`).
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
     /// Replace an existing bundle at the output path.
     #[arg(long)]
     force: bool,
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
+    let signing_key = args.sign_key.as_deref().map(SecretKey::load).transpose()?.map(std::sync::Arc::new);
     let store = RunStore::new(&args.store);
     let run_id = store.resolve(&args.run)?;
     let options = BuildOptions {
         encoding: args.encoding.parse::<Encoding>()?,
         compression_level: (args.compression_level > 0).then_some(args.compression_level),
         overwrite: args.force,
+        signing_key: signing_key.clone(),
         ..BuildOptions::default()
     };
     let bar = Bar::new("bundling", quiet);
@@ -52,12 +57,16 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let summary = summary?;
     if !quiet {
         eprintln!(
-            "bundled run {run_id} into {}: {} events, {} blobs, {} (bundle {})",
+            "bundled run {run_id} into {}: {} events, {} blobs, {} (bundle {}), {}",
             summary.path.display(),
             summary.events,
             summary.blobs,
             human_bytes(summary.total_bytes),
-            summary.bundle_id
+            summary.bundle_id,
+            match &signing_key {
+                Some(k) => format!("signed by key {}", k.key_id()),
+                None => "unsigned".to_string(),
+            }
         );
     }
     Ok(Outcome::Ok)

@@ -3,8 +3,10 @@
 mod bundle;
 mod completions;
 mod inspect;
+mod keygen;
 mod output;
 mod progress;
+mod trust;
 mod verify;
 
 use std::process::ExitCode;
@@ -17,7 +19,8 @@ Exit codes:
   0  success, or the bundle is valid
   1  the bundle is invalid (verification findings), or the run's data is invalid
   2  usage error (bad arguments, output already exists)
-  3  input not found, or I/O error";
+    3  input not found, or I/O error
+  4  bad signature, or signed by an untrusted key (or unsigned, with --require-signature)";
 
 /// Capture, verify and inspect CATHEDRAL replay bundles.
 #[derive(Debug, Parser)]
@@ -41,6 +44,9 @@ enum Command {
     /// Show what a bundle holds: summary, events, one event, a blob, the snapshot.
     #[command(after_help = EXIT_CODES)]
     Inspect(inspect::Args),
+    /// Create an Ed25519 signing key pair.
+    #[command(after_help = EXIT_CODES)]
+    Keygen(keygen::Args),
     /// Print shell completions.
     Completions(completions::Args),
 }
@@ -51,13 +57,16 @@ pub enum Outcome {
     Ok,
     /// The bundle is invalid.
     Invalid,
+    /// The bundle is intact, but its signature is not acceptable.
+    Untrusted,
 }
 
 /// Exit code for an error.
 fn exit_code(error: &Error) -> u8 {
     match error {
         Error::NotFound { .. } | Error::Io { .. } => 3,
-        Error::InvalidInput { .. } | Error::OutputExists { .. } | Error::InvalidPath { .. } => 2,
+        Error::InvalidInput { .. } | Error::OutputExists { .. } | Error::InvalidPath { .. } | Error::InvalidKey { .. } => 2,
+        Error::Signature { .. } => 4,
         _ => 1,
     }
 }
@@ -76,11 +85,13 @@ pub fn main() -> ExitCode {
         Command::Bundle(args) => bundle::run(args, cli.quiet),
         Command::VerifyBundle(args) => verify::run(args, cli.quiet),
         Command::Inspect(args) => inspect::run(args, cli.quiet),
+        Command::Keygen(args) => keygen::run(args, cli.quiet),
         Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Invalid) => ExitCode::from(1),
+        Ok(Outcome::Untrusted) => ExitCode::from(4),
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cathedral: error: {e}");

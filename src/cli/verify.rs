@@ -20,6 +20,8 @@ pub struct Args {
     /// Check structure, completeness and sizes only; hash nothing.
     #[arg(long)]
     fast: bool,
+    #[command(flatten)]
+    trust: super::trust::TrustArgs,
 }
 
 /// The stable JSON report.
@@ -27,6 +29,8 @@ pub struct Args {
 struct JsonReport<'a> {
     report_version: u32,
     valid: bool,
+    /// The signature passes the trust options given.
+    trusted: bool,
     #[serde(flatten)]
     report: &'a VerifyReport,
 }
@@ -34,23 +38,31 @@ struct JsonReport<'a> {
 pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     let bar = Bar::new("verifying", quiet);
-    let report = BundleLoader::new().mode(mode).progress(&bar).verify(&args.bundle);
+    let loader = args.trust.apply(BundleLoader::new().mode(mode))?.progress(&bar);
+    let report = loader.verify(&args.bundle);
     bar.finish();
     let report = report?;
     let mut out = Output::open(None, false)?;
     if args.json {
-        let json = JsonReport { report_version: 1, valid: report.is_valid(), report: &report };
+        let json =
+            JsonReport { report_version: 1, valid: report.is_valid(), trusted: loader.signature_acceptable(&report), report: &report };
         let mut text = serde_json::to_vec_pretty(&json).expect("report serialises");
         text.push(b'\n');
         out.write_bytes(&text)?;
     } else {
-        out.write_bytes(human(&report).as_bytes())?;
+        out.write_bytes(human(&report, loader.signature_acceptable(&report)).as_bytes())?;
     }
     out.commit()?;
-    Ok(if report.is_valid() { Outcome::Ok } else { Outcome::Invalid })
+    Ok(if !report.is_valid() {
+        Outcome::Invalid
+    } else if !loader.signature_acceptable(&report) {
+        Outcome::Untrusted
+    } else {
+        Outcome::Ok
+    })
 }
 
-fn human(report: &VerifyReport) -> String {
+fn human(report: &VerifyReport, signature_ok: bool) -> String {
     let s = &report.stats;
     let mut text = format!("bundle   {}\n", report.bundle);
     text += match report.mode {
@@ -65,7 +77,18 @@ fn human(report: &VerifyReport) -> String {
         human_bytes(s.bytes_hashed),
         human_bytes(s.bytes_total)
     );
-    if report.is_valid() {
+    text += &format!("signature {}\n", report.signature);
+    if report.is_valid() && !signature_ok {
+        text += match report.signature {
+            cathedral_bundle::SignatureStatus::Unsigned => {
+                "result   REFUSED: the bundle is intact but unsigned, and a signature is required\n"
+            }
+            cathedral_bundle::SignatureStatus::Untrusted { .. } => {
+                "result   REFUSED: the bundle is intact, but its signer is not trusted (give --trusted-key or --trust-dir)\n"
+            }
+            _ => "result   REFUSED: the bundle's contents are intact, but its signature is not valid\n",
+        };
+    } else if report.is_valid() {
         text += "result   valid\n";
     } else {
         text += &format!("findings ({})\n", report.findings.len());
