@@ -108,6 +108,7 @@ impl BundleBuilder {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        remove_stale_staging(&parent, &name.to_string_lossy());
         let nonce = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let staging = parent.join(format!(".{}{}{}-{:08x}", name.to_string_lossy(), STAGING_MARKER, std::process::id(), nonce));
         fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
@@ -381,6 +382,34 @@ impl Drop for BundleBuilder {
             let _ = fs::remove_dir_all(&self.staging);
         }
     }
+}
+
+/// Removes staging directories of earlier builds of the same output whose
+/// process no longer exists (a build that was killed). Best effort: a
+/// directory that cannot be removed is left for the next build.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&format!(".{name}"))) else { continue };
+        let Some(pid) = rest
+            .strip_prefix(STAGING_MARKER)
+            .or_else(|| rest.strip_prefix(".cath-old-"))
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() as i32 && !process_alive(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Refuses an existing output unless `overwrite`, and even then refuses to

@@ -376,10 +376,15 @@ pub(crate) fn check(
         Err(Error::InvalidKey { detail, .. }) => return SignatureStatus::Malformed { detail },
         Err(e) => return SignatureStatus::Malformed { detail: e.to_string() },
     };
+    // Every byte of MANIFEST.sig is bound: its bundle-id line must name this bundle.
+    if let Some(m) = manifest.filter(|m| m.bundle_id != sig.bundle_id) {
+        return SignatureStatus::Invalid {
+            key_id: sig.key_id,
+            detail: format!("the signature was made for another bundle ({}), not this one ({})", sig.bundle_id, m.bundle_id),
+        };
+    }
     if sig.public_key.key.verify_strict(&signed_message(manifest_bytes), &sig.signature).is_err() {
-        let detail = if let Some(m) = manifest.filter(|m| m.bundle_id != sig.bundle_id) {
-            format!("the signature was made for another bundle ({}), not this one ({})", sig.bundle_id, m.bundle_id)
-        } else if manifest.is_some_and(|m| m.to_bytes() != manifest_bytes) {
+        let detail = if manifest.is_some_and(|m| m.to_bytes() != manifest_bytes) {
             "MANIFEST.json is not byte-for-byte as written: it was reformatted or edited after signing".to_string()
         } else {
             "MANIFEST.json's bytes are not the bytes that were signed (changed after signing, or signed by another key)".to_string()

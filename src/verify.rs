@@ -381,15 +381,7 @@ fn run(
     if let (Some(log), Some(index)) = (&log_view, &index_view) {
         let log_hash = manifest.files[format::EVENTS_FILE].hash;
         if mode == VerifyMode::Full {
-            if let Err(e) = check_log(log, index, &log_hash, metadata.as_ref()) {
-                let path = if matches!(&e, Error::Malformed { file, .. } | Error::Truncated { file, .. } | Error::TrailingData { file, .. } | Error::LimitExceeded { file, .. } if file == format::EVENTS_FILE)
-                {
-                    format::EVENTS_FILE
-                } else {
-                    format::INDEX_FILE
-                };
-                findings.error(path, e);
-            }
+            check_log(log, index, &log_hash, metadata.as_ref(), findings);
         } else {
             // Fast: the header fields that bind the index to the log.
             if index.log_hash() != log_hash {
@@ -471,36 +463,116 @@ fn parse_doc<T: serde::de::DeserializeOwned>(contents: &BTreeMap<&str, FileBytes
     }
 }
 
-/// Decodes every event and checks it against the index and the metadata.
-fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metadata: Option<&Metadata>) -> Result<(), Error> {
-    index.check_against(log, log_hash, format::INDEX_FILE)?;
-    // Events were decoded by check_against; the payload and run checks need
-    // them again, so walk once more in parallel over index positions.
-    let count = index.count();
-    (0..count).into_par_iter().try_for_each(|position| {
-        let offset = index.offset(position).expect("in range");
-        let event = log.event_at(offset)?;
-        let actual = Digest::of(&event.payload);
-        if actual != event.payload_hash {
-            return Err(Error::Mismatch {
-                file: format::EVENTS_FILE.to_string(),
-                what: "payload hash",
-                expected: format!("{} (event {position})", event.payload_hash),
-                found: actual.to_string(),
-            });
+/// Walks and decodes every record of the log once, checking the event rules
+/// (§5.1) and, where the index is bound to this log, every index entry.
+/// Reports the first problem of the log and the first of the index.
+fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metadata: Option<&Metadata>, findings: &Findings) {
+    let log_file = format::EVENTS_FILE;
+    let index_file = format::INDEX_FILE;
+    let mut index = Some(index);
+    let binding = [
+        ("indexed log hash", log_hash.to_string(), index.map(|i| i.log_hash().to_string())),
+        ("indexed log size", log.bytes().len().to_string(), index.map(|i| i.log_size().to_string())),
+        ("event count", log.header().count.to_string(), index.map(|i| i.count().to_string())),
+    ];
+    for (what, expected, found) in binding {
+        if index.is_some() && Some(&expected) != found.as_ref() {
+            findings.error(index_file, Error::mismatch(index_file, what, expected, found.unwrap_or_default()));
+            index = None;
         }
-        if let Some(m) = metadata {
-            if event.run_id != m.run_id {
-                return Err(Error::Mismatch {
-                    file: format::EVENTS_FILE.to_string(),
-                    what: "run id",
-                    expected: m.run_id.to_string(),
-                    found: format!("{} (event {position})", event.run_id),
-                });
+    }
+    if let Some(ix) = index {
+        if let Err(e) = check_id_section(ix) {
+            findings.error(index_file, e);
+            index = None;
+        }
+    }
+    let mut previous_time = 0u64;
+    for (position, record) in log.records().enumerate() {
+        let position = position as u32;
+        let result = record.and_then(|(offset, bytes)| {
+            let event = crate::event::Event::decode(bytes, log.header().encoding, log_file, offset)?;
+            let actual = Digest::of(&event.payload);
+            if actual != event.payload_hash {
+                return Err(Error::mismatch(log_file, "payload hash", format!("{} (event {position})", event.payload_hash), actual));
+            }
+            if let Some(m) = metadata.filter(|m| m.run_id != event.run_id) {
+                return Err(Error::mismatch(log_file, "run id", m.run_id, format!("{} (event {position})", event.run_id)));
+            }
+            if event.logical_time < previous_time {
+                return Err(Error::malformed(
+                    log_file,
+                    "logical time",
+                    offset,
+                    format!("event {position} goes back in time: {} after {previous_time}", event.logical_time),
+                ));
+            }
+            previous_time = event.logical_time;
+            Ok((offset, event))
+        });
+        let (offset, event) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                findings.error(log_file, e);
+                return;
+            }
+        };
+        if let Some(ix) = index {
+            if let Err(e) = check_entry(ix, position, offset, &event) {
+                findings.error(index_file, e);
+                index = None;
             }
         }
-        Ok(())
-    })
+    }
+}
+
+/// The id section is strictly increasing and its positions are in range.
+fn check_id_section(index: &IndexView<'_>) -> Result<(), Error> {
+    let mut previous: Option<[u8; 16]> = None;
+    for i in 0..index.count() {
+        let (id, position) = index.id_entry(i).expect("in range");
+        if position >= index.count() {
+            return Err(Error::malformed(
+                format::INDEX_FILE,
+                "id entry",
+                i.into(),
+                format!("position {position} is past the last event ({})", index.count()),
+            ));
+        }
+        if previous.is_some_and(|p| p >= id) {
+            return Err(Error::malformed(
+                format::INDEX_FILE,
+                "id entry",
+                i.into(),
+                "ids are not strictly increasing (duplicate or unsorted event id)",
+            ));
+        }
+        previous = Some(id);
+    }
+    Ok(())
+}
+
+/// Index entries for event `position` match the record walked at `offset`.
+fn check_entry(index: &IndexView<'_>, position: u32, offset: u64, event: &crate::event::Event) -> Result<(), Error> {
+    let file = format::INDEX_FILE;
+    let indexed = index.offset(position).expect("count checked");
+    if indexed != offset {
+        return Err(Error::mismatch(file, "record offset", offset, format!("{indexed} (event {position})")));
+    }
+    let time = index.time(position).expect("count checked");
+    if time != event.logical_time {
+        return Err(Error::mismatch(file, "logical time", event.logical_time, format!("{time} (event {position})")));
+    }
+    match index.position_of_id(&event.event_id) {
+        Some(p) if p == position => Ok(()),
+        Some(p) => Err(Error::mismatch(
+            file,
+            "position of event id",
+            position,
+            format!("{p} (event id {} repeats or is misindexed)", event.event_id),
+        )),
+        None => Err(Error::mismatch(file, "event id", event.event_id, "absent from the index")),
+    }
 }
 
 /// Reads a small file, refusing one over `limit` before reading it.
@@ -685,6 +757,10 @@ fn walk_tree(
                 None => findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
             },
             (2, true) if is_shard_name(entry.file_name().to_str().unwrap_or("")) => {}
+            (2, true) if rel.starts_with("blobs/") => {
+                findings.push(Finding::new(&rel, FindingCode::InvalidPath, "not a shard directory (two lowercase hex characters)"));
+                it.skip_current_dir();
+            }
             (3, false) => {
                 let name = entry.file_name().to_str().unwrap_or("");
                 let shard = rel_path.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()).unwrap_or("");

@@ -1,0 +1,470 @@
+//! Hostile input: every case ends in a classified finding that names the
+//! file; never a panic, a hang, an unbounded allocation or a success.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cathedral_bundle::{BundleLoader, Digest, FindingCode, VerifyReport};
+use support::fixture_copy;
+
+use FindingCode::*;
+
+const SMALL: &str = "small-postcard.cath-bundle";
+const ZSTD: &str = "snapshot-zstd.cath-bundle";
+
+/// Verifies on another thread; a verification that takes over 30 s is a hang.
+fn verify(bundle: &Path) -> VerifyReport {
+    let (tx, rx) = mpsc::channel();
+    let path = bundle.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(BundleLoader::new().verify(&path).expect("bundle root is examinable"));
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("verification hung or panicked")
+}
+
+/// Writes `bytes` as a listed file and updates the manifest's hash and size,
+/// so that the deeper checks, not the hash, must catch the problem.
+fn relist(bundle: &Path, name: &str, bytes: &[u8]) {
+    fs::write(bundle.join(name), bytes).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(bundle.join("MANIFEST.json")).unwrap()).unwrap();
+    m["files"][name]["hash"] = Digest::of(bytes).to_hex().into();
+    m["files"][name]["size"] = bytes.len().into();
+    fs::write(bundle.join("MANIFEST.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+fn read(bundle: &Path, name: &str) -> Vec<u8> {
+    fs::read(bundle.join(name)).unwrap()
+}
+
+fn blob_paths(bundle: &Path) -> Vec<String> {
+    support::files_under(bundle).into_iter().filter(|f| f.starts_with("blobs/")).collect()
+}
+
+type Mutate = Box<dyn Fn(&Path) -> String>;
+
+/// A case: what it damages, and which finding codes on the returned path are acceptable.
+struct Case {
+    name: &'static str,
+    fixture: &'static str,
+    mutate: Mutate,
+    codes: &'static [FindingCode],
+}
+
+fn case(name: &'static str, fixture: &'static str, codes: &'static [FindingCode], mutate: impl Fn(&Path) -> String + 'static) -> Case {
+    Case { name, fixture, mutate: Box::new(mutate), codes }
+}
+
+fn with_record_len(log: &[u8], len: u32) -> Vec<u8> {
+    let mut l = log.to_vec();
+    l[15..19].copy_from_slice(&len.to_be_bytes());
+    l
+}
+
+fn set_count(bytes: &[u8], delta: i64) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    let count = u32::from_be_bytes(b[11..15].try_into().unwrap()) as i64 + delta;
+    b[11..15].copy_from_slice(&(count as u32).to_be_bytes());
+    b
+}
+
+fn index_offset_at(i: usize) -> usize {
+    55 + 8 * i
+}
+
+/// Replaces a blob file's bytes and updates its blob-list record (stored hash,
+/// stored size, content size) and the manifest, so only decoding can catch it.
+fn forge_blob(bundle: &Path, rel: &str, data: &[u8], content_size: u64) {
+    let name = Digest::parse(rel.rsplit('/').next().unwrap()).unwrap();
+    let old = read(bundle, rel);
+    let mut file = old[..56].to_vec();
+    file[16..24].copy_from_slice(&content_size.to_be_bytes());
+    file.extend_from_slice(data);
+    fs::write(bundle.join(rel), &file).unwrap();
+    let mut list = read(bundle, "blobs.cath-list");
+    let count = u32::from_be_bytes(list[11..15].try_into().unwrap()) as usize;
+    let at = (0..count).map(|i| 15 + 88 * i).find(|at| list[*at..*at + 32] == name.0).unwrap();
+    list[at + 32..at + 64].copy_from_slice(Digest::of(&file).as_bytes());
+    list[at + 64..at + 72].copy_from_slice(&(file.len() as u64).to_be_bytes());
+    list[at + 72..at + 80].copy_from_slice(&content_size.to_be_bytes());
+    relist(bundle, "blobs.cath-list", &list);
+}
+
+fn zstd_blob(bundle: &Path) -> String {
+    blob_paths(bundle).into_iter().find(|p| read(bundle, p)[12] == 1).expect("a zstd blob")
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+
+    // Paths: hostile names listed in the manifest.
+    for hostile in [
+        "..",
+        "../metadata.json",
+        "/etc/passwd",
+        "a\\b",
+        "a\u{0}b",
+        "a//b",
+        "./dag.json",
+        "",
+        "dag.json/",
+        "ｍetadata.json",
+        "dag\u{2024}json",
+        "blobs/../../x",
+    ] {
+        cases.push(case("manifest lists a hostile path", SMALL, &[InvalidPath], move |b| {
+            let mut m: serde_json::Value = serde_json::from_slice(&read(b, "MANIFEST.json")).unwrap();
+            m["files"][hostile] = m["files"]["dag.json"].clone();
+            fs::write(b.join("MANIFEST.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+            "MANIFEST.json".into()
+        }));
+    }
+
+    // Symlinks.
+    cases.push(case("blobs/ is a symlink to a directory", SMALL, &[Symlink], |b| {
+        let elsewhere = b.parent().unwrap().join("elsewhere");
+        fs::rename(b.join("blobs"), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, b.join("blobs")).unwrap();
+        "blobs".into()
+    }));
+    cases.push(case("a shard is a symlink to the parent", SMALL, &[Symlink], |b| {
+        std::os::unix::fs::symlink("..", b.join("blobs/ff")).unwrap();
+        "blobs/ff".into()
+    }));
+    cases.push(case("a listed file is a symlink to /etc/passwd", SMALL, &[Symlink], |b| {
+        fs::remove_file(b.join("dag.json")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", b.join("dag.json")).unwrap();
+        "dag.json".into()
+    }));
+
+    // Special files.
+    for (name, target) in
+        [("metadata.json is a FIFO", "metadata.json"), ("an extra FIFO", "fifo"), ("MANIFEST.json is a FIFO", "MANIFEST.json")]
+    {
+        cases.push(case(name, SMALL, &[NotRegularFile], move |b| {
+            let _ = fs::remove_file(b.join(target));
+            mkfifo(&b.join(target));
+            target.into()
+        }));
+    }
+    cases.push(case("a blob is a FIFO", SMALL, &[NotRegularFile], |b| {
+        let p = blob_paths(b)[0].clone();
+        fs::remove_file(b.join(&p)).unwrap();
+        mkfifo(&b.join(&p));
+        p
+    }));
+    cases.push(case("a unix socket", SMALL, &[NotRegularFile], |b| {
+        let listener = std::os::unix::net::UnixListener::bind(b.join("sock")).unwrap();
+        std::mem::forget(listener);
+        "sock".into()
+    }));
+    cases.push(case("a character device in place of the log", SMALL, &[NotRegularFile], |b| {
+        fs::remove_file(b.join("events.cath-log")).unwrap();
+        let path = std::ffi::CString::new(b.join("events.cath-log").to_str().unwrap()).unwrap();
+        // SAFETY: valid NUL-terminated path; the device is /dev/null's (1, 3).
+        let rc = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+        if rc != 0 {
+            // Without the right to make devices, a FIFO stands in for it.
+            mkfifo(&b.join("events.cath-log"));
+        }
+        "events.cath-log".into()
+    }));
+
+    // Blob names.
+    cases.push(case("a blob renamed to another hash in its shard", SMALL, &[Unlisted], |b| {
+        let p = blob_paths(b)[0].clone();
+        let renamed = format!("{}{}", &p[..p.len() - 4], if p.ends_with("0000") { "1111" } else { "0000" });
+        fs::rename(b.join(&p), b.join(&renamed)).unwrap();
+        renamed
+    }));
+    cases.push(case("a blob in the wrong shard", SMALL, &[InvalidPath], |b| {
+        let p = blob_paths(b)[0].clone();
+        let shard = if p.starts_with("blobs/00") { "blobs/01" } else { "blobs/00" };
+        fs::create_dir_all(b.join(shard)).unwrap();
+        let moved = format!("{shard}/{}", &p[9..]);
+        fs::rename(b.join(&p), b.join(&moved)).unwrap();
+        moved
+    }));
+    cases.push(case("an uppercase blob name", SMALL, &[InvalidPath], |b| {
+        let p = blob_paths(b)[0].clone();
+        let upper = format!("{}{}", &p[..9], p[9..].to_uppercase());
+        fs::rename(b.join(&p), b.join(&upper)).unwrap();
+        upper
+    }));
+    cases.push(case("a short blob name", SMALL, &[InvalidPath], |b| {
+        let p = blob_paths(b)[0].clone();
+        let short = p[..p.len() - 1].to_string();
+        fs::rename(b.join(&p), b.join(&short)).unwrap();
+        short
+    }));
+    cases.push(case("an uppercase shard directory", SMALL, &[InvalidPath], |b| {
+        let p = blob_paths(b)[0].clone();
+        let shard = &p[..8];
+        let upper = format!("blobs/{}", shard[6..].to_uppercase());
+        if upper == shard {
+            fs::create_dir(b.join("blobs/AB")).unwrap();
+            return "blobs/AB".into();
+        }
+        fs::rename(b.join(shard), b.join(&upper)).unwrap();
+        upper
+    }));
+
+    // Manifest against disk.
+    cases.push(case("a file listed twice", SMALL, &[InvalidJson], |b| {
+        let text = String::from_utf8(read(b, "MANIFEST.json")).unwrap();
+        let entry_start = text.find("\"dag.json\"").unwrap();
+        let entry_end = entry_start + text[entry_start..].find('}').unwrap() + 1;
+        let entry = text[entry_start..entry_end].to_string();
+        fs::write(b.join("MANIFEST.json"), text.replacen(&entry, &format!("{entry},\n    {entry}"), 1)).unwrap();
+        "MANIFEST.json".into()
+    }));
+    cases.push(case("a file differing only in case", SMALL, &[Unlisted], |b| {
+        fs::copy(b.join("dag.json"), b.join("DAG.json")).unwrap();
+        "DAG.json".into()
+    }));
+    cases.push(case("the manifest lists a name differing only in case", SMALL, &[InvalidPath], |b| {
+        let text = String::from_utf8(read(b, "MANIFEST.json")).unwrap();
+        fs::write(b.join("MANIFEST.json"), text.replacen("\"dag.json\"", "\"DAG.json\"", 1)).unwrap();
+        "MANIFEST.json".into()
+    }));
+
+    // JSON, in the manifest and in a listed document.
+    let json_cases: [(&str, fn(&[u8]) -> Vec<u8>); 7] = [
+        ("duplicate key", |t| String::from_utf8_lossy(t).replacen('{', "{\"x\":1,\"x\":2,", 1).into_bytes()),
+        ("huge number", |t| String::from_utf8_lossy(t).replacen('{', "{\"n\":1e400,", 1).into_bytes()),
+        ("deep nesting", |_| format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes()),
+        ("invalid UTF-8", |t| [t, b"\xff\xfe"].concat()),
+        ("trailing data", |t| [t, b"{}"].concat()),
+        ("empty file", |_| Vec::new()),
+        ("a number past u64", |t| {
+            let text = String::from_utf8_lossy(t);
+            let key = if text.contains("\"event_count\": ") { "\"event_count\": " } else { "\"blob_count\": " };
+            text.replacen(key, &format!("{key}1844674407370955161600"), 1).into_bytes()
+        }),
+    ];
+    for (what, f) in json_cases {
+        cases.push(case(what, SMALL, &[InvalidJson], move |b| {
+            fs::write(b.join("MANIFEST.json"), f(&read(b, "MANIFEST.json"))).unwrap();
+            "MANIFEST.json".into()
+        }));
+        cases.push(case(what, SMALL, &[InvalidJson], move |b| {
+            relist(b, "metadata.json", &f(&read(b, "metadata.json")));
+            "metadata.json".into()
+        }));
+    }
+
+    // Event logs.
+    let log_cases: [(&str, &'static [FindingCode], fn(&[u8]) -> Vec<u8>); 10] = [
+        ("record length u32::MAX", &[LimitExceeded], |l| with_record_len(l, u32::MAX)),
+        ("record length past the end", &[Truncated], |l| with_record_len(l, (l.len() - 19 + 1) as u32)),
+        ("zero-length record", &[Malformed], |l| with_record_len(l, 0)),
+        ("count larger than the records", &[Truncated], |l| set_count(l, 1)),
+        ("count u32::MAX", &[Truncated], |l| {
+            let mut l = l.to_vec();
+            l[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
+            l
+        }),
+        ("count smaller than the records", &[TrailingData], |l| set_count(l, -1)),
+        ("truncated final record", &[Truncated], |l| l[..l.len() - 3].to_vec()),
+        ("trailing bytes", &[TrailingData], |l| [l, &[0u8]].concat()),
+        ("six-byte magic", &[BadMagic], |l| [b"CATHLOX".as_slice(), &l[7..]].concat()),
+        ("unknown version", &[Unsupported], |l| {
+            let mut l = l.to_vec();
+            l[10] = 9;
+            l
+        }),
+    ];
+    for (what, codes, f) in log_cases {
+        cases.push(case(what, SMALL, codes, move |b| {
+            relist(b, "events.cath-log", &f(&read(b, "events.cath-log")));
+            "events.cath-log".into()
+        }));
+    }
+    cases.push(case("overlong varint", SMALL, &[Malformed], |b| {
+        let log = read(b, "events.cath-log");
+        let len = u32::from_be_bytes(log[15..19].try_into().unwrap()) as usize;
+        let record = &log[19..19 + len];
+        assert_eq!(record[48], 0, "first event has no parent");
+        let mut forged = record[..49].to_vec();
+        forged.extend_from_slice(&[record[49] | 0x80, 0x00]);
+        forged.extend_from_slice(&record[50..]);
+        let mut out = log[..15].to_vec();
+        out.extend_from_slice(&(forged.len() as u32).to_be_bytes());
+        out.extend_from_slice(&forged);
+        out.extend_from_slice(&log[19 + len..]);
+        relist(b, "events.cath-log", &out);
+        "events.cath-log".into()
+    }));
+    cases.push(case("empty log", SMALL, &[Truncated], |b| {
+        relist(b, "events.cath-log", &[]);
+        "events.cath-log".into()
+    }));
+
+    // The index.
+    let index_cases: [(&str, &'static [FindingCode], fn(&[u8]) -> Vec<u8>); 6] = [
+        ("index entry out of range", &[Inconsistent], |ix| {
+            let mut ix = ix.to_vec();
+            ix[index_offset_at(2)..index_offset_at(3)].copy_from_slice(&u64::MAX.to_be_bytes());
+            ix
+        }),
+        ("index going backwards", &[Inconsistent], |ix| {
+            let mut ix = ix.to_vec();
+            let (a, c) = (index_offset_at(1), index_offset_at(2));
+            let first = ix[a..a + 8].to_vec();
+            ix.copy_within(c..c + 8, a);
+            ix[c..c + 8].copy_from_slice(&first);
+            ix
+        }),
+        ("index pointing mid-record", &[Inconsistent], |ix| {
+            let mut ix = ix.to_vec();
+            ix[index_offset_at(1) + 7] += 1;
+            ix
+        }),
+        ("index id position out of range", &[Malformed], |ix| {
+            let mut ix = ix.to_vec();
+            let count = u32::from_be_bytes(ix[11..15].try_into().unwrap()) as usize;
+            let at = 55 + 16 * count + 16;
+            ix[at..at + 4].copy_from_slice(&(count as u32).to_be_bytes());
+            ix
+        }),
+        ("truncated index", &[Truncated], |ix| ix[..ix.len() - 1].to_vec()),
+        ("index with a huge count", &[Truncated], |ix| {
+            let mut ix = ix.to_vec();
+            ix[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
+            ix
+        }),
+    ];
+    for (what, codes, f) in index_cases {
+        cases.push(case(what, SMALL, codes, move |b| {
+            relist(b, "events.cath-idx", &f(&read(b, "events.cath-idx")));
+            "events.cath-idx".into()
+        }));
+    }
+    cases.push(case("index taken from another log", SMALL, &[Inconsistent], |b| {
+        relist(b, "events.cath-idx", &fs::read(support::fixture(ZSTD).join("events.cath-idx")).unwrap());
+        "events.cath-idx".into()
+    }));
+
+    // Blob list.
+    cases.push(case("blob list unsorted", SMALL, &[Malformed], |b| {
+        let mut list = read(b, "blobs.cath-list");
+        let (a, c) = (15, 15 + 88);
+        let first = list[a..a + 88].to_vec();
+        list.copy_within(c..c + 88, a);
+        list[c..c + 88].copy_from_slice(&first);
+        relist(b, "blobs.cath-list", &list);
+        "blobs.cath-list".into()
+    }));
+    cases.push(case("blob list reserved bytes", SMALL, &[Malformed], |b| {
+        let mut list = read(b, "blobs.cath-list");
+        list[15 + 87] = 1;
+        relist(b, "blobs.cath-list", &list);
+        "blobs.cath-list".into()
+    }));
+
+    // zstd bombs.
+    cases.push(case("blob expanding past its declared size", ZSTD, &[SizeMismatch], |b| {
+        let p = zstd_blob(b);
+        let declared = u64::from_be_bytes(read(b, &p)[16..24].try_into().unwrap());
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        forge_blob(b, &p, &bomb, declared);
+        p
+    }));
+    cases.push(case("zstd frame asking for a 2 GiB window", ZSTD, &[Malformed], |b| {
+        let p = zstd_blob(b);
+        let declared = u64::from_be_bytes(read(b, &p)[16..24].try_into().unwrap());
+        // Magic, frame header (no single segment, window log 31), one last raw block of 1 byte.
+        let frame = [0x28, 0xB5, 0x2F, 0xFD, 0x00, 0xA8, 0x09, 0x00, 0x00, 0x41];
+        forge_blob(b, &p, &frame, declared);
+        p
+    }));
+    cases.push(case("blob header lying about its size", SMALL, &[Inconsistent], |b| {
+        let p = blob_paths(b)[0].clone();
+        let mut bytes = read(b, &p);
+        bytes[23] ^= 1;
+        fs::write(b.join(&p), &bytes).unwrap();
+        // Make the stored hash agree, so only the header comparison can catch it.
+        let mut list = read(b, "blobs.cath-list");
+        let name = Digest::parse(&p[9..]).unwrap();
+        let count = u32::from_be_bytes(list[11..15].try_into().unwrap()) as usize;
+        let at = (0..count).map(|i| 15 + 88 * i).find(|at| list[*at..*at + 32] == name.0).unwrap();
+        list[at + 32..at + 64].copy_from_slice(Digest::of(&bytes).as_bytes());
+        relist(b, "blobs.cath-list", &list);
+        p
+    }));
+
+    // Sizes.
+    cases.push(case("manifest size larger than the file", SMALL, &[SizeMismatch], |b| {
+        let mut m: serde_json::Value = serde_json::from_slice(&read(b, "MANIFEST.json")).unwrap();
+        m["files"]["dag.json"]["size"] = (m["files"]["dag.json"]["size"].as_u64().unwrap() + 1).into();
+        fs::write(b.join("MANIFEST.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        "dag.json".into()
+    }));
+    cases.push(case("manifest size u64::MAX", SMALL, &[SizeMismatch], |b| {
+        let mut m: serde_json::Value = serde_json::from_slice(&read(b, "MANIFEST.json")).unwrap();
+        m["files"]["events.cath-log"]["size"] = u64::MAX.into();
+        fs::write(b.join("MANIFEST.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+        "events.cath-log".into()
+    }));
+    cases.push(case("a listed file emptied", SMALL, &[SizeMismatch], |b| {
+        fs::write(b.join("workflow.cath"), b"").unwrap();
+        "workflow.cath".into()
+    }));
+    cases.push(case("zero-byte manifest", SMALL, &[InvalidJson], |b| {
+        fs::write(b.join("MANIFEST.json"), b"").unwrap();
+        "MANIFEST.json".into()
+    }));
+    cases.push(case("an empty bundle directory", SMALL, &[Missing], |b| {
+        for entry in fs::read_dir(b).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                fs::remove_dir_all(p).unwrap();
+            } else {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        "MANIFEST.json".into()
+    }));
+    cases
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}
+
+#[test]
+fn every_hostile_case_is_classified_and_named() {
+    let cases = cases();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let dir = tmp.path().join(i.to_string());
+        fs::create_dir(&dir).unwrap();
+        let bundle = fixture_copy(c.fixture, &dir);
+        let path = (c.mutate)(&bundle);
+        let report = verify(&bundle);
+        let named = report.findings.iter().any(|f| f.path == path && c.codes.contains(&f.code));
+        if report.is_valid() || !named {
+            failures.push(format!("case {i} ({}): wanted {:?} on {path:?}, got {:#?}", c.name, c.codes, report.findings));
+        }
+        // Loading refuses it too.
+        assert!(BundleLoader::new().load(&bundle).is_err(), "case {i} ({}) loaded", c.name);
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    eprintln!("hostile cases: {}", cases.len());
+}
+
+#[test]
+fn a_symlinked_bundle_root_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = fixture_copy(SMALL, tmp.path());
+    let link: PathBuf = tmp.path().join("link.cath-bundle");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let report = verify(&link);
+    assert!(report.findings.iter().any(|f| f.path == "." && f.code == Symlink), "{:#?}", report.findings);
+}
