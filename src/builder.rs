@@ -182,6 +182,7 @@ impl BundleBuilder {
         let log = self.log.as_mut().expect("log is open until build");
         let position = log.count();
         let offset = log.append(event)?;
+        self.check_total()?;
         let staging = &self.staging;
         self.offsets.write_all(&offset.to_be_bytes()).map_err(|e| Error::io(staging, e))?;
         self.times.write_all(&event.logical_time.to_be_bytes()).map_err(|e| Error::io(staging, e))?;
@@ -219,7 +220,18 @@ impl BundleBuilder {
         out.write_all(&file).map_err(|e| Error::io(&path, e))?;
         self.blob_bytes += record.stored_size;
         self.blobs.insert(hash, record);
+        self.check_total()?;
         Ok(hash)
+    }
+
+    /// Refuses a bundle growing past the total size limit.
+    fn check_total(&self) -> Result<(), Error> {
+        let total = self.blob_bytes + self.log.as_ref().map_or(0, LogWriter::len);
+        let limit = self.options.limits.max_total_size;
+        if total > limit {
+            return Err(Error::limit("bundle", "total size", limit, total));
+        }
+        Ok(())
     }
 
     /// Events added so far.

@@ -221,6 +221,16 @@ impl LogWriter {
         self.count
     }
 
+    /// Bytes written so far, header included.
+    pub fn len(&self) -> u64 {
+        self.offset
+    }
+
+    /// True when no event was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// Patches the count, flushes and syncs; returns the file size.
     pub fn finish(self) -> Result<u64, Error> {
         let path = self.path;

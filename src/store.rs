@@ -367,9 +367,11 @@ pub fn bundle_run(
     let mut line = String::new();
     let mut number = 0usize;
     let mut seen = HashSet::new();
+    // A JSON line is at most about 4/3 of its record (base64 payload) plus the other fields.
+    let max_line = limits.max_record_len.saturating_mul(2).saturating_add(1024);
     loop {
         line.clear();
-        let n = (&mut reader).take(limits.max_record_len.saturating_mul(2) + 2).read_line(&mut line).map_err(|e| match e.kind() {
+        let n = (&mut reader).take(max_line).read_line(&mut line).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidData => store_error(&events_path, Some(number + 1), "line is not UTF-8"),
             _ => Error::io(&events_path, e),
         })?;
@@ -379,11 +381,10 @@ pub fn bundle_run(
         number += 1;
         progress(n as u64);
         let Some(text) = line.strip_suffix('\n') else {
-            return Err(store_error(
-                &events_path,
-                Some(number),
-                "last line has no newline: the recorder stopped mid-line, or the line is over the length limit",
-            ));
+            if n as u64 == max_line {
+                return Err(Error::limit(&format!("{}:{number}", events_path.display()), "event line length", max_line, n as u64 + 1));
+            }
+            return Err(store_error(&events_path, Some(number), "last line has no newline: the recorder stopped mid-line"));
         };
         let event = Event::from_json_line(text).map_err(|e| store_error(&events_path, Some(number), strip_file(&e)))?;
         if !seen.insert(event.event_id) {

@@ -396,3 +396,30 @@ fn quiet_non_terminal_runs_print_no_progress() {
     assert_exit(&o, 0, "");
     assert!(stderr(&o).is_empty());
 }
+
+#[test]
+fn limits_apply_in_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bundle(tmp.path(), FAILED, &[]);
+    let b = b.to_str().unwrap();
+    // Verification with a tiny record limit names the log.
+    let o = cathedral(&["verify-bundle", "--bundle", b, "--max-record-len", "16"]);
+    assert_exit(&o, 1, "");
+    assert!(stdout(&o).contains("[limit_exceeded] events.cath-log"), "{}", stdout(&o));
+    let o = cathedral(&["verify-bundle", "--bundle", b, "--max-events", "3"]);
+    assert_exit(&o, 1, "");
+    assert!(stdout(&o).contains("event count is 28, over the limit of 3"), "{}", stdout(&o));
+    let o = cathedral(&["verify-bundle", "--bundle", b, "--max-total-size", "1000"]);
+    assert_exit(&o, 1, "");
+    assert!(stdout(&o).contains("[limit_exceeded] ."), "{}", stdout(&o));
+    assert_exit(&cathedral(&["inspect", "--bundle", b, "--max-events", "3"]), 1, "over the limit");
+    // Bundling applies them too, and leaves nothing behind.
+    let s = store();
+    let out = tmp.path().join("limited.cath-bundle");
+    for (flag, value) in [("--max-events", "3"), ("--max-record-len", "50"), ("--max-blob-size", "100"), ("--max-total-size", "2000")] {
+        let o = cathedral(&["bundle", "--store", s.to_str().unwrap(), "--run", FAILED, "--output", out.to_str().unwrap(), flag, value]);
+        assert_exit(&o, 1, "over the limit");
+        assert!(!out.exists(), "{flag}");
+    }
+    assert_exit(&cathedral(&["verify-bundle", "--bundle", b, "--max-events", "lots"]), 2, "invalid value");
+}

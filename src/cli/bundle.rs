@@ -32,6 +32,8 @@ pub struct Args {
     /// Replace an existing bundle at the output path.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
@@ -43,6 +45,7 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         compression_level: (args.compression_level > 0).then_some(args.compression_level),
         overwrite: args.force,
         signing_key: signing_key.clone(),
+        limits: args.limits.limits(),
         ..BuildOptions::default()
     };
     let bar = Bar::new("bundling", quiet);

@@ -52,6 +52,8 @@ pub struct Args {
     /// Check structure and sizes only before reading; do not hash the bundle first.
     #[arg(long)]
     fast: bool,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
@@ -68,7 +70,7 @@ fn parse_hash(s: &str) -> Result<Digest, String> {
 
 pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
-    let bundle = match BundleLoader::new().mode(mode).enforce_signature(false).load(&args.bundle) {
+    let bundle = match BundleLoader::new().mode(mode).limits(args.limits.limits()).enforce_signature(false).load(&args.bundle) {
         Ok(b) => b,
         Err(Error::Invalid { report, .. }) => {
             eprintln!("cathedral: the bundle is invalid; run verify-bundle for details. Findings:");

@@ -4,6 +4,7 @@ mod bundle;
 mod completions;
 mod inspect;
 mod keygen;
+mod limits;
 mod output;
 mod progress;
 mod trust;

@@ -22,6 +22,8 @@ pub struct Args {
     fast: bool,
     #[command(flatten)]
     trust: super::trust::TrustArgs,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
 }
 
 /// The stable JSON report.
@@ -38,7 +40,7 @@ struct JsonReport<'a> {
 pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     let bar = Bar::new("verifying", quiet);
-    let loader = args.trust.apply(BundleLoader::new().mode(mode))?.progress(&bar);
+    let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?.progress(&bar);
     let report = loader.verify(&args.bundle);
     bar.finish();
     let report = report?;
