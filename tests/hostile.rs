@@ -46,6 +46,9 @@ fn blob_paths(bundle: &Path) -> Vec<String> {
 
 type Mutate = Box<dyn Fn(&Path) -> String>;
 
+/// Rewrites a file's bytes.
+type Rewrite = fn(&[u8]) -> Vec<u8>;
+
 /// A case: what it damages, and which finding codes on the returned path are acceptable.
 struct Case {
     name: &'static str,
@@ -232,7 +235,7 @@ fn cases() -> Vec<Case> {
     }));
 
     // JSON, in the manifest and in a listed document.
-    let json_cases: [(&str, fn(&[u8]) -> Vec<u8>); 7] = [
+    let json_cases: [(&str, Rewrite); 7] = [
         ("duplicate key", |t| String::from_utf8_lossy(t).replacen('{', "{\"x\":1,\"x\":2,", 1).into_bytes()),
         ("huge number", |t| String::from_utf8_lossy(t).replacen('{', "{\"n\":1e400,", 1).into_bytes()),
         ("deep nesting", |_| format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes()),
@@ -257,7 +260,7 @@ fn cases() -> Vec<Case> {
     }
 
     // Event logs.
-    let log_cases: [(&str, &'static [FindingCode], fn(&[u8]) -> Vec<u8>); 10] = [
+    let log_cases: [(&str, &'static [FindingCode], Rewrite); 10] = [
         ("record length u32::MAX", &[LimitExceeded], |l| with_record_len(l, u32::MAX)),
         ("record length past the end", &[Truncated], |l| with_record_len(l, (l.len() - 19 + 1) as u32)),
         ("zero-length record", &[Malformed], |l| with_record_len(l, 0)),
@@ -304,7 +307,7 @@ fn cases() -> Vec<Case> {
     }));
 
     // The index.
-    let index_cases: [(&str, &'static [FindingCode], fn(&[u8]) -> Vec<u8>); 6] = [
+    let index_cases: [(&str, &'static [FindingCode], Rewrite); 6] = [
         ("index entry out of range", &[Inconsistent], |ix| {
             let mut ix = ix.to_vec();
             ix[index_offset_at(2)..index_offset_at(3)].copy_from_slice(&u64::MAX.to_be_bytes());
