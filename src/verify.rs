@@ -332,7 +332,7 @@ fn run(
     if mode == VerifyMode::Full {
         if let Some(view) = &list_view {
             stats.bytes_hashed += blob_list.as_ref().map_or(0, |b| b.len() as u64);
-            let hashed = check_blobs(root, view, &walk.blob_ok, findings, &tick);
+            let hashed = check_blobs(root, view, &walk.blob_ok, limits.max_blob_size, findings, &tick);
             stats.bytes_hashed += hashed;
         }
     }
@@ -848,7 +848,14 @@ fn is_shard_name(name: &str) -> bool {
 
 /// Hashes every blob whose file had the listed size, in parallel batches.
 /// Returns the bytes hashed.
-fn check_blobs(root: &Path, list: &BlobListView<'_>, present: &[bool], findings: &Findings, tick: &(dyn Fn(u64) + Sync)) -> u64 {
+fn check_blobs(
+    root: &Path,
+    list: &BlobListView<'_>,
+    present: &[bool],
+    max_blob_size: u64,
+    findings: &Findings,
+    tick: &(dyn Fn(u64) + Sync),
+) -> u64 {
     const BATCH: u32 = 4096;
     let hashed = AtomicU64::new(0);
     let mut start = 0u32;
@@ -857,6 +864,10 @@ fn check_blobs(root: &Path, list: &BlobListView<'_>, present: &[bool], findings:
         (start..end).into_par_iter().filter(|i| present[*i as usize]).for_each(|i| {
             let Ok(record) = list.record(i) else { return };
             let rel = record.header.hash.blob_path();
+            if record.header.size > max_blob_size {
+                findings.error(&rel, Error::limit(&rel, "blob content size", max_blob_size, record.header.size));
+                return;
+            }
             if let Err(e) = check_blob(root, &rel, &record, tick) {
                 findings.error(&rel, e);
             }

@@ -413,6 +413,9 @@ fn limits_apply_in_the_cli() {
     assert_exit(&o, 1, "");
     assert!(stdout(&o).contains("[limit_exceeded] ."), "{}", stdout(&o));
     assert_exit(&cathedral(&["inspect", "--bundle", b, "--max-events", "3"]), 1, "over the limit");
+    let o = cathedral(&["verify-bundle", "--bundle", b, "--max-blob-size", "100"]);
+    assert_exit(&o, 1, "");
+    assert!(stdout(&o).contains("[limit_exceeded] blobs/"), "{}", stdout(&o));
     // Bundling applies them too, and leaves nothing behind.
     let s = store();
     let out = tmp.path().join("limited.cath-bundle");

@@ -1,0 +1,18 @@
+//! The manifest parser and its checks; the other JSON documents too.
+#![no_main]
+
+use cathedral_bundle::manifest::Manifest;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(manifest) = Manifest::parse(data) {
+        let _ = manifest.check();
+        let _ = manifest.to_bytes();
+    }
+    if let Ok(metadata) = serde_json::from_slice::<cathedral_bundle::Metadata>(data) {
+        let _ = metadata.validate("metadata.json");
+    }
+    if let Ok(dag) = serde_json::from_slice::<cathedral_bundle::Dag>(data) {
+        let _ = dag.validate("dag.json");
+    }
+});
