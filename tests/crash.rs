@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cathedral_bundle::store::{RunStart, RunStore};
+use cathedral_bundle::store::RunStore;
 use cathedral_bundle::{BundleLoader, Event, EventKind, RunStatus};
-use support::fixture_gen::{noise, sample_run, uuid_for};
+use support::fixture_gen::{noise, run_start, sample_run, uuid_for};
 
 const KILL_POINTS: u32 = 30;
 
@@ -18,15 +18,7 @@ const KILL_POINTS: u32 = 30;
 fn record_large_run(store: &Path) -> String {
     let base = sample_run("crash-large", 2, false, false);
     let m = &base.metadata;
-    let start = RunStart {
-        run_id: m.run_id,
-        workflow_name: m.workflow_name.clone(),
-        workflow_version: m.workflow_version.clone(),
-        started_at: m.started_at.clone(),
-        cathedral_version: m.cathedral_version.clone(),
-        platform: m.platform.clone(),
-    };
-    let mut recorder = RunStore::new(store).record(start, &base.workflow, &base.dag).unwrap();
+    let mut recorder = RunStore::new(store).record(run_start(&base), &base.workflow, &base.dag).unwrap();
     for i in 0..25_000u64 {
         let e = Event::new(
             uuid_for(&format!("crash/{i}")),

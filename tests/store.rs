@@ -2,22 +2,10 @@
 
 mod support;
 
-use cathedral_bundle::store::{bundle_run, RunStart, RunStore};
+use cathedral_bundle::store::{bundle_run, RunStore};
 use cathedral_bundle::{BuildOptions, BundleLoader, Error, RunStatus};
-use support::fixture_gen::{record, sample_run, SampleRun};
+use support::fixture_gen::{record, run_start, sample_run};
 use uuid::Uuid;
-
-fn start(run: &SampleRun) -> RunStart {
-    let m = &run.metadata;
-    RunStart {
-        run_id: m.run_id,
-        workflow_name: m.workflow_name.clone(),
-        workflow_version: m.workflow_version.clone(),
-        started_at: m.started_at.clone(),
-        cathedral_version: m.cathedral_version.clone(),
-        platform: m.platform.clone(),
-    }
-}
 
 #[test]
 fn recorded_run_bundles_and_matches() {
@@ -39,7 +27,7 @@ fn a_crashed_recorder_leaves_a_detectably_incomplete_run() {
     let run = sample_run("crash", 2, false, false);
     let store = RunStore::new(tmp.path());
     {
-        let mut recorder = store.record(start(&run), &run.workflow, &run.dag).unwrap();
+        let mut recorder = store.record(run_start(&run), &run.workflow, &run.dag).unwrap();
         for e in &run.events[..5] {
             recorder.append_event(e).unwrap();
         }
@@ -62,7 +50,7 @@ fn recorder_refuses_bad_events_and_duplicate_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let run = sample_run("refuse", 2, false, false);
     let store = RunStore::new(tmp.path());
-    let mut recorder = store.record(start(&run), &run.workflow, &run.dag).unwrap();
+    let mut recorder = store.record(run_start(&run), &run.workflow, &run.dag).unwrap();
     recorder.append_event(&run.events[1]).unwrap();
     assert!(recorder.append_event(&run.events[0]).is_err(), "backwards in time");
     assert!(recorder.append_event(&run.events[1]).is_err(), "duplicate id");
@@ -74,7 +62,7 @@ fn recorder_refuses_bad_events_and_duplicate_runs() {
     assert!(recorder.append_event(&foreign).is_err(), "run id");
     let metadata = recorder.finish(RunStatus::Cancelled, Some("2026-03-14T15:01:00Z".into())).unwrap();
     assert_eq!(metadata.event_count, 1);
-    assert!(matches!(store.record(start(&run), &run.workflow, &run.dag), Err(Error::OutputExists { .. })));
+    assert!(matches!(store.record(run_start(&run), &run.workflow, &run.dag), Err(Error::OutputExists { .. })));
 }
 
 #[test]

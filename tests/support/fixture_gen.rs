@@ -188,19 +188,23 @@ pub fn store_runs() -> Vec<SampleRun> {
     vec![sample_run("nightly-ingest", 3, false, false), sample_run("model-eval", 4, true, true)]
 }
 
-/// Records `run` into the store at `root` through the recorder API.
-pub fn record(root: &Path, run: &SampleRun) {
-    use cathedral_bundle::store::{RunStart, RunStore};
+/// What a recorder needs to start `run`.
+pub fn run_start(run: &SampleRun) -> cathedral_bundle::store::RunStart {
     let m = &run.metadata;
-    let start = RunStart {
+    cathedral_bundle::store::RunStart {
         run_id: m.run_id,
         workflow_name: m.workflow_name.clone(),
         workflow_version: m.workflow_version.clone(),
         started_at: m.started_at.clone(),
         cathedral_version: m.cathedral_version.clone(),
         platform: m.platform.clone(),
-    };
-    let mut recorder = RunStore::new(root).record(start, &run.workflow, &run.dag).unwrap();
+    }
+}
+
+/// Records `run` into the store at `root` through the recorder API.
+pub fn record(root: &Path, run: &SampleRun) {
+    let m = &run.metadata;
+    let mut recorder = cathedral_bundle::store::RunStore::new(root).record(run_start(run), &run.workflow, &run.dag).unwrap();
     for (content, _) in &run.blobs {
         recorder.put_blob(content).unwrap();
     }
