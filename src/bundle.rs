@@ -212,6 +212,11 @@ impl ReplayBundle {
     /// Events from `position` on, in log order.
     pub fn events_from(&self, position: u32) -> impl Iterator<Item = Result<Event, Error>> + '_ {
         (position..self.event_count()).map(move |p| {
+            // Keep memory bounded on long walks: drop the pages already read.
+            if p % verify::RELEASE_EVERY == verify::RELEASE_EVERY - 1 {
+                self.loaded.log.release_all();
+                self.loaded.index.release_all();
+            }
             self.event(p).and_then(|e| e.ok_or_else(|| Error::InvalidInput { what: "event position", detail: p.to_string() }))
         })
     }

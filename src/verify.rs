@@ -141,6 +141,28 @@ pub(crate) enum FileBytes {
     Mapped(Mmap),
 }
 
+impl FileBytes {
+    /// Drops this process's resident pages of a mapping, so that walking a
+    /// large file keeps memory bounded; pages are re-read from the page cache
+    /// if touched again. No-op for bytes held in memory.
+    pub(crate) fn release(&self, offset: usize, len: usize) {
+        if let FileBytes::Mapped(map) = self {
+            let len = len.min(map.len().saturating_sub(offset));
+            if len > 0 {
+                // SAFETY: the mapping is read-only and file-backed; DONTNEED only
+                // drops resident pages, and later reads fault them back in from the
+                // file with the same contents.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+            }
+        }
+    }
+
+    /// Releases every resident page of a mapping.
+    pub(crate) fn release_all(&self) {
+        self.release(0, self.len());
+    }
+}
+
 impl std::ops::Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -381,7 +403,14 @@ fn run(
     if let (Some(log), Some(index)) = (&log_view, &index_view) {
         let log_hash = manifest.files[format::EVENTS_FILE].hash;
         if mode == VerifyMode::Full {
-            check_log(log, index, &log_hash, metadata.as_ref(), findings);
+            let release = || {
+                for name in [format::EVENTS_FILE, format::INDEX_FILE] {
+                    if let Some(b) = contents.get(name) {
+                        b.release_all();
+                    }
+                }
+            };
+            check_log(log, index, &log_hash, metadata.as_ref(), findings, &release);
         } else {
             // Fast: the header fields that bind the index to the log.
             if index.log_hash() != log_hash {
@@ -466,7 +495,14 @@ fn parse_doc<T: serde::de::DeserializeOwned>(contents: &BTreeMap<&str, FileBytes
 /// Walks and decodes every record of the log once, checking the event rules
 /// (§5.1) and, where the index is bound to this log, every index entry.
 /// Reports the first problem of the log and the first of the index.
-fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metadata: Option<&Metadata>, findings: &Findings) {
+fn check_log(
+    log: &LogView<'_>,
+    index: &IndexView<'_>,
+    log_hash: &Digest,
+    metadata: Option<&Metadata>,
+    findings: &Findings,
+    release: &dyn Fn(),
+) {
     let log_file = format::EVENTS_FILE;
     let index_file = format::INDEX_FILE;
     let mut index = Some(index);
@@ -490,6 +526,9 @@ fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metada
     let mut previous_time = 0u64;
     for (position, record) in log.records().enumerate() {
         let position = position as u32;
+        if position % RELEASE_EVERY == RELEASE_EVERY - 1 {
+            release();
+        }
         let result = record.and_then(|(offset, bytes)| {
             let event = crate::event::Event::decode(bytes, log.header().encoding, log_file, offset)?;
             let actual = Digest::of(&event.payload);
@@ -525,6 +564,9 @@ fn check_log(log: &LogView<'_>, index: &IndexView<'_>, log_hash: &Digest, metada
         }
     }
 }
+
+/// How many events are walked between releases of the mapped log and index.
+pub(crate) const RELEASE_EVERY: u32 = 1 << 16;
 
 /// The id section is strictly increasing and its positions are in range.
 fn check_id_section(index: &IndexView<'_>) -> Result<(), Error> {
@@ -619,7 +661,7 @@ fn load_file(
             FileBytes::Mapped(fsutil::map(&file, path)?.expect("non-empty"))
         };
         if mode == VerifyMode::Full {
-            let actual = hash_bytes(&bytes, tick);
+            let actual = hash_file_bytes(&bytes, tick);
             if actual != expected {
                 return Err(Error::mismatch(name, "hash", expected, actual));
             }
@@ -635,14 +677,18 @@ fn load_file(
     }
 }
 
-fn hash_bytes(bytes: &[u8], tick: &(dyn Fn(u64) + Sync)) -> Digest {
+/// Hashes in windows, with rayon for large ones, releasing each window of a
+/// mapping once hashed so that memory stays bounded whatever the file size.
+fn hash_file_bytes(bytes: &FileBytes, tick: &(dyn Fn(u64) + Sync)) -> Digest {
     let mut hasher = blake3::Hasher::new();
-    for chunk in bytes.chunks(fsutil::HASH_WINDOW as usize) {
+    let window = fsutil::HASH_WINDOW as usize;
+    for (i, chunk) in bytes.chunks(window).enumerate() {
         if chunk.len() >= 1 << 17 {
             hasher.update_rayon(chunk);
         } else {
             hasher.update(chunk);
         }
+        bytes.release(i * window, chunk.len());
         tick(chunk.len() as u64);
     }
     hasher.finalize().into()
@@ -893,7 +939,7 @@ fn check_blob(root: &Path, rel: &str, record: &BlobRecord, tick: &(dyn Fn(u64) +
     } else {
         FileBytes::Mapped(fsutil::map(&file, &path)?.expect("non-empty"))
     };
-    let actual = hash_bytes(&bytes, tick);
+    let actual = hash_file_bytes(&bytes, tick);
     if actual != record.stored_hash {
         return Err(Error::mismatch(rel, "stored hash", record.stored_hash, actual));
     }

@@ -129,6 +129,11 @@ fn inspect_event_blob_and_snapshot() {
         assert_exit(&o, 0, "");
         assert_eq!(stdout(&o), format!("{line}\n"));
     }
+    // By logical time: the first event at that time; none at a time not in the log.
+    let o = cathedral(&["inspect", "--bundle", b, "--time", "14"]);
+    assert_exit(&o, 0, "");
+    assert_eq!(stdout(&o), format!("{}\n", all[13]));
+    assert_exit(&cathedral(&["inspect", "--bundle", b, "--time", "999"]), 3, "logical time 999");
     // Every blob comes back as its original content, to a file and to stdout.
     for entry in std::fs::read_dir(run_dir(FAILED).join("blobs")).unwrap() {
         let entry = entry.unwrap();

@@ -11,7 +11,7 @@ use super::output::{human_bytes, Output};
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("what").args(["events", "event", "blob", "snapshot"]))]
+#[command(group = clap::ArgGroup::new("what").args(["events", "event", "time", "blob", "snapshot"]))]
 pub struct Args {
     /// The bundle directory.
     #[arg(long)]
@@ -34,6 +34,9 @@ pub struct Args {
     /// Print the event with this id, found through the index.
     #[arg(long, value_name = "ID", value_parser = parse_uuid)]
     event: Option<Uuid>,
+    /// Print the first event at this logical time, found through the index.
+    #[arg(long, value_name = "T")]
+    time: Option<u64>,
     /// Write the original content of the blob with this hash, checked against it.
     #[arg(long, value_name = "HASH", value_parser = parse_hash)]
     blob: Option<Digest>,
@@ -47,7 +50,7 @@ pub struct Args {
     #[arg(long, requires = "output")]
     force: bool,
     /// Print the summary as JSON.
-    #[arg(long, conflicts_with_all = ["events", "event", "blob", "snapshot"])]
+    #[arg(long, conflicts_with_all = ["events", "event", "time", "blob", "snapshot"])]
     json: bool,
     /// Check structure and sizes only before reading; do not hash the bundle first.
     #[arg(long)]
@@ -99,6 +102,10 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
         }
     } else if let Some(id) = args.event {
         let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(format!("event {id}")) })?;
+        out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
+    } else if let Some(time) = args.time {
+        let (_, event) =
+            bundle.event_at_time(time)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(format!("event at logical time {time}")) })?;
         out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
     } else if let Some(hash) = args.blob {
         bundle.read_blob(&hash, &mut out)?;

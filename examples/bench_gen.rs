@@ -1,0 +1,253 @@
+//! Data generator and in-process measurements for `bench/run.sh`.
+//!
+//! ```text
+//! bench_gen blobs-bundle OUT COUNT SIZE            bundle of COUNT incompressible blobs of SIZE bytes
+//! bench_gen events-bundle OUT EVENTS               bundle of EVENTS events (~200-byte payloads); writes OUT.probe.json
+//! bench_gen store DIR EVENTS BLOBS MIN MAX [mix]   run store with one run; blobs of MIN..=MAX bytes (mix: realistic content)
+//! bench_gen floor DIR COUNT MIN MAX                COUNT plain files of MIN..=MAX bytes (the file-system floor)
+//! bench_gen codec EVENTS DIR                       events/s: in-memory encode/decode and log write/read, both encodings
+//! ```
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use cathedral_bundle::log::{LogView, LogWriter};
+use cathedral_bundle::store::{RunStart, RunStore};
+use cathedral_bundle::{BuildOptions, BundleBuilder, Dag, DagNode, Encoding, Event, EventKind, Limits, Metadata, Platform, RunStatus};
+use uuid::Uuid;
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn range(&mut self, min: u64, max: u64) -> u64 {
+        min + self.next() % (max - min + 1)
+    }
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new().update(&self.next().to_le_bytes()).finalize_xof().fill(&mut out);
+        out
+    }
+    fn uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(((u128::from(self.next()) << 64) | u128::from(self.next())).to_le_bytes()).into_uuid()
+    }
+}
+
+fn run_id() -> Uuid {
+    Uuid::from_u128(0x0be4_c4e0_0000_4000_8000_0000_0000_0001)
+}
+
+fn dag(rng: &mut Rng) -> Dag {
+    let id = rng.uuid();
+    Dag {
+        nodes: vec![DagNode { id, name: "step".into(), kind: "tool".into(), depends_on: vec![] }],
+        edges: vec![],
+        entry_nodes: vec![id],
+        exit_nodes: vec![id],
+    }
+}
+
+fn metadata(events: u64) -> Metadata {
+    Metadata {
+        run_id: run_id(),
+        workflow_name: "bench".into(),
+        workflow_version: "1".into(),
+        started_at: "2026-01-01T00:00:00Z".into(),
+        completed_at: Some("2026-01-01T01:00:00Z".into()),
+        status: RunStatus::Completed,
+        node_count: 1,
+        event_count: events,
+        platform: Platform::current(),
+        cathedral_version: "bench".into(),
+    }
+}
+
+/// Event `i`: ~200-byte JSON-like payload, time advancing every 4 events.
+fn event(rng: &mut Rng, node: Uuid, i: u64) -> Event {
+    let payload = format!("{{\"step\":{i},\"tool\":\"transform\",\"rows\":{},\"note\":\"{}\"}}", rng.range(0, 1 << 20), "x".repeat(150));
+    let kinds = [EventKind::NodeStarted, EventKind::ToolInvoked, EventKind::ToolCompleted, EventKind::NodeCompleted];
+    Event::new(rng.uuid(), run_id(), node, i / 4, kinds[(i % 4) as usize], payload.into_bytes())
+}
+
+/// Realistic blob content: JSON outputs, log text and binary, by turns.
+fn mixed_blob(rng: &mut Rng, i: u64, len: usize) -> Vec<u8> {
+    match i % 3 {
+        0 => {
+            let mut s = String::from("{\"rows\":[");
+            while s.len() < len {
+                s += &format!(
+                    "{{\"id\":{},\"name\":\"item-{}\",\"score\":{}.{},\"tags\":[\"a\",\"b\"]}},",
+                    rng.range(0, 1 << 30),
+                    rng.range(0, 9999),
+                    rng.range(0, 99),
+                    rng.range(0, 999)
+                );
+            }
+            s.truncate(len);
+            s.into_bytes()
+        }
+        1 => {
+            let mut s = String::new();
+            while s.len() < len {
+                s += &format!(
+                    "2026-01-01T00:{:02}:{:02}Z INFO worker-{} processed batch {} in {} ms\n",
+                    rng.range(0, 59),
+                    rng.range(0, 59),
+                    rng.range(0, 7),
+                    rng.range(0, 1 << 20),
+                    rng.range(1, 999)
+                );
+            }
+            s.truncate(len);
+            s.into_bytes()
+        }
+        _ => rng.bytes(len),
+    }
+}
+
+fn blobs_bundle(out: &Path, count: u64, size: usize) {
+    let mut rng = Rng(1);
+    let dag = dag(&mut rng);
+    let node = dag.nodes[0].id;
+    let mut b = BundleBuilder::create(out, BuildOptions { compression_level: None, overwrite: true, ..BuildOptions::default() }).unwrap();
+    for i in 0..4 {
+        b.add_event(&event(&mut rng, node, i)).unwrap();
+    }
+    for _ in 0..count {
+        b.add_blob(&rng.bytes(size)).unwrap();
+    }
+    b.set_metadata(metadata(4)).unwrap();
+    b.set_workflow("workflow bench {}\n");
+    b.set_dag(dag).unwrap();
+    b.build().unwrap();
+}
+
+fn events_bundle(out: &Path, events: u64) {
+    let mut rng = Rng(2);
+    let dag = dag(&mut rng);
+    let node = dag.nodes[0].id;
+    let limits = Limits::default();
+    let mut b =
+        BundleBuilder::create(out, BuildOptions { compression_level: None, overwrite: true, limits, ..BuildOptions::default() }).unwrap();
+    let mut probes = Vec::new();
+    let stride = (events / 16).max(1);
+    for i in 0..events {
+        let e = event(&mut rng, node, i);
+        if i % stride == stride / 2 {
+            probes.push(serde_json::json!({"position": i, "event_id": e.event_id.to_string(), "logical_time": e.logical_time}));
+        }
+        b.add_event(&e).unwrap();
+    }
+    b.set_metadata(metadata(events)).unwrap();
+    b.set_workflow("workflow bench {}\n");
+    b.set_dag(dag).unwrap();
+    b.build().unwrap();
+    std::fs::write(format!("{}.probe.json", out.display()), serde_json::to_vec_pretty(&probes).unwrap()).unwrap();
+}
+
+fn store(dir: &Path, events: u64, blobs: u64, min: u64, max: u64, mix: bool) {
+    let mut rng = Rng(3);
+    let dag = dag(&mut rng);
+    let node = dag.nodes[0].id;
+    let m = metadata(0);
+    let start = RunStart {
+        run_id: m.run_id,
+        workflow_name: m.workflow_name,
+        workflow_version: m.workflow_version,
+        started_at: m.started_at,
+        cathedral_version: m.cathedral_version,
+        platform: m.platform,
+    };
+    let mut rec = RunStore::new(dir).record(start, "workflow bench {}\n", &dag).unwrap();
+    for i in 0..events {
+        rec.append_event(&event(&mut rng, node, i)).unwrap();
+    }
+    for i in 0..blobs {
+        let len = rng.range(min, max) as usize;
+        let content = if mix { mixed_blob(&mut rng, i, len) } else { rng.bytes(len) };
+        rec.put_blob(&content).unwrap();
+    }
+    rec.finish(RunStatus::Completed, Some("2026-01-01T01:00:00Z".into())).unwrap();
+    println!("{}", run_id());
+}
+
+fn floor(dir: &Path, count: u64, min: u64, max: u64) {
+    let mut rng = Rng(4);
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..count {
+        let len = rng.range(min, max) as usize;
+        let shard = dir.join(format!("{:02x}", i % 256));
+        if i < 256 {
+            std::fs::create_dir_all(&shard).unwrap();
+        }
+        let mut f = std::fs::File::create(shard.join(i.to_string())).unwrap();
+        f.write_all(&rng.bytes(len)).unwrap();
+    }
+}
+
+fn codec(events: u64, dir: &Path) {
+    let mut rng = Rng(5);
+    let node = rng.uuid();
+    let all: Vec<Event> = (0..events).map(|i| event(&mut rng, node, i)).collect();
+    let mut report = serde_json::Map::new();
+    for encoding in [Encoding::Postcard, Encoding::Cbor] {
+        let mut buf = Vec::new();
+        let t = Instant::now();
+        let mut records = Vec::with_capacity(all.len());
+        for e in &all {
+            buf.clear();
+            e.encode(encoding, &mut buf).unwrap();
+            records.push(buf.clone());
+        }
+        let encode = events as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for r in &records {
+            std::hint::black_box(Event::decode(r, encoding, "bench", 0).unwrap());
+        }
+        let decode = events as f64 / t.elapsed().as_secs_f64();
+
+        let path = dir.join(format!("codec-{encoding}.cath-log"));
+        let _ = std::fs::remove_file(&path);
+        let t = Instant::now();
+        let mut w = LogWriter::create(&path, encoding, &Limits::default()).unwrap();
+        for e in &all {
+            w.append(e).unwrap();
+        }
+        w.finish().unwrap();
+        let write = events as f64 / t.elapsed().as_secs_f64();
+        let bytes = std::fs::read(&path).unwrap();
+        let t = Instant::now();
+        let view = LogView::new(&bytes, "bench", &Limits::default()).unwrap();
+        for r in view.records() {
+            let (offset, rec) = r.unwrap();
+            std::hint::black_box(Event::decode(rec, encoding, "bench", offset).unwrap());
+        }
+        let read = events as f64 / t.elapsed().as_secs_f64();
+        report.insert(encoding.name().into(), serde_json::json!({"encode_per_s": encode, "decode_per_s": decode, "log_write_per_s": write, "log_read_per_s": read, "log_bytes": bytes.len()}));
+    }
+    println!("{}", serde_json::Value::Object(report));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n = |i: usize| args[i].parse::<u64>().unwrap();
+    match args.get(1).map(String::as_str) {
+        Some("blobs-bundle") => blobs_bundle(Path::new(&args[2]), n(3), n(4) as usize),
+        Some("events-bundle") => events_bundle(Path::new(&args[2]), n(3)),
+        Some("store") => store(Path::new(&args[2]), n(3), n(4), n(5), n(6), args.get(7).is_some_and(|a| a == "mix")),
+        Some("floor") => floor(Path::new(&args[2]), n(3), n(4), n(5)),
+        Some("codec") => codec(n(2), Path::new(&args[3])),
+        _ => {
+            eprintln!("usage: see the doc comment of examples/bench_gen.rs");
+            std::process::exit(2);
+        }
+    }
+}
