@@ -1,7 +1,7 @@
 //! Data generator and in-process measurements for `bench/run.sh`.
 //!
 //! ```text
-//! bench_gen blobs-bundle OUT COUNT SIZE            bundle of COUNT incompressible blobs of SIZE bytes
+//! bench_gen blobs-bundle OUT COUNT MIN MAX         bundle of COUNT incompressible blobs of MIN..=MAX bytes
 //! bench_gen events-bundle OUT EVENTS               bundle of EVENTS events (~200-byte payloads); writes OUT.probe.json
 //! bench_gen store DIR EVENTS BLOBS MIN MAX [mix]   run store with one run; blobs of MIN..=MAX bytes (mix: realistic content)
 //! bench_gen floor DIR COUNT MIN MAX                COUNT plain files of MIN..=MAX bytes (the file-system floor)
@@ -113,7 +113,7 @@ fn mixed_blob(rng: &mut Rng, i: u64, len: usize) -> Vec<u8> {
     }
 }
 
-fn blobs_bundle(out: &Path, count: u64, size: usize) {
+fn blobs_bundle(out: &Path, count: u64, min: u64, max: u64) {
     let mut rng = Rng(1);
     let dag = dag(&mut rng);
     let node = dag.nodes[0].id;
@@ -122,7 +122,8 @@ fn blobs_bundle(out: &Path, count: u64, size: usize) {
         b.add_event(&event(&mut rng, node, i)).unwrap();
     }
     for _ in 0..count {
-        b.add_blob(&rng.bytes(size)).unwrap();
+        let len = rng.range(min, max) as usize;
+        b.add_blob(&rng.bytes(len)).unwrap();
     }
     b.set_metadata(metadata(4)).unwrap();
     b.set_workflow("workflow bench {}\n");
@@ -240,7 +241,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = |i: usize| args[i].parse::<u64>().unwrap();
     match args.get(1).map(String::as_str) {
-        Some("blobs-bundle") => blobs_bundle(Path::new(&args[2]), n(3), n(4) as usize),
+        Some("blobs-bundle") => blobs_bundle(Path::new(&args[2]), n(3), n(4), n(5)),
         Some("events-bundle") => events_bundle(Path::new(&args[2]), n(3)),
         Some("store") => store(Path::new(&args[2]), n(3), n(4), n(5), n(6), args.get(7).is_some_and(|a| a == "mix")),
         Some("floor") => floor(Path::new(&args[2]), n(3), n(4), n(5)),

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Benchmarks cathedral side by side with the tools users would otherwise
+pick, in one run, and reports each comparison as a ratio.
+
+Run through bench/run.sh, which installs the reference tools and builds.
+    bench/run.sh            full suite (about 10 minutes on 2 cores)
+    bench/run.sh --smoke    tiny sizes: checks that the harness works
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = str(ROOT / "target/release/cathedral")
+GEN = str(ROOT / "target/release/examples/bench_gen")
+MIB = 1 << 20
+
+FULL = dict(large_count=64, large_size=16 * MIB, small_count=100_000, create_count=100_000,
+            big_events=1_000_000, big_blobs=10_000, codec_events=1_000_000,
+            access_sizes=[100_000, 1_000_000, 10_000_000], mix_blobs=3_000, repeat=3)
+SMOKE = dict(large_count=2, large_size=1 * MIB, small_count=500, create_count=500,
+             big_events=5_000, big_blobs=50, codec_events=10_000,
+             access_sizes=[1_000, 10_000], mix_blobs=30, repeat=1)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
+
+
+def timed(cmd, repeat, cwd=None, stdout=subprocess.DEVNULL, fresh=None):
+    """Median wall time and peak RSS of a command; one warm-up run first.
+    `fresh(i)` is called before each run to give it a new output folder."""
+    times, rss = [], 0
+    for i in range(repeat + 1):
+        args = fresh(i) if fresh else cmd
+        start = time.perf_counter()
+        p = subprocess.Popen(args, shell=isinstance(args, str), cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(p.pid, 0)
+        elapsed = time.perf_counter() - start
+        err = p.stderr.read().decode(errors="replace")
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"command failed ({os.waitstatus_to_exitcode(status)}): {args}\n{err}")
+        if i > 0:
+            times.append(elapsed)
+            rss = max(rss, usage.ru_maxrss * 1024)
+    return statistics.median(times), rss
+
+
+class Results:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, figure, ours, reference, ratio, target, passed, unit):
+        self.rows.append(dict(figure=figure, ours=ours, reference=reference, ratio=ratio, target=target, passed=passed, unit=unit))
+        print(f"  {figure}: ours {fmt(ours, unit)}, reference {fmt(reference, unit)}, ratio {fmt_ratio(ratio)}, target {target or '-'}: {verdict(passed)}", flush=True)
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s"
+    if unit == "ms":
+        return f"{v:.2f} ms"
+    if unit == "B":
+        return f"{v / MIB:.1f} MiB"
+    if unit == "ev/s":
+        return f"{v / 1e6:.2f} M/s"
+    return f"{v:.3g}"
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def verdict(p):
+    return {True: "PASS", False: "FAIL", None: "(no target)"}[p]
+
+
+def blob_files(bundle):
+    return sorted(glob.glob(f"{bundle}/blobs/*/*"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = ap.parse_args()
+    cfg = SMOKE if args.smoke else FULL
+    rep = cfg["repeat"]
+    work = ROOT / "bench/work" / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True)
+    res = Results()
+    began = time.perf_counter()
+    print(f"work directory: {work}", flush=True)
+
+    # 1. Verify, large blobs, against b3sum over the same blob files.
+    print("1. verify, large blobs", flush=True)
+    large = work / "large.cath-bundle"
+    sh([GEN, "blobs-bundle", large, str(cfg["large_count"]), str(cfg["large_size"]), str(cfg["large_size"])])
+    ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], rep)
+    ref, _ = timed(["b3sum", "--no-names"] + blob_files(large), rep)
+    res.add(f"verify, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs vs b3sum", ours, ref, ours / ref, "<= 1.10x", ours / ref <= 1.10, "s")
+
+    # 2. Verify, small blobs, against b3sum --check of a checksum list.
+    print("2. verify, small blobs", flush=True)
+    small = work / "small.cath-bundle"
+    sh([GEN, "blobs-bundle", small, str(cfg["small_count"]), "1024", "4096"])
+    sh("find blobs -type f -print0 | sort -z | xargs -0 b3sum > ../small.b3", cwd=small)
+    ref, _ = timed(["b3sum", "--check", "--quiet", "../small.b3"], rep, cwd=small)
+    ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", small], rep)
+    fast, _ = timed([BIN, "verify-bundle", "--quiet", "--fast", "--bundle", small], rep)
+    res.add(f"verify, {cfg['small_count']} blobs of 1-4 KiB vs b3sum --check", ours, ref, ours / ref, "<= 0.45x", ours / ref <= 0.45, "s")
+    res.add("verify --fast, same bundle vs b3sum --check", fast, ref, fast / ref, None, None, "s")
+
+    # 3. Create: many small blobs against the file-system floor; a large run against tar and cp.
+    print("3. create", flush=True)
+    store_small = work / "store-small"
+    run_small = sh([GEN, "store", store_small, "4", str(cfg["create_count"]), "1024", "4096"], capture_output=True, text=True).stdout.strip()
+    ours, _ = timed(None, rep, fresh=lambda i: [BIN, "bundle", "--quiet", "--compression-level", "0", "--store", store_small, "--run", run_small, "--output", work / f"create-{i}.cath-bundle"])
+    floor, _ = timed(None, rep, fresh=lambda i: f"{GEN} floor {work}/floor-{i} {cfg['create_count']} 1024 4096 && sync")
+    res.add(f"bundle {cfg['create_count']} blobs of 1-4 KiB vs creating the files + sync", ours, floor, ours / floor, "<= 1.3x", ours / floor <= 1.3, "s")
+
+    store_big = work / "store-big"
+    run_big = sh([GEN, "store", store_big, str(cfg["big_events"]), str(cfg["big_blobs"]), "1024", "16384", "mix"], capture_output=True, text=True).stdout.strip()
+    run_dir = f"runs/{run_big}"
+    ours, _ = timed(None, rep, fresh=lambda i: [BIN, "bundle", "--quiet", "--store", store_big, "--run", run_big, "--output", work / f"big-{i}.cath-bundle"])
+    tar, _ = timed(None, rep, fresh=lambda i: ["tar", "--zstd", "-cf", work / f"big-{i}.tar.zst", "-C", store_big, run_dir])
+    cp, _ = timed(None, rep, fresh=lambda i: ["cp", "-r", store_big / run_dir, work / f"big-cp-{i}"])
+    res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs tar --zstd -cf", ours, tar, ours / tar, None, None, "s")
+    res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs cp -r", ours, cp, ours / cp, None, None, "s")
+
+    # 4. Event log throughput against in-memory encoding and decoding.
+    print("4. event log", flush=True)
+    codec = json.loads(sh([GEN, "codec", str(cfg["codec_events"]), work], capture_output=True, text=True).stdout)
+    for enc in ("postcard", "cbor"):
+        c = codec[enc]
+        target = ">= 5 M/s" if enc == "postcard" else None
+        for op, raw in (("write", "encode"), ("read", "decode")):
+            ours = c[f"log_{op}_per_s"]
+            ref = c[f"{raw}_per_s"]
+            passed = (ours >= 5e6) if target else None
+            res.add(f"{enc} log {op} vs in-memory {raw}", ours, ref, ours / ref, target, passed, "ev/s")
+
+    # 5. Random access through inspect, growing log sizes.
+    print("5. random access", flush=True)
+    access = {}
+    for n in cfg["access_sizes"]:
+        b = work / f"events-{n}.cath-bundle"
+        sh([GEN, "events-bundle", b, str(n)])
+        probes = json.loads(Path(f"{b}.probe.json").read_text())[:5]
+        kinds = {
+            "position": lambda p: ["--events", "--from", str(p["position"]), "--limit", "1"],
+            "id": lambda p: ["--event", p["event_id"]],
+            "time": lambda p: ["--time", str(p["logical_time"])],
+        }
+        for kind, flags in kinds.items():
+            times = [timed([BIN, "inspect", "--fast", "--bundle", b] + flags(p), rep)[0] for p in probes]
+            access[(kind, n)] = statistics.median(times) * 1000
+    smallest, largest = cfg["access_sizes"][0], cfg["access_sizes"][-1]
+    for kind in ("position", "id", "time"):
+        for n in cfg["access_sizes"]:
+            ms = access[(kind, n)]
+            res.add(f"event by {kind}, {n} events (inspect --fast)", ms, None, None, "< 10 ms", ms < 10, "ms")
+        growth = access[(kind, largest)] / access[(kind, smallest)]
+        res.add(f"event by {kind}: {largest} vs {smallest} events", access[(kind, largest)], access[(kind, smallest)], growth, "no growth (<= 1.5x)", growth <= 1.5, "ms")
+
+    # 6. Peak memory on the largest bundle.
+    print("6. memory", flush=True)
+    biggest = work / f"events-{largest}.cath-bundle"
+    _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", biggest], 1)
+    res.add(f"peak RSS, verify-bundle, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+    _, rss = timed([BIN, "inspect", "--bundle", biggest, "--events"], 1)
+    res.add(f"peak RSS, inspect --events, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+    _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], 1)
+    res.add(f"peak RSS, verify-bundle, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+
+    # 7. Compression on a realistic mix, and verification that must decompress.
+    print("7. compression", flush=True)
+    store_mix = work / "store-mix"
+    run_mix = sh([GEN, "store", store_mix, "4", str(cfg["mix_blobs"]), "1024", "65536", "mix"], capture_output=True, text=True).stdout.strip()
+    mix_bundle = work / "mix.cath-bundle"
+    sh([BIN, "bundle", "--quiet", "--store", store_mix, "--run", run_mix, "--output", mix_bundle])
+    raw_dir = store_mix / "runs" / run_mix / "blobs"
+    content = sum(f.stat().st_size for f in raw_dir.iterdir())
+    stored = sum(os.path.getsize(f) for f in blob_files(mix_bundle))
+    zdir = work / "mix-zstd"
+    shutil.copytree(raw_dir, zdir)
+    sh(["zstd", "-3", "-q", "-r", "--rm", str(zdir)])
+    zstd_total = sum(f.stat().st_size for f in zdir.iterdir())
+    res.add("blob compression ratio (stored/content) vs zstd -3 per file", stored / content, zstd_total / content, stored / zstd_total, "<= 1.05x", stored / zstd_total <= 1.05, "ratio")
+    ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", mix_bundle], rep)
+    ref, _ = timed(f"find {zdir} -type f -print0 | sort -z | xargs -0 zstd -d -q -c | b3sum --no-names", rep)
+    res.add("verify (decompressing) vs zstd -d piped into b3sum", ours, ref, ours / ref, None, None, "s")
+
+    elapsed = time.perf_counter() - began
+    out = dict(smoke=args.smoke, elapsed_s=elapsed, machine=dict(cpus=os.cpu_count()), results=res.rows)
+    name = "results-smoke" if args.smoke else "results"
+    (ROOT / "bench" / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    table = ["| figure | ours | reference | ratio | target | result |", "|---|---|---|---|---|---|"]
+    for r in res.rows:
+        table.append(f"| {r['figure']} | {fmt(r['ours'], r['unit'])} | {fmt(r['reference'], r['unit'])} | {fmt_ratio(r['ratio'])} | {r['target'] or '-'} | {verdict(r['passed'])} |")
+    text = "\n".join(table)
+    (ROOT / "bench" / f"{name}.md").write_text(f"# Benchmark results{' (smoke)' if args.smoke else ''}\n\n{cfg['repeat']} timed runs each (median, after one warm-up), {os.cpu_count()} cores, warm page cache; {elapsed:.0f} s in all.\n\n{text}\n")
+    print("\n" + text)
+    print(f"\nfinished in {elapsed:.0f} s")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
