@@ -102,7 +102,12 @@ def main():
     print(f"work directory: {work}", flush=True)
 
     # 1. Verify, large blobs, against b3sum over the same blob files.
-    print("1. verify, large blobs", flush=True)
+    def section(title):
+        # Start each section with no dirty pages left over from the previous one.
+        os.sync()
+        print(title, flush=True)
+
+    section("1. verify, large blobs")
     large = work / "large.cath-bundle"
     sh([GEN, "blobs-bundle", large, str(cfg["large_count"]), str(cfg["large_size"]), str(cfg["large_size"])])
     ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], rep)
@@ -110,7 +115,7 @@ def main():
     res.add(f"verify, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs vs b3sum", ours, ref, ours / ref, "<= 1.10x", ours / ref <= 1.10, "s")
 
     # 2. Verify, small blobs, against b3sum --check of a checksum list.
-    print("2. verify, small blobs", flush=True)
+    section("2. verify, small blobs")
     small = work / "small.cath-bundle"
     sh([GEN, "blobs-bundle", small, str(cfg["small_count"]), "1024", "4096"])
     sh("find blobs -type f -print0 | sort -z | xargs -0 b3sum > ../small.b3", cwd=small)
@@ -121,7 +126,7 @@ def main():
     res.add("verify --fast, same bundle vs b3sum --check", fast, ref, fast / ref, None, None, "s")
 
     # 3. Create: many small blobs against the file-system floor; a large run against tar and cp.
-    print("3. create", flush=True)
+    section("3. create")
     store_small = work / "store-small"
     run_small = sh([GEN, "store", store_small, "4", str(cfg["create_count"]), "1024", "4096"], capture_output=True, text=True).stdout.strip()
     ours, _ = timed(None, rep, fresh=lambda i: [BIN, "bundle", "--quiet", "--compression-level", "0", "--store", store_small, "--run", run_small, "--output", work / f"create-{i}.cath-bundle"])
@@ -138,7 +143,7 @@ def main():
     res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs cp -r", ours, cp, ours / cp, None, None, "s")
 
     # 4. Event log throughput against in-memory encoding and decoding.
-    print("4. event log", flush=True)
+    section("4. event log")
     codec = json.loads(sh([GEN, "codec", str(cfg["codec_events"]), work], capture_output=True, text=True).stdout)
     for enc in ("postcard", "cbor"):
         c = codec[enc]
@@ -152,7 +157,7 @@ def main():
         res.add(f"{enc} log write including the final fsync vs in-memory encode", synced, c["encode_per_s"], synced / c["encode_per_s"], None, None, "ev/s")
 
     # 5. Random access through inspect, growing log sizes.
-    print("5. random access", flush=True)
+    section("5. random access")
     access = {}
     for n in cfg["access_sizes"]:
         b = work / f"events-{n}.cath-bundle"
@@ -175,7 +180,7 @@ def main():
         res.add(f"event by {kind}: {largest} vs {smallest} events", access[(kind, largest)], access[(kind, smallest)], growth, "no growth (<= 1.5x)", growth <= 1.5, "ms")
 
     # 6. Peak memory on the largest bundle.
-    print("6. memory", flush=True)
+    section("6. memory")
     biggest = work / f"events-{largest}.cath-bundle"
     _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", biggest], 1)
     res.add(f"peak RSS, verify-bundle, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
@@ -185,7 +190,7 @@ def main():
     res.add(f"peak RSS, verify-bundle, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
 
     # 7. Compression on a realistic mix, and verification that must decompress.
-    print("7. compression", flush=True)
+    section("7. compression")
     store_mix = work / "store-mix"
     run_mix = sh([GEN, "store", store_mix, "4", str(cfg["mix_blobs"]), "1024", "65536", "mix"], capture_output=True, text=True).stdout.strip()
     mix_bundle = work / "mix.cath-bundle"

@@ -14,7 +14,7 @@ use crate::error::Error;
 /// Files up to this size are read into memory; larger ones are mapped.
 pub const READ_THRESHOLD: u64 = 1 << 20;
 /// Larger files are hashed through mappings of at most this many bytes at a time.
-pub const HASH_WINDOW: u64 = 64 << 20;
+pub const HASH_WINDOW: u64 = 16 << 20;
 
 /// Describes a file type for messages.
 pub fn describe_type(meta: &Metadata) -> &'static str {
@@ -38,16 +38,22 @@ pub fn describe_type(meta: &Metadata) -> &'static str {
     }
 }
 
-/// Opens a regular file for reading: never follows a final symbolic link,
-/// never blocks on a FIFO, and refuses anything that is not a regular file.
-pub fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
-    let file = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(|e| {
+/// Opens a file for reading without following a final symbolic link and
+/// without blocking if it is a FIFO. The caller bounds what it reads.
+pub fn open_no_follow(path: &Path) -> Result<File, Error> {
+    File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             Error::FileType { path: path.display().to_string(), found: "symbolic link" }
         } else {
             Error::io(path, e)
         }
-    })?;
+    })
+}
+
+/// Opens a regular file for reading: never follows a final symbolic link,
+/// never blocks on a FIFO, and refuses anything that is not a regular file.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
+    let file = open_no_follow(path)?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::FileType { path: path.display().to_string(), found: describe_type(&meta) });

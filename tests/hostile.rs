@@ -346,6 +346,17 @@ fn cases() -> Vec<Case> {
             "events.cath-idx".into()
         }));
     }
+    cases.push(case("index ids pointing at the wrong events", SMALL, &[Inconsistent], |b| {
+        // Swap the positions of the first two id entries: still sorted, still in range.
+        let mut ix = read(b, "events.cath-idx");
+        let count = u32::from_be_bytes(ix[11..15].try_into().unwrap()) as usize;
+        let (a, c) = (55 + 16 * count + 16, 55 + 16 * count + 20 + 16);
+        let first = ix[a..a + 4].to_vec();
+        ix.copy_within(c..c + 4, a);
+        ix[c..c + 4].copy_from_slice(&first);
+        relist(b, "events.cath-idx", &ix);
+        "events.cath-idx".into()
+    }));
     cases.push(case("index taken from another log", SMALL, &[Inconsistent], |b| {
         relist(b, "events.cath-idx", &fs::read(support::fixture(ZSTD).join("events.cath-idx")).unwrap());
         "events.cath-idx".into()
