@@ -34,12 +34,11 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
 
 
-def timed(cmd, repeat, cwd=None, stdout=subprocess.DEVNULL, fresh=None):
-    """Median wall time and peak RSS of a command; one warm-up run first.
-    `fresh(i)` is called before each run to give it a new output folder."""
+def timed(cmd, repeat, cwd=None, stdout=subprocess.DEVNULL):
+    """Median wall time and peak RSS of one command; one warm-up run first."""
     times, rss = [], 0
     for i in range(repeat + 1):
-        args = fresh(i) if fresh else cmd
+        args = cmd
         start = time.perf_counter()
         p = subprocess.Popen(args, shell=isinstance(args, str), cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(p.pid, 0)
@@ -51,6 +50,36 @@ def timed(cmd, repeat, cwd=None, stdout=subprocess.DEVNULL, fresh=None):
             times.append(elapsed)
             rss = max(rss, usage.ru_maxrss * 1024)
     return statistics.median(times), rss
+
+
+def interleaved(sides, repeat):
+    """Times several commands side by side: one warm-up each, then `repeat`
+    rounds in which every side runs once, in an order that rotates each round,
+    so that transient costs (write-back, a busy file system) fall on all sides
+    alike. A side is (cmd, cwd) or (fresh, None) where fresh(i) returns the
+    command for run i (a new output folder each time). Returns the medians."""
+    runs = [[] for _ in sides]
+    counter = [0] * len(sides)
+
+    def once(k):
+        cmd, cwd = sides[k]
+        args = cmd(counter[k]) if callable(cmd) else cmd
+        counter[k] += 1
+        start = time.perf_counter()
+        p = subprocess.run(args, shell=isinstance(args, str), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - start
+        if p.returncode != 0:
+            raise SystemExit(f"command failed ({p.returncode}): {args}\n{p.stderr.decode(errors='replace')}")
+        return elapsed
+
+    for k in range(len(sides)):
+        once(k)
+    for r in range(repeat):
+        order = list(range(len(sides)))
+        order = order[r % len(order):] + order[:r % len(order)]
+        for k in order:
+            runs[k].append(once(k))
+    return [statistics.median(t) for t in runs]
 
 
 class Results:
@@ -110,8 +139,7 @@ def main():
     section("1. verify, large blobs")
     large = work / "large.cath-bundle"
     sh([GEN, "blobs-bundle", large, str(cfg["large_count"]), str(cfg["large_size"]), str(cfg["large_size"])])
-    ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], rep)
-    ref, _ = timed(["b3sum", "--no-names"] + blob_files(large), rep)
+    ours, ref = interleaved([([BIN, "verify-bundle", "--quiet", "--bundle", large], None), (["b3sum", "--no-names"] + blob_files(large), None)], rep)
     res.add(f"verify, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs vs b3sum", ours, ref, ours / ref, "<= 1.10x", ours / ref <= 1.10, "s")
 
     # 2. Verify, small blobs, against b3sum --check of a checksum list.
@@ -119,9 +147,11 @@ def main():
     small = work / "small.cath-bundle"
     sh([GEN, "blobs-bundle", small, str(cfg["small_count"]), "1024", "4096"])
     sh("find blobs -type f -print0 | sort -z | xargs -0 b3sum > ../small.b3", cwd=small)
-    ref, _ = timed(["b3sum", "--check", "--quiet", "../small.b3"], rep, cwd=small)
-    ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", small], rep)
-    fast, _ = timed([BIN, "verify-bundle", "--quiet", "--fast", "--bundle", small], rep)
+    ours, fast, ref = interleaved([
+        ([BIN, "verify-bundle", "--quiet", "--bundle", small], None),
+        ([BIN, "verify-bundle", "--quiet", "--fast", "--bundle", small], None),
+        (["b3sum", "--check", "--quiet", "../small.b3"], small),
+    ], rep)
     res.add(f"verify, {cfg['small_count']} blobs of 1-4 KiB vs b3sum --check", ours, ref, ours / ref, "<= 0.45x", ours / ref <= 0.45, "s")
     res.add("verify --fast, same bundle vs b3sum --check", fast, ref, fast / ref, None, None, "s")
 
@@ -129,16 +159,20 @@ def main():
     section("3. create")
     store_small = work / "store-small"
     run_small = sh([GEN, "store", store_small, "4", str(cfg["create_count"]), "1024", "4096"], capture_output=True, text=True).stdout.strip()
-    ours, _ = timed(None, rep, fresh=lambda i: [BIN, "bundle", "--quiet", "--compression-level", "0", "--store", store_small, "--run", run_small, "--output", work / f"create-{i}.cath-bundle"])
-    floor, _ = timed(None, rep, fresh=lambda i: f"{GEN} floor {work}/floor-{i} {cfg['create_count']} 1024 4096 && sync")
+    ours, floor = interleaved([
+        (lambda i: [BIN, "bundle", "--quiet", "--compression-level", "0", "--store", store_small, "--run", run_small, "--output", work / f"create-{i}.cath-bundle"], None),
+        (lambda i: f"{GEN} floor {work}/floor-{i} {cfg['create_count']} 1024 4096 && sync", None),
+    ], rep)
     res.add(f"bundle {cfg['create_count']} blobs of 1-4 KiB vs creating the files + sync", ours, floor, ours / floor, "<= 1.3x", ours / floor <= 1.3, "s")
 
     store_big = work / "store-big"
     run_big = sh([GEN, "store", store_big, str(cfg["big_events"]), str(cfg["big_blobs"]), "1024", "16384", "mix"], capture_output=True, text=True).stdout.strip()
     run_dir = f"runs/{run_big}"
-    ours, _ = timed(None, rep, fresh=lambda i: [BIN, "bundle", "--quiet", "--store", store_big, "--run", run_big, "--output", work / f"big-{i}.cath-bundle"])
-    tar, _ = timed(None, rep, fresh=lambda i: ["tar", "--zstd", "-cf", work / f"big-{i}.tar.zst", "-C", store_big, run_dir])
-    cp, _ = timed(None, rep, fresh=lambda i: ["cp", "-r", store_big / run_dir, work / f"big-cp-{i}"])
+    ours, tar, cp = interleaved([
+        (lambda i: [BIN, "bundle", "--quiet", "--store", store_big, "--run", run_big, "--output", work / f"big-{i}.cath-bundle"], None),
+        (lambda i: ["tar", "--zstd", "-cf", work / f"big-{i}.tar.zst", "-C", store_big, run_dir], None),
+        (lambda i: ["cp", "-r", store_big / run_dir, work / f"big-cp-{i}"], None),
+    ], rep)
     res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs tar --zstd -cf", ours, tar, ours / tar, None, None, "s")
     res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs cp -r", ours, cp, ours / cp, None, None, "s")
 
@@ -203,8 +237,10 @@ def main():
     sh(["zstd", "-3", "-q", "-r", "--rm", str(zdir)])
     zstd_total = sum(f.stat().st_size for f in zdir.iterdir())
     res.add("blob compression ratio (stored/content) vs zstd -3 per file", stored / content, zstd_total / content, stored / zstd_total, "<= 1.05x", stored / zstd_total <= 1.05, "ratio")
-    ours, _ = timed([BIN, "verify-bundle", "--quiet", "--bundle", mix_bundle], rep)
-    ref, _ = timed(f"find {zdir} -type f -print0 | sort -z | xargs -0 zstd -d -q -c | b3sum --no-names", rep)
+    ours, ref = interleaved([
+        ([BIN, "verify-bundle", "--quiet", "--bundle", mix_bundle], None),
+        (f"find {zdir} -type f -print0 | sort -z | xargs -0 zstd -d -q -c | b3sum --no-names", None),
+    ], rep)
     res.add("verify (decompressing) vs zstd -d piped into b3sum", ours, ref, ours / ref, None, None, "s")
 
     elapsed = time.perf_counter() - began

@@ -519,7 +519,7 @@ fn check_log(
     }
     let mut index_ids = PairSum::default();
     if let Some(ix) = index {
-        match check_id_section(ix) {
+        match check_id_section(ix, release) {
             Ok(sum) => index_ids = sum,
             Err(e) => {
                 findings.error(index_file, e);
@@ -602,10 +602,13 @@ impl PairSum {
 
 /// The id section is strictly increasing and its positions are in range;
 /// returns the multiset hash of its entries.
-fn check_id_section(index: &IndexView<'_>) -> Result<PairSum, Error> {
+fn check_id_section(index: &IndexView<'_>, release: &dyn Fn()) -> Result<PairSum, Error> {
     let mut sum = PairSum::default();
     let mut previous: Option<[u8; 16]> = None;
     for i in 0..index.count() {
+        if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
+            release();
+        }
         let (id, position) = index.id_entry(i).expect("in range");
         if position >= index.count() {
             return Err(Error::malformed(
