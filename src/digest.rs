@@ -25,7 +25,9 @@ impl Digest {
 
     /// 64 lowercase hex characters.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut out).expect("64 bytes of room");
+        String::from_utf8(out.to_vec()).expect("hex is ASCII")
     }
 
     /// Parses exactly 64 lowercase hex characters.

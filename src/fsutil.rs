@@ -50,6 +50,37 @@ pub fn open_no_follow(path: &Path) -> Result<File, Error> {
     })
 }
 
+/// Opens a directory without following a symbolic link.
+pub fn open_dir_no_follow(path: &Path) -> Result<std::os::fd::OwnedFd, Error> {
+    let dir = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(dir.into())
+}
+
+/// Opens `name` inside the directory `dir`: a one-component lookup that never
+/// follows a final symbolic link and never blocks on a FIFO. `path` names
+/// the file in errors.
+pub fn open_at_no_follow(dir: &std::os::fd::OwnedFd, name: &str, path: &Path) -> Result<File, Error> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = std::ffi::CString::new(name).map_err(|_| Error::InvalidPath { path: path.display().to_string(), reason: "NUL byte" })?;
+    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string for the duration of the call.
+    let fd =
+        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::ELOOP) {
+            Error::FileType { path: path.display().to_string(), found: "symbolic link" }
+        } else {
+            Error::io(path, e)
+        });
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
 /// Opens a regular file for reading: never follows a final symbolic link,
 /// never blocks on a FIFO, and refuses anything that is not a regular file.
 pub fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {

@@ -307,8 +307,47 @@ fn run(
         }
     }
 
-    // 3. Walk the tree.
-    let walk = walk_tree(root, mode, &manifest, list_view.as_ref(), findings, stats)?;
+    // Committed sizes: refuse an oversized bundle before reading it.
+    // Sizes read from the bundle: summed with saturation, never trusted to fit.
+    let listed_bytes =
+        manifest.files.iter().filter(|(n, _)| n.as_str() != format::BLOB_LIST_FILE).fold(0u64, |sum, (_, e)| sum.saturating_add(e.size));
+    let blob_bytes = list_view
+        .as_ref()
+        .map_or(0, |v| (0..v.count()).filter_map(|i| v.record(i).ok()).fold(0u64, |sum, r| sum.saturating_add(r.stored_size)));
+    let committed = listed_bytes.saturating_add(blob_bytes).saturating_add(manifest_bytes.len() as u64);
+    if committed > limits.max_total_size {
+        for (name, entry) in manifest.files.iter().filter(|(_, e)| e.size > limits.max_total_size) {
+            findings.push(
+                Finding::new(name, FindingCode::LimitExceeded, "committed size is over the bundle size limit")
+                    .with_values(format!("at most {}", limits.max_total_size), entry.size),
+            );
+        }
+        findings.push(
+            Finding::new(".", FindingCode::LimitExceeded, "bundle size is over the limit")
+                .with_values(format!("at most {}", limits.max_total_size), committed),
+        );
+        return Ok(None);
+    }
+    if let Some(p) = progress {
+        p.start(if mode == VerifyMode::Full { listed_bytes + blob_bytes } else { 0 });
+    }
+    let tick = |n: u64| {
+        if let Some(p) = progress {
+            p.advance(n)
+        }
+    };
+
+    // 3. Walk the tree and, in full mode, hash every listed blob at the same
+    // time: hashing needs only the list, and the walk reports what is absent,
+    // linked, or should not be there.
+    let (walk, blob_hashed) = rayon::join(
+        || walk_tree(root, mode, &manifest, list_view.as_ref(), findings, stats),
+        || match (&list_view, mode) {
+            (Some(view), VerifyMode::Full) => check_blobs(root, view, limits.max_blob_size, findings, &tick),
+            _ => 0,
+        },
+    );
+    let walk = walk?;
     if stats.bytes_total > limits.max_total_size {
         findings.push(
             Finding::new(".", FindingCode::LimitExceeded, "bundle size is over the limit")
@@ -316,17 +355,10 @@ fn run(
         );
         return Ok(None);
     }
+    stats.blobs = walk.blobs_found;
+    stats.bytes_hashed += blob_hashed;
 
-    // 4. Hash. Listed files first (in parallel), then blobs in batches.
-    if let Some(p) = progress {
-        let listed: u64 = walk.present.iter().filter(|(n, _)| n.as_str() != format::BLOB_LIST_FILE).map(|(_, p)| p.size).sum();
-        p.start(if mode == VerifyMode::Full { listed + walk.blob_bytes } else { 0 });
-    }
-    let tick = |n: u64| {
-        if let Some(p) = progress {
-            p.advance(n)
-        }
-    };
+    // 4. Read the listed files (in parallel) and, in full mode, hash them.
     let mut contents: BTreeMap<&str, FileBytes> = BTreeMap::new();
     let names: Vec<&str> = walk.present.keys().map(String::as_str).filter(|n| *n != format::BLOB_LIST_FILE).collect();
     let read: Vec<(&str, Option<FileBytes>)> = names
@@ -352,13 +384,8 @@ fn run(
         }
     }
     if mode == VerifyMode::Full {
-        if let Some(view) = &list_view {
-            stats.bytes_hashed += blob_list.as_ref().map_or(0, |b| b.len() as u64);
-            let hashed = check_blobs(root, view, &walk.blob_ok, limits.max_blob_size, findings, &tick);
-            stats.bytes_hashed += hashed;
-        }
+        stats.bytes_hashed += blob_list.as_ref().map_or(0, |b| b.len() as u64);
     }
-    stats.blobs = walk.blobs_found;
 
     // 5. Parse and cross-check.
     let metadata = parse_doc::<Metadata>(&contents, format::METADATA_FILE, findings)
@@ -743,16 +770,15 @@ fn read_listed(
 struct Walk {
     /// Listed top-level files present as regular files with the committed size.
     present: BTreeMap<String, Present>,
-    /// Blob files present with the listed size, by list position.
-    blob_ok: Vec<bool>,
     /// Blob files found.
     blobs_found: u64,
-    /// Sum of blob file sizes.
-    blob_bytes: u64,
     /// Every name found at the top level.
     seen: std::collections::BTreeSet<String>,
 }
 
+/// Walks the tree in sorted order without following links. Every entry must
+/// be part of the layout; blob files are merge-joined with the sorted list.
+/// In full mode blob files are not stat'ed here: they are sized as they are read.
 fn walk_tree(
     root: &Path,
     mode: VerifyMode,
@@ -761,14 +787,11 @@ fn walk_tree(
     findings: &Findings,
     stats: &mut VerifyStats,
 ) -> Result<Walk, Error> {
-    let mut walk = Walk {
-        present: BTreeMap::new(),
-        blob_ok: vec![false; list.map_or(0, |l| l.count() as usize)],
-        blobs_found: 0,
-        blob_bytes: 0,
-        seen: Default::default(),
-    };
+    let mut walk = Walk { present: BTreeMap::new(), blobs_found: 0, seen: Default::default() };
     let mut cursor = 0u32;
+    // Entries come in order, and only `blobs/` and valid shards are entered, so
+    // a bundle-relative name is built from the names walked, not parsed from paths.
+    let mut shard = String::new();
     let mut it = WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name().into_iter();
     while let Some(entry) = it.next() {
         let entry = match entry {
@@ -780,17 +803,25 @@ fn walk_tree(
                 continue;
             }
         };
-        let rel_path = entry.path().strip_prefix(root).expect("walk stays under the root");
-        let rel = rel_path.to_string_lossy().into_owned();
         let ft = entry.file_type();
         let is_dir = ft.is_dir();
-        let name_problem = match rel_path.to_str() {
-            None => Some("name is not UTF-8".to_string()),
-            Some(text) => BundlePath::parse(text).err().map(|e| e.to_string()),
+        let depth = entry.depth();
+        let name = entry.file_name().to_string_lossy();
+        let rel = match depth {
+            1 => name.to_string(),
+            2 => format!("{}/{name}", format::BLOB_DIR),
+            _ => format!("{}/{shard}/{name}", format::BLOB_DIR),
         };
-        if entry.depth() == 1 {
+        if depth == 1 {
             walk.seen.insert(rel.clone());
         }
+        let blob_file = depth == 3 && ft.is_file();
+        // Blob names are checked, more strictly, as digests below.
+        let name_problem = match entry.file_name().to_str() {
+            None => Some("name is not UTF-8".to_string()),
+            Some(_) if blob_file => None,
+            Some(_) => BundlePath::parse(&rel).err().map(|e| e.to_string()),
+        };
         if let Some(problem) = name_problem {
             findings.push(Finding::new(&rel, FindingCode::InvalidPath, problem));
             if is_dir {
@@ -802,11 +833,7 @@ fn walk_tree(
             findings.push(Finding::new(&rel, FindingCode::Symlink, "symbolic link (never followed)"));
             continue;
         }
-        let depth = entry.depth();
-        // In full mode a blob file's size is checked when it is opened and read;
-        // skipping its lstat here keeps the walk to one readdir per shard.
-        let lazy_blob = mode == VerifyMode::Full && depth == 3 && ft.is_file();
-        let meta = if lazy_blob {
+        let meta = if blob_file && mode == VerifyMode::Full {
             None
         } else {
             match entry.metadata() {
@@ -840,19 +867,17 @@ fn walk_tree(
                 }
                 (None, _) => findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
             },
-            (2, true) if is_shard_name(entry.file_name().to_str().unwrap_or("")) => {}
-            (2, true) if rel.starts_with("blobs/") => {
+            (2, true) if is_shard_name(&name) => shard = name.to_string(),
+            (2, true) => {
                 findings.push(Finding::new(&rel, FindingCode::InvalidPath, "not a shard directory (two lowercase hex characters)"));
                 it.skip_current_dir();
             }
             (3, false) => {
-                let name = entry.file_name().to_str().unwrap_or("");
-                let shard = rel_path.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()).unwrap_or("");
-                let Ok(hash) = Digest::parse(name) else {
+                let Ok(hash) = Digest::parse(&name) else {
                     findings.push(Finding::new(&rel, FindingCode::InvalidPath, "blob name is not 64 lowercase hex characters"));
                     continue;
                 };
-                if !name.starts_with(shard) {
+                if !name.starts_with(shard.as_str()) {
                     findings.push(
                         Finding::new(&rel, FindingCode::InvalidPath, "blob is in the wrong shard directory")
                             .with_values(hash.blob_path(), &rel),
@@ -860,7 +885,6 @@ fn walk_tree(
                     continue;
                 }
                 walk.blobs_found += 1;
-                walk.blob_bytes += size.unwrap_or(0);
                 let Some(list) = list else { continue };
                 // Merge-join: list records before this hash are missing from disk.
                 let mut matched = false;
@@ -884,13 +908,9 @@ fn walk_tree(
                                     Finding::new(&rel, FindingCode::SizeMismatch, "blob file size differs from the blob list")
                                         .with_values(record.stored_size, size),
                                 ),
-                                Some(_) => walk.blob_ok[cursor as usize] = true,
+                                Some(_) => {}
                                 // Not stat'ed: the size is checked as the blob is read.
-                                None => {
-                                    walk.blob_ok[cursor as usize] = true;
-                                    walk.blob_bytes += record.stored_size;
-                                    stats.bytes_total += record.stored_size;
-                                }
+                                None => stats.bytes_total = stats.bytes_total.saturating_add(record.stored_size),
                             }
                             cursor += 1;
                             matched = true;
@@ -935,30 +955,46 @@ fn is_shard_name(name: &str) -> bool {
     name.len() == 2 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Hashes every blob whose file had the listed size, in parallel batches.
-/// Returns the bytes hashed.
-fn check_blobs(
-    root: &Path,
-    list: &BlobListView<'_>,
-    present: &[bool],
-    max_blob_size: u64,
-    findings: &Findings,
-    tick: &(dyn Fn(u64) + Sync),
-) -> u64 {
+/// Shard directories opened once each, without following links, so that
+/// blob files are opened with a one-component `openat`.
+struct ShardDirs {
+    root: PathBuf,
+    dirs: Vec<std::sync::OnceLock<Option<std::os::fd::OwnedFd>>>,
+}
+
+impl ShardDirs {
+    fn new(root: &Path) -> Self {
+        ShardDirs { root: root.join(format::BLOB_DIR), dirs: (0..256).map(|_| std::sync::OnceLock::new()).collect() }
+    }
+
+    /// The shard of `hash`; None if it is absent or not a real directory (the walk reports why).
+    fn get(&self, hash: &Digest) -> Option<&std::os::fd::OwnedFd> {
+        let index = usize::from(hash.0[0]);
+        self.dirs[index].get_or_init(|| fsutil::open_dir_no_follow(&self.root.join(&hash.to_hex()[..2])).ok()).as_ref()
+    }
+}
+
+/// Checks every listed blob, in parallel batches; returns the bytes hashed.
+/// Absent files and links are skipped here: the walk reports them.
+fn check_blobs(root: &Path, list: &BlobListView<'_>, max_blob_size: u64, findings: &Findings, tick: &(dyn Fn(u64) + Sync)) -> u64 {
     const BATCH: u32 = 4096;
+    let shards = ShardDirs::new(root);
     let hashed = AtomicU64::new(0);
     let mut start = 0u32;
     while start < list.count() {
         let end = (start + BATCH).min(list.count());
-        (start..end).into_par_iter().filter(|i| present[*i as usize]).for_each(|i| {
+        (start..end).into_par_iter().for_each(|i| {
             let Ok(record) = list.record(i) else { return };
-            let rel = record.header.hash.blob_path();
             if record.header.size > max_blob_size {
+                let rel = record.header.hash.blob_path();
                 findings.error(&rel, Error::limit(&rel, "blob content size", max_blob_size, record.header.size));
                 return;
             }
-            if let Err(e) = check_blob(root, &rel, &record, tick) {
-                findings.error(&rel, e);
+            let Some(dir) = shards.get(&record.header.hash) else { return };
+            match check_blob(dir, &record, tick) {
+                Ok(()) => {}
+                Err(Error::NotFound { .. } | Error::FileType { .. }) => return,
+                Err(e) => findings.error(&record.header.hash.blob_path(), e),
             }
             hashed.fetch_add(record.stored_size, Ordering::Relaxed);
         });
@@ -969,31 +1005,31 @@ fn check_blobs(
 
 /// Checks one blob file: its bytes against the stored hash, its header
 /// against the list record, and its content against its name.
-fn check_blob(root: &Path, rel: &str, record: &BlobRecord, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
-    let path = root.join(rel);
+fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+    let rel = &record.header.hash.blob_path();
+    let name = &rel[format::BLOB_DIR.len() + 4..];
+    let file = fsutil::open_at_no_follow(dir, name, Path::new(rel))?;
     let bytes = if record.stored_size <= fsutil::READ_THRESHOLD {
         // Small blobs: one open and one bounded read. Reading one byte more than
         // committed detects a larger file without an fstat; O_NOFOLLOW and
         // O_NONBLOCK keep a link or FIFO swapped in since the walk from being
-        // followed or blocking.
-        let file = fsutil::open_no_follow(&path)?;
+        // followed or blocking (the walk reports what it is).
         let mut v = Vec::with_capacity(record.stored_size as usize + 1);
-        file.take(record.stored_size + 1).read_to_end(&mut v).map_err(|e| Error::io(&path, e))?;
+        file.take(record.stored_size + 1).read_to_end(&mut v).map_err(|e| Error::io(rel, e))?;
         if v.len() as u64 != record.stored_size {
-            return Err(Error::mismatch(
-                rel,
-                "size",
-                record.stored_size,
-                if v.len() as u64 > record.stored_size { "more".to_string() } else { v.len().to_string() },
-            ));
+            let found = if v.len() as u64 > record.stored_size { "more".to_string() } else { v.len().to_string() };
+            return Err(Error::mismatch(rel, "size", record.stored_size, found));
         }
         FileBytes::Owned(v)
     } else {
-        let (file, meta) = open_regular(&path)?;
+        let meta = file.metadata().map_err(|e| Error::io(rel, e))?;
+        if !meta.is_file() {
+            return Err(Error::FileType { path: rel.clone(), found: describe_type(&meta) });
+        }
         if meta.len() != record.stored_size {
             return Err(Error::mismatch(rel, "size", record.stored_size, meta.len()));
         }
-        FileBytes::Mapped(fsutil::map(&file, &path)?.expect("non-empty"))
+        FileBytes::Mapped(fsutil::map(&file, Path::new(rel))?.expect("non-empty"))
     };
     // Decoding the header checks every one of its 56 bytes against a fixed
     // value or a field, and the fields must equal the record's: the header is

@@ -417,7 +417,7 @@ fn cases() -> Vec<Case> {
         fs::write(b.join("MANIFEST.json"), serde_json::to_vec(&m).unwrap()).unwrap();
         "dag.json".into()
     }));
-    cases.push(case("manifest size u64::MAX", SMALL, &[SizeMismatch], |b| {
+    cases.push(case("manifest size u64::MAX", SMALL, &[SizeMismatch, LimitExceeded], |b| {
         let mut m: serde_json::Value = serde_json::from_slice(&read(b, "MANIFEST.json")).unwrap();
         m["files"]["events.cath-log"]["size"] = u64::MAX.into();
         fs::write(b.join("MANIFEST.json"), serde_json::to_vec(&m).unwrap()).unwrap();

@@ -229,7 +229,14 @@ fn manifest_paths_are_validated_before_touching_the_file_system() {
     m["files"]["metadata.json"]["size"] = serde_json::json!(u64::MAX);
     fs::write(bundle.join("MANIFEST.json"), serde_json::to_vec(&m).unwrap()).unwrap();
     let report = BundleLoader::new().verify(&bundle).unwrap();
-    assert!(report.findings.iter().any(|f| f.path == "metadata.json" && f.code == FindingCode::SizeMismatch), "{:#?}", report.findings);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.path == "metadata.json" && matches!(f.code, FindingCode::SizeMismatch | FindingCode::LimitExceeded)),
+        "{:#?}",
+        report.findings
+    );
 }
 
 #[test]
