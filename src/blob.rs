@@ -300,8 +300,32 @@ impl<'a> BlobListView<'a> {
         Ok(None)
     }
 
-    /// Checks that records are strictly increasing by content hash.
-    pub fn check_sorted(&self) -> Result<(), Error> {
+    /// The records whose content hash starts with `byte`: a contiguous range,
+    /// since records are sorted (checked by [`BlobListView::check`]).
+    pub fn range_with_first_byte(&self, byte: u8) -> std::ops::Range<u32> {
+        let first = |lo: u32, hi: u32, below: &dyn Fn(u8) -> bool| {
+            let (mut lo, mut hi) = (lo, hi);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if below(self.hash_at(mid)[0]) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let start = first(0, self.count, &|b| b < byte);
+        let end = first(start, self.count, &|b| b <= byte);
+        start..end
+    }
+
+    /// Checks the whole list: every record decodes, and records are strictly
+    /// increasing by content hash.
+    pub fn check(&self) -> Result<(), Error> {
+        for i in 0..self.count {
+            self.record(i)?;
+        }
         for i in 1..self.count {
             if self.hash_at(i - 1) >= self.hash_at(i) {
                 return Err(Error::malformed(
@@ -423,7 +447,7 @@ mod tests {
         let view = BlobListView::new(&list, "l", 10).unwrap();
         assert_eq!(view.find(&record.header.hash).unwrap(), Some(record));
         assert_eq!(view.find(&Digest::of(b"other")).unwrap(), None);
-        view.check_sorted().unwrap();
+        view.check().unwrap();
         list.push(0);
         assert!(matches!(BlobListView::new(&list, "l", 10), Err(Error::TrailingData { .. })));
     }

@@ -290,7 +290,7 @@ fn run(
         stats,
     );
     let list_view = blob_list.as_ref().and_then(|bytes| {
-        match BlobListView::new(bytes, format::BLOB_LIST_FILE, limits.max_blobs).and_then(|v| v.check_sorted().map(|_| v)) {
+        match BlobListView::new(bytes, format::BLOB_LIST_FILE, limits.max_blobs).and_then(|v| v.check().map(|_| v)) {
             Ok(v) => Some(v),
             Err(e) => {
                 findings.error(format::BLOB_LIST_FILE, e);
@@ -776,9 +776,11 @@ struct Walk {
     seen: std::collections::BTreeSet<String>,
 }
 
-/// Walks the tree in sorted order without following links. Every entry must
-/// be part of the layout; blob files are merge-joined with the sorted list.
-/// In full mode blob files are not stat'ed here: they are sized as they are read.
+/// Walks the tree without following links. Every entry must be part of the
+/// layout. Blob files are collected shard by shard, sorted, and merge-joined
+/// with the list's records for that shard (a contiguous range of the sorted
+/// list), so memory stays bounded by the largest shard. In full mode blob
+/// files are not stat'ed here: they are sized as they are read.
 fn walk_tree(
     root: &Path,
     mode: VerifyMode,
@@ -788,12 +790,19 @@ fn walk_tree(
     stats: &mut VerifyStats,
 ) -> Result<Walk, Error> {
     let mut walk = Walk { present: BTreeMap::new(), blobs_found: 0, seen: Default::default() };
-    let mut cursor = 0u32;
-    // Entries come in order, and only `blobs/` and valid shards are entered, so
-    // a bundle-relative name is built from the names walked, not parsed from paths.
+    let mut visited = [false; 256];
+    // The shard being walked: its name, and the blobs found in it with their sizes when stat'ed.
     let mut shard = String::new();
-    let mut it = WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name().into_iter();
-    while let Some(entry) = it.next() {
+    let mut in_shard: Vec<(Digest, Option<u64>)> = Vec::new();
+    let mut it = WalkDir::new(root).min_depth(1).follow_links(false).into_iter();
+    loop {
+        let next = it.next();
+        // Leaving a shard: join what it holds with what the list says it holds.
+        if !shard.is_empty() && next.as_ref().is_none_or(|e| e.as_ref().is_ok_and(|e| e.depth() < 3)) {
+            join_shard(&shard, &mut in_shard, list, findings, stats);
+            shard.clear();
+        }
+        let Some(entry) = next else { break };
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -807,19 +816,43 @@ fn walk_tree(
         let is_dir = ft.is_dir();
         let depth = entry.depth();
         let name = entry.file_name().to_string_lossy();
-        let rel = match depth {
+        let rel = || match depth {
             1 => name.to_string(),
             2 => format!("{}/{name}", format::BLOB_DIR),
             _ => format!("{}/{shard}/{name}", format::BLOB_DIR),
         };
+        let blob_file = depth == 3 && ft.is_file();
+        if blob_file {
+            // The common case, kept lean: a digest name in the right shard.
+            match Digest::parse(&name) {
+                Ok(hash) if name.starts_with(shard.as_str()) => {
+                    let size = match mode {
+                        VerifyMode::Full => None,
+                        VerifyMode::Fast => match entry.metadata() {
+                            Ok(m) => Some(m.len()),
+                            Err(e) => {
+                                findings.push(Finding::new(&rel(), FindingCode::Io, e.to_string()));
+                                continue;
+                            }
+                        },
+                    };
+                    walk.blobs_found += 1;
+                    in_shard.push((hash, size));
+                }
+                Ok(hash) => findings.push(
+                    Finding::new(&rel(), FindingCode::InvalidPath, "blob is in the wrong shard directory")
+                        .with_values(hash.blob_path(), rel()),
+                ),
+                Err(_) => findings.push(Finding::new(&rel(), FindingCode::InvalidPath, "blob name is not 64 lowercase hex characters")),
+            }
+            continue;
+        }
+        let rel = rel();
         if depth == 1 {
             walk.seen.insert(rel.clone());
         }
-        let blob_file = depth == 3 && ft.is_file();
-        // Blob names are checked, more strictly, as digests below.
         let name_problem = match entry.file_name().to_str() {
             None => Some("name is not UTF-8".to_string()),
-            Some(_) if blob_file => None,
             Some(_) => BundlePath::parse(&rel).err().map(|e| e.to_string()),
         };
         if let Some(problem) = name_problem {
@@ -833,95 +866,42 @@ fn walk_tree(
             findings.push(Finding::new(&rel, FindingCode::Symlink, "symbolic link (never followed)"));
             continue;
         }
-        let meta = if blob_file && mode == VerifyMode::Full {
-            None
-        } else {
-            match entry.metadata() {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    findings.push(Finding::new(&rel, FindingCode::Io, e.to_string()));
-                    continue;
-                }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                findings.push(Finding::new(&rel, FindingCode::Io, e.to_string()));
+                continue;
             }
         };
         if !is_dir && !ft.is_file() {
-            let what = meta.as_ref().map_or("special file", describe_type);
-            findings.push(Finding::new(&rel, FindingCode::NotRegularFile, format!("{what} (not read)")));
+            findings.push(Finding::new(&rel, FindingCode::NotRegularFile, format!("{} (not read)", describe_type(&meta))));
             continue;
         }
-        let size = meta.as_ref().map(|m| m.len());
-        if let Some(size) = size.filter(|_| ft.is_file()) {
-            stats.bytes_total += size;
+        if ft.is_file() {
+            stats.bytes_total += meta.len();
         }
         match (depth, is_dir) {
             (1, true) if rel == format::BLOB_DIR => {}
             (1, false) if rel == format::MANIFEST_FILE || rel == format::BLOB_LIST_FILE => {}
             (1, false) if rel == signing::SIGNATURE_FILE && manifest.signature.is_some() => {}
-            (1, false) => match (manifest.files.get(&rel), size.expect("top-level files are stat'ed")) {
-                (Some(e), size) if e.size != size => {
-                    findings
-                        .push(Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, size));
+            (1, false) => match manifest.files.get(&rel) {
+                Some(e) if e.size != meta.len() => {
+                    findings.push(
+                        Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, meta.len()),
+                    );
                 }
-                (Some(_), size) => {
-                    walk.present.insert(rel.clone(), Present { path: entry.path().to_path_buf(), size });
+                Some(_) => {
+                    walk.present.insert(rel.clone(), Present { path: entry.path().to_path_buf(), size: meta.len() });
                 }
-                (None, _) => findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
+                None => findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
             },
-            (2, true) if is_shard_name(&name) => shard = name.to_string(),
+            (2, true) if is_shard_name(&name) => {
+                shard = name.to_string();
+                visited[usize::from(u8::from_str_radix(&shard, 16).expect("shard names are hex"))] = true;
+            }
             (2, true) => {
                 findings.push(Finding::new(&rel, FindingCode::InvalidPath, "not a shard directory (two lowercase hex characters)"));
                 it.skip_current_dir();
-            }
-            (3, false) => {
-                let Ok(hash) = Digest::parse(&name) else {
-                    findings.push(Finding::new(&rel, FindingCode::InvalidPath, "blob name is not 64 lowercase hex characters"));
-                    continue;
-                };
-                if !name.starts_with(shard.as_str()) {
-                    findings.push(
-                        Finding::new(&rel, FindingCode::InvalidPath, "blob is in the wrong shard directory")
-                            .with_values(hash.blob_path(), &rel),
-                    );
-                    continue;
-                }
-                walk.blobs_found += 1;
-                let Some(list) = list else { continue };
-                // Merge-join: list records before this hash are missing from disk.
-                let mut matched = false;
-                while cursor < list.count() {
-                    let record = match list.record(cursor) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            findings.error(format::BLOB_LIST_FILE, e);
-                            cursor += 1;
-                            continue;
-                        }
-                    };
-                    match record.header.hash.cmp(&hash) {
-                        std::cmp::Ordering::Less => {
-                            findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
-                            cursor += 1;
-                        }
-                        std::cmp::Ordering::Equal => {
-                            match size {
-                                Some(size) if size != record.stored_size => findings.push(
-                                    Finding::new(&rel, FindingCode::SizeMismatch, "blob file size differs from the blob list")
-                                        .with_values(record.stored_size, size),
-                                ),
-                                Some(_) => {}
-                                // Not stat'ed: the size is checked as the blob is read.
-                                None => stats.bytes_total = stats.bytes_total.saturating_add(record.stored_size),
-                            }
-                            cursor += 1;
-                            matched = true;
-                            break;
-                        }
-                        std::cmp::Ordering::Greater => break,
-                    }
-                }
-                if !matched {
-                    findings.push(Finding::new(&rel, FindingCode::Unlisted, "blob is not in the blob list"));
-                }
             }
             _ => {
                 findings.push(Finding::new(
@@ -935,12 +915,14 @@ fn walk_tree(
             }
         }
     }
+    // Shards never entered: everything the list puts there is missing.
     if let Some(list) = list {
-        while cursor < list.count() {
-            if let Ok(record) = list.record(cursor) {
-                findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
+        for byte in (0..=255u8).filter(|b| !visited[usize::from(*b)]) {
+            for i in list.range_with_first_byte(byte) {
+                if let Ok(record) = list.record(i) {
+                    findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
+                }
             }
-            cursor += 1;
         }
     }
     for name in manifest.files.keys() {
@@ -949,6 +931,55 @@ fn walk_tree(
         }
     }
     Ok(walk)
+}
+
+/// Merge-joins the blobs found in one shard with the list's records for it.
+/// Without a readable list (already a finding) there is nothing to join with.
+fn join_shard(
+    shard: &str,
+    found: &mut Vec<(Digest, Option<u64>)>,
+    list: Option<&BlobListView<'_>>,
+    findings: &Findings,
+    stats: &mut VerifyStats,
+) {
+    let (Some(list), Ok(byte)) = (list, u8::from_str_radix(shard, 16)) else {
+        found.clear();
+        return;
+    };
+    found.sort_unstable_by_key(|(hash, _)| *hash);
+    let records: Vec<BlobRecord> = list.range_with_first_byte(byte).filter_map(|i| list.record(i).ok()).collect();
+    let (mut a, mut b) = (found.iter().peekable(), records.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((hash, _)), Some(record)) if *hash == record.header.hash => {
+                let (_, size) = a.next().expect("peeked");
+                match size {
+                    Some(size) if *size != record.stored_size => findings.push(
+                        Finding::new(&hash.blob_path(), FindingCode::SizeMismatch, "blob file size differs from the blob list")
+                            .with_values(record.stored_size, size),
+                    ),
+                    Some(size) => stats.bytes_total += size,
+                    // Not stat'ed: the size is checked as the blob is read.
+                    None => stats.bytes_total = stats.bytes_total.saturating_add(record.stored_size),
+                }
+                b.next();
+            }
+            (Some((hash, _)), Some(record)) if *hash > record.header.hash => {
+                findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
+                b.next();
+            }
+            (Some((hash, _)), _) => {
+                findings.push(Finding::new(&hash.blob_path(), FindingCode::Unlisted, "blob is not in the blob list"));
+                a.next();
+            }
+            (None, Some(record)) => {
+                findings.push(Finding::new(&record.header.hash.blob_path(), FindingCode::Missing, "listed blob is absent"));
+                b.next();
+            }
+        }
+    }
+    found.clear();
 }
 
 fn is_shard_name(name: &str) -> bool {
