@@ -1034,6 +1034,30 @@ fn check_blobs(root: &Path, list: &BlobListView<'_>, max_blob_size: u64, finding
     hashed.into_inner()
 }
 
+/// Reads a file expected to hold `size` bytes, asking for one byte more.
+/// A regular file returns fewer bytes than asked only at its end, so one
+/// `read` usually settles it; a short read below `size` reads on. Returns
+/// what was read: more than `size` bytes means the file is larger.
+fn read_exactly(mut file: std::fs::File, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size + 1];
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled >= size {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// Checks one blob file: its bytes against the stored hash, its header
 /// against the list record, and its content against its name.
 fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
@@ -1045,8 +1069,7 @@ fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u6
         // committed detects a larger file without an fstat; O_NOFOLLOW and
         // O_NONBLOCK keep a link or FIFO swapped in since the walk from being
         // followed or blocking (the walk reports what it is).
-        let mut v = Vec::with_capacity(record.stored_size as usize + 1);
-        file.take(record.stored_size + 1).read_to_end(&mut v).map_err(|e| Error::io(rel, e))?;
+        let v = read_exactly(file, record.stored_size as usize).map_err(|e| Error::io(rel, e))?;
         if v.len() as u64 != record.stored_size {
             let found = if v.len() as u64 > record.stored_size { "more".to_string() } else { v.len().to_string() };
             return Err(Error::mismatch(rel, "size", record.stored_size, found));
