@@ -340,11 +340,38 @@ impl<'a> BlobListView<'a> {
     }
 }
 
+/// A blob file ready to be written: its header, then its data.
+#[derive(Debug, Clone)]
+pub struct EncodedBlob<'a> {
+    /// The 56 header bytes.
+    pub header: [u8; BLOB_HEADER_LEN],
+    /// The stored data: the content itself, or its zstd compression.
+    pub data: std::borrow::Cow<'a, [u8]>,
+    /// The blob-list record describing this file.
+    pub record: BlobRecord,
+}
+
+impl EncodedBlob<'_> {
+    /// The whole file.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.header.as_slice(), &self.data].concat()
+    }
+}
+
 /// Encodes a whole blob file from its content: compressed with zstd at
 /// `level` when that makes it smaller, stored raw otherwise (or when `level` is None).
-pub fn encode_blob(content: &[u8], format: BlobFormat, level: Option<i32>) -> Result<(Vec<u8>, BlobRecord), Error> {
-    let hash = Digest::of(content);
-    let size = content.len() as u64;
+pub fn encode_blob(content: &[u8], format: BlobFormat, level: Option<i32>) -> Result<EncodedBlob<'_>, Error> {
+    encode_blob_with_hash(content, Digest::of(content), format, level)
+}
+
+/// [`encode_blob`] for a caller that has already hashed `content` (the hash
+/// becomes the blob's name, so it must be BLAKE3 of `content`).
+pub(crate) fn encode_blob_with_hash(
+    content: &[u8],
+    hash: Digest,
+    format: BlobFormat,
+    level: Option<i32>,
+) -> Result<EncodedBlob<'_>, Error> {
     let compressed = match level {
         Some(level) => {
             Some(zstd::bulk::compress(content, level).map_err(|e| Error::InvalidInput { what: "blob", detail: format!("zstd: {e}") })?)
@@ -352,15 +379,14 @@ pub fn encode_blob(content: &[u8], format: BlobFormat, level: Option<i32>) -> Re
         None => None,
     };
     let (compression, data) = match compressed {
-        Some(c) if c.len() < content.len() => (Compression::Zstd, c),
-        _ => (Compression::None, Vec::new()),
+        Some(c) if c.len() < content.len() => (Compression::Zstd, std::borrow::Cow::Owned(c)),
+        _ => (Compression::None, std::borrow::Cow::Borrowed(content)),
     };
-    let header = BlobHeader { format, compression, size, hash };
-    let mut file = Vec::with_capacity(BLOB_HEADER_LEN + if compression == Compression::Zstd { data.len() } else { content.len() });
-    file.extend_from_slice(&header.encode());
-    file.extend_from_slice(if compression == Compression::Zstd { &data } else { content });
-    let record = BlobRecord { header, stored_hash: Digest::of(&file), stored_size: file.len() as u64 };
-    Ok((file, record))
+    let header = BlobHeader { format, compression, size: content.len() as u64, hash };
+    let header_bytes = header.encode();
+    let stored_hash = blake3::Hasher::new().update(&header_bytes).update(&data).finalize().into();
+    let record = BlobRecord { header, stored_hash, stored_size: (BLOB_HEADER_LEN + data.len()) as u64 };
+    Ok(EncodedBlob { header: header_bytes, data, record })
 }
 
 /// Streams the content of a blob file's data (after the header) into `out`,
@@ -412,7 +438,8 @@ mod tests {
     #[test]
     fn compresses_only_when_it_pays() {
         let text = b"abcabcabc".repeat(100);
-        let (file, record) = encode_blob(&text, BlobFormat::Json, Some(3)).unwrap();
+        let blob = encode_blob(&text, BlobFormat::Json, Some(3)).unwrap();
+        let (file, record) = (blob.to_vec(), blob.record);
         assert_eq!(record.header.compression, Compression::Zstd);
         assert!(file.len() < text.len());
         assert_eq!(BlobHeader::decode(&file, "b").unwrap(), record.header);
@@ -420,7 +447,7 @@ mod tests {
         decode_blob_to(&record.header, &mut &file[BLOB_HEADER_LEN..], &mut out, "b").unwrap();
         assert_eq!(out, text);
 
-        let (_, record) = encode_blob(b"x", BlobFormat::Raw, Some(3)).unwrap();
+        let record = encode_blob(b"x", BlobFormat::Raw, Some(3)).unwrap().record;
         assert_eq!(record.header.compression, Compression::None);
         assert_eq!(record.stored_size, 57);
     }
@@ -428,7 +455,8 @@ mod tests {
     #[test]
     fn expansion_past_declared_size_is_refused() {
         let content = vec![0u8; 1 << 20];
-        let (file, record) = encode_blob(&content, BlobFormat::Raw, Some(3)).unwrap();
+        let blob = encode_blob(&content, BlobFormat::Raw, Some(3)).unwrap();
+        let (file, record) = (blob.to_vec(), blob.record);
         let lying = BlobHeader { size: 1000, ..record.header };
         let mut out = Vec::new();
         let err = decode_blob_to(&lying, &mut &file[BLOB_HEADER_LEN..], &mut out, "b").unwrap_err();
@@ -438,7 +466,7 @@ mod tests {
 
     #[test]
     fn list_record_round_trip() {
-        let (_, record) = encode_blob(b"hello", BlobFormat::Raw, None).unwrap();
+        let record = encode_blob(b"hello", BlobFormat::Raw, None).unwrap().record;
         let mut list = Vec::new();
         list.extend_from_slice(b"CATHBLS");
         list.extend_from_slice(&1u32.to_be_bytes());

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-use crate::blob::{encode_blob, BlobFormat, BlobRecord};
+use crate::blob::{encode_blob_with_hash, BlobFormat, BlobRecord};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::event::{Encoding, Event};
@@ -91,6 +91,8 @@ pub struct BundleBuilder {
     last_time: u64,
     blobs: BTreeMap<Digest, BlobRecord>,
     blob_bytes: u64,
+    shards_made: [bool; 256],
+    scratch: Vec<u8>,
     finished: bool,
 }
 
@@ -128,6 +130,8 @@ impl BundleBuilder {
             last_time: 0,
             blobs: BTreeMap::new(),
             blob_bytes: 0,
+            shards_made: [false; 256],
+            scratch: Vec::new(),
             finished: false,
         };
         fs::create_dir(staging.join(format::BLOB_DIR)).map_err(|e| Error::io(&staging, e))?;
@@ -198,28 +202,38 @@ impl BundleBuilder {
 
     /// Stores a blob of the given format; returns its content hash.
     pub fn add_blob_as(&mut self, content: &[u8], blob_format: BlobFormat) -> Result<Digest, Error> {
+        self.add_blob_hashed(content, Digest::of(content), blob_format)
+    }
+
+    /// Stores a blob whose BLAKE3 the caller has computed.
+    pub(crate) fn add_blob_hashed(&mut self, content: &[u8], hash: Digest, blob_format: BlobFormat) -> Result<Digest, Error> {
+        debug_assert_eq!(hash, Digest::of(content));
         let limits = &self.options.limits;
         if content.len() as u64 > limits.max_blob_size {
             return Err(Error::limit("blob", "blob size", limits.max_blob_size, content.len() as u64));
         }
-        let hash = Digest::of(content);
         if self.blobs.contains_key(&hash) {
             return Ok(hash);
         }
         if self.blobs.len() as u64 >= limits.max_blobs.min(u32::MAX as u64) {
             return Err(Error::limit("blob", "blob count", limits.max_blobs, self.blobs.len() as u64 + 1));
         }
-        let (file, record) = encode_blob(content, blob_format, self.options.compression_level)?;
-        debug_assert_eq!(record.header.hash, hash);
+        let blob = encode_blob_with_hash(content, hash, blob_format, self.options.compression_level)?;
         let path = self.staging.join(hash.blob_path());
-        let shard = path.parent().expect("blob path has a shard");
-        if !shard.exists() {
-            fs::create_dir(shard).map_err(|e| Error::io(shard, e))?;
+        let shard = usize::from(hash.0[0]);
+        if !self.shards_made[shard] {
+            let dir = path.parent().expect("blob path has a shard");
+            fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+            self.shards_made[shard] = true;
         }
+        // One write of header and data, through a reused buffer.
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&blob.header);
+        self.scratch.extend_from_slice(&blob.data);
         let mut out = File::options().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        out.write_all(&file).map_err(|e| Error::io(&path, e))?;
-        self.blob_bytes += record.stored_size;
-        self.blobs.insert(hash, record);
+        out.write_all(&self.scratch).map_err(|e| Error::io(&path, e))?;
+        self.blob_bytes += blob.record.stored_size;
+        self.blobs.insert(hash, blob.record);
         self.check_total()?;
         Ok(hash)
     }

@@ -425,7 +425,7 @@ pub fn bundle_run(
         if actual != *hash {
             return Err(Error::mismatch(&path.display().to_string(), "blob content hash", hash, actual));
         }
-        builder.add_blob_as(&content, BlobFormat::Raw)?;
+        builder.add_blob_hashed(&content, actual, BlobFormat::Raw)?;
         progress(content.len() as u64);
     }
     builder.build()
