@@ -12,7 +12,7 @@ use std::str::FromStr;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::{self, be_u32, be_u64, BLOB_HEADER_LEN, BLOB_LIST_HEADER_LEN, BLOB_LIST_RECORD_LEN};
-use crate::log::check_prefix;
+use crate::log::{check_exact_len, check_prefix};
 
 /// What a blob's content is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -248,20 +248,7 @@ impl<'a> BlobListView<'a> {
         if u64::from(count) > max_blobs {
             return Err(Error::limit(file, "blob count", max_blobs, count.into()));
         }
-        let expected = BLOB_LIST_HEADER_LEN as u64 + u64::from(count) * BLOB_LIST_RECORD_LEN as u64;
-        let found = bytes.len() as u64;
-        if found < expected {
-            return Err(Error::Truncated {
-                file: file.to_string(),
-                what: "blob records",
-                offset: BLOB_LIST_HEADER_LEN as u64,
-                needed: expected - BLOB_LIST_HEADER_LEN as u64,
-                available: found - BLOB_LIST_HEADER_LEN as u64,
-            });
-        }
-        if found > expected {
-            return Err(Error::TrailingData { file: file.to_string(), offset: expected, count: found - expected });
-        }
+        check_exact_len(bytes, file, "blob records", BLOB_LIST_HEADER_LEN, count, BLOB_LIST_RECORD_LEN)?;
         Ok(BlobListView { bytes, count, file })
     }
 

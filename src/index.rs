@@ -15,7 +15,7 @@ use crate::digest::Digest;
 use crate::error::Error;
 use crate::event::Event;
 use crate::format::{self, be_u32, be_u64, INDEX_BYTES_PER_EVENT, INDEX_HEADER_LEN, INDEX_ID_LEN};
-use crate::log::{check_prefix, LogView};
+use crate::log::{check_exact_len, check_prefix, LogView};
 
 /// A view over the bytes of an index whose header and size were checked.
 #[derive(Debug, Clone, Copy)]
@@ -45,20 +45,7 @@ impl<'a> IndexView<'a> {
         let count = be_u32(bytes, format::PREFIX_LEN);
         let log_hash = Digest(bytes[15..47].try_into().expect("32 bytes"));
         let log_size = be_u64(bytes, 47);
-        let expected = INDEX_HEADER_LEN as u64 + u64::from(count) * INDEX_BYTES_PER_EVENT as u64;
-        let found = bytes.len() as u64;
-        if found < expected {
-            return Err(Error::Truncated {
-                file: file.to_string(),
-                what: "index sections",
-                offset: INDEX_HEADER_LEN as u64,
-                needed: expected - INDEX_HEADER_LEN as u64,
-                available: found - INDEX_HEADER_LEN as u64,
-            });
-        }
-        if found > expected {
-            return Err(Error::TrailingData { file: file.to_string(), offset: expected, count: found - expected });
-        }
+        check_exact_len(bytes, file, "index sections", INDEX_HEADER_LEN, count, INDEX_BYTES_PER_EVENT)?;
         Ok(IndexView { bytes, count, log_hash, log_size })
     }
 

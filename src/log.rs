@@ -27,6 +27,26 @@ pub(crate) fn check_prefix(bytes: &[u8], file: &str, magic: [u8; format::MAGIC_L
     Ok(())
 }
 
+/// Checks that a file of fixed-size items is exactly `header + count × item`
+/// bytes long: shorter is truncated, longer has trailing data.
+pub(crate) fn check_exact_len(bytes: &[u8], file: &str, what: &'static str, header: usize, count: u32, item: usize) -> Result<(), Error> {
+    let expected = header as u64 + u64::from(count) * item as u64;
+    let found = bytes.len() as u64;
+    if found < expected {
+        return Err(Error::Truncated {
+            file: file.to_string(),
+            what,
+            offset: header as u64,
+            needed: expected - header as u64,
+            available: found - header as u64,
+        });
+    }
+    if found > expected {
+        return Err(Error::TrailingData { file: file.to_string(), offset: expected, count: found - expected });
+    }
+    Ok(())
+}
+
 /// The fields of a log header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogHeader {
