@@ -329,7 +329,9 @@ fn run(
         return Ok(None);
     }
     if let Some(p) = progress {
-        p.start(if mode == VerifyMode::Full { listed_bytes + blob_bytes } else { 0 });
+        // Full mode hashes every byte, then walks the log once more to decode it.
+        let log_bytes = manifest.files.get(format::EVENTS_FILE).map_or(0, |e| e.size);
+        p.start(if mode == VerifyMode::Full { listed_bytes.saturating_add(blob_bytes).saturating_add(log_bytes) } else { 0 });
     }
     let tick = |n: u64| {
         if let Some(p) = progress {
@@ -437,7 +439,7 @@ fn run(
                     }
                 }
             };
-            check_log(log, index, &log_hash, metadata.as_ref(), findings, &release);
+            check_log(log, index, &log_hash, metadata.as_ref(), findings, &release, &tick);
         } else {
             // Fast: the header fields that bind the index to the log.
             if index.log_hash() != log_hash {
@@ -529,6 +531,7 @@ fn check_log(
     metadata: Option<&Metadata>,
     findings: &Findings,
     release: &dyn Fn(),
+    tick: &dyn Fn(u64),
 ) {
     let log_file = format::EVENTS_FILE;
     let index_file = format::INDEX_FILE;
@@ -555,11 +558,16 @@ fn check_log(
         }
     }
     let mut log_ids = PairSum::default();
+    let mut walked = 0u64;
     let mut previous_time = 0u64;
     for (position, record) in log.records().enumerate() {
         let position = position as u32;
         if position % RELEASE_EVERY == RELEASE_EVERY - 1 {
             release();
+            if let Ok((offset, _)) = &record {
+                tick(offset - walked);
+                walked = *offset;
+            }
         }
         let result = record.and_then(|(offset, bytes)| {
             let event = crate::event::Event::decode(bytes, log.header().encoding, log_file, offset)?;
