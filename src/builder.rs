@@ -305,8 +305,8 @@ impl BundleBuilder {
         // The log, then the index that carries the log's hash.
         let log_size = self.log.take().expect("log is open until build").finish()?;
         let log_path = staging.join(format::EVENTS_FILE);
-        let (mut log_file, _) = fsutil::open_regular(&log_path)?;
-        let log_hash = fsutil::hash_file(&mut log_file, log_size, &log_path, &|_| {})?;
+        let (log_file, _) = fsutil::open_regular(&log_path)?;
+        let log_hash = fsutil::FileBytes::load(log_file, log_size, &log_path, format::EVENTS_FILE)?.hash(0, &|_| {});
         files.insert(format::EVENTS_FILE.to_string(), FileEntry { hash: log_hash, size: log_size, optional: false });
         self.ids.sort_unstable();
         if let Some(pair) = self.ids.windows(2).find(|w| w[0].0 == w[1].0) {

@@ -18,7 +18,7 @@ use crate::log::LogView;
 use crate::manifest::Manifest;
 use crate::model::{Dag, Metadata, Snapshot};
 use crate::signing::PublicKey;
-use crate::verify::{self, FileBytes, Progress, VerifyMode, VerifyReport};
+use crate::verify::{self, Progress, VerifyMode, VerifyReport};
 
 /// Verifies and opens bundles.
 #[derive(Clone)]
@@ -257,6 +257,11 @@ impl ReplayBundle {
         self.blob_list().find(hash)
     }
 
+    /// The record of a blob the bundle must hold; not found otherwise.
+    fn listed_blob(&self, hash: &Digest) -> Result<BlobRecord, Error> {
+        self.blob_record(hash)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(hash.blob_path()) })
+    }
+
     /// Content hashes of every blob, in order.
     pub fn blob_hashes(&self) -> impl Iterator<Item = Result<Digest, Error>> + '_ {
         let list = self.blob_list();
@@ -266,7 +271,7 @@ impl ReplayBundle {
     /// Streams a blob's original content into `out`, checking its size and
     /// hash as it goes. On error, `out` may hold a partial prefix.
     pub fn read_blob(&self, hash: &Digest, out: &mut impl Write) -> Result<u64, Error> {
-        let record = self.blob_record(hash)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(hash.blob_path()) })?;
+        let record = self.listed_blob(hash)?;
         let rel = hash.blob_path();
         let path = self.root.join(&rel);
         let (file, meta) = open_regular(&path)?;
@@ -285,7 +290,7 @@ impl ReplayBundle {
 
     /// A blob's content in memory; refused if larger than the blob size limit.
     pub fn blob(&self, hash: &Digest) -> Result<Vec<u8>, Error> {
-        let record = self.blob_record(hash)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(hash.blob_path()) })?;
+        let record = self.listed_blob(hash)?;
         if record.header.size > self.limits.max_blob_size {
             return Err(Error::limit(&hash.blob_path(), "blob size", self.limits.max_blob_size, record.header.size));
         }
@@ -293,21 +298,4 @@ impl ReplayBundle {
         self.read_blob(hash, &mut out)?;
         Ok(out)
     }
-}
-
-impl std::ops::Deref for verify::Loaded {
-    type Target = Manifest;
-    fn deref(&self) -> &Manifest {
-        &self.manifest
-    }
-}
-
-#[allow(dead_code)]
-fn _assert_send(b: ReplayBundle) -> impl Send {
-    b
-}
-
-#[allow(dead_code)]
-fn _file_bytes_is_send(b: FileBytes) -> impl Send + Sync {
-    b
 }

@@ -104,32 +104,113 @@ pub fn map(file: &File, path: &Path) -> Result<Option<Mmap>, Error> {
     Ok(Some(map))
 }
 
-/// Hashes `len` bytes of `file`, calling `progress` with each amount hashed.
-/// Small files are read through a buffer; large ones are hashed window by
-/// window through mappings with rayon, so memory stays bounded.
-pub fn hash_file(file: &mut File, len: u64, path: &Path, progress: &dyn Fn(u64)) -> Result<Digest, Error> {
-    let mut hasher = blake3::Hasher::new();
-    if len <= READ_THRESHOLD {
-        let mut buf = Vec::with_capacity(len as usize);
-        file.take(len + 1).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
-        if buf.len() as u64 != len {
-            return Err(Error::mismatch(&path.display().to_string(), "size while reading", len, buf.len()));
+/// Reads a small file whole, refusing one over `limit` before reading it.
+/// `name` and `what` name the file and the limit in errors.
+pub fn read_bounded(path: &Path, name: &str, what: &'static str, limit: u64) -> Result<Vec<u8>, Error> {
+    let (file, meta) = open_regular(path)?;
+    if meta.len() > limit {
+        return Err(Error::limit(name, what, limit, meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::limit(name, what, limit, bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Reads a file expected to hold `size` bytes, asking for one byte more.
+/// A regular file returns fewer bytes than asked only at its end, so one
+/// `read` usually settles it; a short read below `size` reads on. Returns
+/// what was read: more than `size` bytes means the file is larger.
+pub fn read_exactly(mut file: File, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size + 1];
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled >= size {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        hasher.update(&buf);
-        progress(len);
-        return Ok(hasher.finalize().into());
     }
-    let mut offset = 0u64;
-    while offset < len {
-        let window = HASH_WINDOW.min(len - offset);
-        // SAFETY: as in `map`; the window lies within the file's size, checked by the caller's fstat.
-        let map = unsafe { MmapOptions::new().offset(offset).len(window as usize).map(&*file) }.map_err(|e| Error::io(path, e))?;
-        hasher.update_rayon(&map);
-        drop(map);
-        offset += window;
-        progress(window);
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Bytes of a file, read into memory or mapped.
+pub(crate) enum FileBytes {
+    Owned(Vec<u8>),
+    Mapped(Mmap),
+}
+
+impl FileBytes {
+    /// Reads a file whose size was checked to be `size`: small files into
+    /// memory, larger ones mapped. `name` names the file in errors.
+    pub(crate) fn load(file: File, size: u64, path: &Path, name: &str) -> Result<Self, Error> {
+        if size > READ_THRESHOLD {
+            return Ok(FileBytes::Mapped(map(&file, path)?.expect("non-empty")));
+        }
+        let bytes = read_exactly(file, size as usize).map_err(|e| Error::io(path, e))?;
+        if bytes.len() as u64 != size {
+            let found = if bytes.len() as u64 > size { "more".to_string() } else { bytes.len().to_string() };
+            return Err(Error::mismatch(name, "size", size, found));
+        }
+        Ok(FileBytes::Owned(bytes))
     }
-    Ok(hasher.finalize().into())
+
+    /// Hashes the bytes from `start` on, in windows, with rayon for large
+    /// ones, releasing each window of a mapping once hashed so that memory
+    /// stays bounded whatever the file size. `tick` receives each amount hashed.
+    pub(crate) fn hash(&self, start: usize, tick: &(dyn Fn(u64) + Sync)) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        let window = HASH_WINDOW as usize;
+        for (i, chunk) in self[start..].chunks(window).enumerate() {
+            if chunk.len() >= 1 << 17 {
+                hasher.update_rayon(chunk);
+            } else {
+                hasher.update(chunk);
+            }
+            self.release(start + i * window, chunk.len());
+            tick(chunk.len() as u64);
+        }
+        hasher.finalize().into()
+    }
+
+    /// Drops this process's resident pages of a mapping, so that walking a
+    /// large file keeps memory bounded; pages are re-read from the page cache
+    /// if touched again. No-op for bytes held in memory.
+    pub(crate) fn release(&self, offset: usize, len: usize) {
+        if let FileBytes::Mapped(map) = self {
+            let len = len.min(map.len().saturating_sub(offset));
+            if len > 0 {
+                // SAFETY: the mapping is read-only and file-backed; DONTNEED only
+                // drops resident pages, and later reads fault them back in from the
+                // file with the same contents.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+            }
+        }
+    }
+
+    /// Releases every resident page of a mapping.
+    pub(crate) fn release_all(&self) {
+        self.release(0, self.len());
+    }
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Owned(v) => v,
+            FileBytes::Mapped(m) => m,
+        }
+    }
 }
 
 /// Writes `bytes` to a new file at `path` and syncs it.

@@ -83,12 +83,12 @@ fn field<const N: usize>(line: Option<&str>, label: &str, path: &Path) -> Result
 
 /// Reads a small text file, bounded, as UTF-8 lines.
 fn read_text(path: &Path) -> Result<String, Error> {
-    let (file, meta) = crate::fsutil::open_regular(path)?;
-    if meta.len() > MAX_TEXT_FILE {
-        return Err(key_error(path, format!("{} bytes, larger than any key or signature file ({MAX_TEXT_FILE})", meta.len())));
-    }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_TEXT_FILE), &mut bytes).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::fsutil::read_bounded(path, &path.display().to_string(), "file size", MAX_TEXT_FILE).map_err(|e| match e {
+        Error::LimitExceeded { found, .. } => {
+            key_error(path, format!("{found} bytes, larger than any key or signature file ({MAX_TEXT_FILE})"))
+        }
+        other => other,
+    })?;
     String::from_utf8(bytes).map_err(|_| key_error(path, "not UTF-8 text"))
 }
 
@@ -111,6 +111,21 @@ fn lines<'a>(text: &'a str, header: &str, count: usize, path: &Path) -> Result<V
         return Err(key_error(path, format!("expected {count} lines, found {}", lines.len())));
     }
     Ok(lines)
+}
+
+/// Reads a key file (§13.4): its header line, `key-id`, and the 32-byte key under `label`.
+fn read_key_file(path: &Path, header: &str, label: &str) -> Result<([u8; 8], [u8; 32]), Error> {
+    let text = read_text(path)?;
+    let lines = lines(&text, header, 3, path)?;
+    Ok((field(Some(lines[1]), "key-id", path)?, field(Some(lines[2]), label, path)?))
+}
+
+/// A key file's `key-id` line must name the key it holds.
+fn check_key_id(path: &Path, claimed: [u8; 8], actual: KeyId) -> Result<(), Error> {
+    if claimed != actual.0 {
+        return Err(key_error(path, format!("key-id {} does not match the key, whose id is {actual}", hex::encode(claimed))));
+    }
+    Ok(())
 }
 
 /// A secret key loaded from a key file.
@@ -166,14 +181,9 @@ impl SecretKey {
 
     /// Loads a secret key file.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = read_text(path)?;
-        let lines = lines(&text, SECRET_KEY_HEADER, 3, path)?;
-        let id: [u8; 8] = field(lines.get(1).copied(), "key-id", path)?;
-        let seed: [u8; 32] = field(lines.get(2).copied(), "secret-key", path)?;
+        let (id, seed) = read_key_file(path, SECRET_KEY_HEADER, "secret-key")?;
         let key = SecretKey::from_seed(seed);
-        if key.key_id().0 != id {
-            return Err(key_error(path, format!("key-id {} does not match the key, whose id is {}", hex::encode(id), key.key_id())));
-        }
+        check_key_id(path, id, key.key_id())?;
         Ok(key)
     }
 
@@ -229,15 +239,10 @@ impl PublicKey {
 
     /// Loads a public key file.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = read_text(path)?;
-        let lines = lines(&text, PUBLIC_KEY_HEADER, 3, path)?;
-        let id: [u8; 8] = field(lines.get(1).copied(), "key-id", path)?;
-        let bytes: [u8; 32] = field(lines.get(2).copied(), "public-key", path)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| key_error(path, format!("not an Ed25519 public key: {e}")))?;
-        let key = PublicKey { key };
-        if key.key_id().0 != id {
-            return Err(key_error(path, format!("key-id {} does not match the key, whose id is {}", hex::encode(id), key.key_id())));
-        }
+        let (id, bytes) = read_key_file(path, PUBLIC_KEY_HEADER, "public-key")?;
+        let key =
+            PublicKey { key: VerifyingKey::from_bytes(&bytes).map_err(|e| key_error(path, format!("not an Ed25519 public key: {e}")))? };
+        check_key_id(path, id, key.key_id())?;
         Ok(key)
     }
 
@@ -281,9 +286,7 @@ impl SignatureFile {
         let public = field::<32>(Some(lines[3]), "public-key", path)?;
         let public_key =
             PublicKey { key: VerifyingKey::from_bytes(&public).map_err(|e| key_error(path, format!("not an Ed25519 public key: {e}")))? };
-        if public_key.key_id() != key_id {
-            return Err(key_error(path, format!("key-id {key_id} does not match the public key, whose id is {}", public_key.key_id())));
-        }
+        check_key_id(path, key_id.0, public_key.key_id())?;
         let bundle_id = lines[4]
             .strip_prefix("bundle-id: ")
             .and_then(|t| crate::event::parse_uuid("bundle-id", t).ok())

@@ -284,15 +284,9 @@ pub fn bundle_run(
         return Err(store_error(&dir, None, "run is incomplete: its recorder did not finish (.recording marker present)"));
     }
     let limits = options.limits;
-    let read_doc = |name: &str| -> Result<Vec<u8>, Error> {
+    let read_doc = |name: &str| {
         let path = dir.join(name);
-        let (file, meta) = fsutil::open_regular(&path)?;
-        if meta.len() > limits.max_document_size {
-            return Err(Error::limit(&path.display().to_string(), "file size", limits.max_document_size, meta.len()));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(limits.max_document_size).read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
-        Ok(bytes)
+        fsutil::read_bounded(&path, &path.display().to_string(), "file size", limits.max_document_size)
     };
     let run_path = dir.join(RUN_FILE);
     let metadata: Metadata = crate::json::from_slice_strict(&read_doc(RUN_FILE)?, &run_path.display().to_string())?;
@@ -415,12 +409,7 @@ pub fn bundle_run(
     }
     for hash in &blob_files {
         let path = blob_dir.join(hash.to_hex());
-        let (file, meta) = fsutil::open_regular(&path)?;
-        if meta.len() > limits.max_blob_size {
-            return Err(Error::limit(&path.display().to_string(), "blob size", limits.max_blob_size, meta.len()));
-        }
-        let mut content = Vec::with_capacity(meta.len() as usize);
-        file.take(limits.max_blob_size + 1).read_to_end(&mut content).map_err(|e| Error::io(&path, e))?;
+        let content = fsutil::read_bounded(&path, &path.display().to_string(), "blob size", limits.max_blob_size)?;
         let actual = Digest::of(&content);
         if actual != *hash {
             return Err(Error::mismatch(&path.display().to_string(), "blob content hash", hash, actual));

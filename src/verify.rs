@@ -13,12 +13,10 @@
 //!    across files.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::Serialize;
 use walkdir::WalkDir;
@@ -28,7 +26,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Finding, FindingCode};
 use crate::event::Encoding;
 use crate::format::{self, BLOB_HEADER_LEN};
-use crate::fsutil::{self, describe_type, open_regular};
+use crate::fsutil::{self, describe_type, open_regular, FileBytes};
 use crate::index::IndexView;
 use crate::limits::Limits;
 use crate::log::LogView;
@@ -135,44 +133,6 @@ impl Findings {
     }
 }
 
-/// Bytes of a file, read into memory or mapped.
-pub(crate) enum FileBytes {
-    Owned(Vec<u8>),
-    Mapped(Mmap),
-}
-
-impl FileBytes {
-    /// Drops this process's resident pages of a mapping, so that walking a
-    /// large file keeps memory bounded; pages are re-read from the page cache
-    /// if touched again. No-op for bytes held in memory.
-    pub(crate) fn release(&self, offset: usize, len: usize) {
-        if let FileBytes::Mapped(map) = self {
-            let len = len.min(map.len().saturating_sub(offset));
-            if len > 0 {
-                // SAFETY: the mapping is read-only and file-backed; DONTNEED only
-                // drops resident pages, and later reads fault them back in from the
-                // file with the same contents.
-                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
-            }
-        }
-    }
-
-    /// Releases every resident page of a mapping.
-    pub(crate) fn release_all(&self) {
-        self.release(0, self.len());
-    }
-}
-
-impl std::ops::Deref for FileBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            FileBytes::Owned(v) => v,
-            FileBytes::Mapped(m) => m,
-        }
-    }
-}
-
 /// Everything a successful verification read, for [`crate::ReplayBundle`].
 pub(crate) struct Loaded {
     pub manifest: Manifest,
@@ -253,7 +213,7 @@ fn run(
 
     // 1. The manifest.
     let manifest_path = root.join(format::MANIFEST_FILE);
-    let manifest_bytes = match read_small(&manifest_path, format::MANIFEST_FILE, limits.max_document_size) {
+    let manifest_bytes = match fsutil::read_bounded(&manifest_path, format::MANIFEST_FILE, "file size", limits.max_document_size) {
         Ok(b) => b,
         Err(e) => {
             findings.error(format::MANIFEST_FILE, e);
@@ -681,20 +641,6 @@ fn check_entry(index: &IndexView<'_>, position: u32, offset: u64, event: &crate:
     Ok(())
 }
 
-/// Reads a small file, refusing one over `limit` before reading it.
-fn read_small(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
-    let (file, meta) = open_regular(path)?;
-    if meta.len() > limit {
-        return Err(Error::limit(name, "file size", limit, meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::limit(name, "file size", limit, bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
 /// Reads or maps a listed file, and in full mode checks its hash against the
 /// manifest. Bytes are returned only when they are the committed bytes.
 #[allow(clippy::too_many_arguments)]
@@ -717,15 +663,9 @@ fn load_file(
         if meta.len() != size {
             return Err(Error::mismatch(name, "size", size, meta.len()));
         }
-        let bytes = if size <= fsutil::READ_THRESHOLD {
-            let mut v = Vec::with_capacity(size as usize);
-            (&file).take(size).read_to_end(&mut v).map_err(|e| Error::io(path, e))?;
-            FileBytes::Owned(v)
-        } else {
-            FileBytes::Mapped(fsutil::map(&file, path)?.expect("non-empty"))
-        };
+        let bytes = FileBytes::load(file, size, path, name)?;
         if mode == VerifyMode::Full {
-            let actual = hash_file_bytes(&bytes, 0, tick);
+            let actual = bytes.hash(0, tick);
             if actual != expected {
                 return Err(Error::mismatch(name, "hash", expected, actual));
             }
@@ -739,23 +679,6 @@ fn load_file(
             None
         }
     }
-}
-
-/// Hashes in windows, with rayon for large ones, releasing each window of a
-/// mapping once hashed so that memory stays bounded whatever the file size.
-fn hash_file_bytes(bytes: &FileBytes, start: usize, tick: &(dyn Fn(u64) + Sync)) -> Digest {
-    let mut hasher = blake3::Hasher::new();
-    let window = fsutil::HASH_WINDOW as usize;
-    for (i, chunk) in bytes[start..].chunks(window).enumerate() {
-        if chunk.len() >= 1 << 17 {
-            hasher.update_rayon(chunk);
-        } else {
-            hasher.update(chunk);
-        }
-        bytes.release(start + i * window, chunk.len());
-        tick(chunk.len() as u64);
-    }
-    hasher.finalize().into()
 }
 
 /// Reads the blob list (a listed file) for the structure pass.
@@ -1042,48 +965,18 @@ fn check_blobs(root: &Path, list: &BlobListView<'_>, max_blob_size: u64, finding
     hashed.into_inner()
 }
 
-/// Reads a file expected to hold `size` bytes, asking for one byte more.
-/// A regular file returns fewer bytes than asked only at its end, so one
-/// `read` usually settles it; a short read below `size` reads on. Returns
-/// what was read: more than `size` bytes means the file is larger.
-fn read_exactly(mut file: std::fs::File, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size + 1];
-    let mut filled = 0;
-    loop {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                if filled >= size {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
-    Ok(buf)
-}
-
 /// Checks one blob file: its bytes against the stored hash, its header
 /// against the list record, and its content against its name.
 fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
     let rel = &record.header.hash.blob_path();
     let name = &rel[format::BLOB_DIR.len() + 4..];
     let file = fsutil::open_at_no_follow(dir, name, Path::new(rel))?;
-    let bytes = if record.stored_size <= fsutil::READ_THRESHOLD {
-        // Small blobs: one open and one bounded read. Reading one byte more than
-        // committed detects a larger file without an fstat; O_NOFOLLOW and
-        // O_NONBLOCK keep a link or FIFO swapped in since the walk from being
-        // followed or blocking (the walk reports what it is).
-        let v = read_exactly(file, record.stored_size as usize).map_err(|e| Error::io(rel, e))?;
-        if v.len() as u64 != record.stored_size {
-            let found = if v.len() as u64 > record.stored_size { "more".to_string() } else { v.len().to_string() };
-            return Err(Error::mismatch(rel, "size", record.stored_size, found));
-        }
-        FileBytes::Owned(v)
-    } else {
+    // Small blobs are read with one bounded read and no fstat: reading a byte
+    // more than committed detects a larger file, and O_NOFOLLOW | O_NONBLOCK
+    // keep a link or FIFO swapped in since the walk from being followed or
+    // blocking (the walk reports what it is). Large ones are mapped, which
+    // needs their type and size first.
+    if record.stored_size > fsutil::READ_THRESHOLD {
         let meta = file.metadata().map_err(|e| Error::io(rel, e))?;
         if !meta.is_file() {
             return Err(Error::FileType { path: rel.clone(), found: describe_type(&meta) });
@@ -1091,8 +984,8 @@ fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u6
         if meta.len() != record.stored_size {
             return Err(Error::mismatch(rel, "size", record.stored_size, meta.len()));
         }
-        FileBytes::Mapped(fsutil::map(&file, Path::new(rel))?.expect("non-empty"))
-    };
+    }
+    let bytes = FileBytes::load(file, record.stored_size, Path::new(rel), rel)?;
     // Decoding the header checks every one of its 56 bytes against a fixed
     // value or a field, and the fields must equal the record's: the header is
     // then exactly the committed one.
@@ -1103,7 +996,7 @@ fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u6
     match header.compression {
         // The data is the content: one hash covers every remaining byte (FORMAT.md §10).
         Compression::None => {
-            let actual = hash_file_bytes(&bytes, BLOB_HEADER_LEN, tick);
+            let actual = bytes.hash(BLOB_HEADER_LEN, tick);
             if actual != header.hash {
                 return Err(Error::mismatch(rel, "blob content hash", header.hash, actual));
             }
@@ -1111,7 +1004,7 @@ fn check_blob(dir: &std::os::fd::OwnedFd, record: &BlobRecord, tick: &(dyn Fn(u6
         // Compressed data can encode the same content in many ways: pin the
         // stored bytes, then check the content they decompress to.
         Compression::Zstd => {
-            let actual = hash_file_bytes(&bytes, 0, tick);
+            let actual = bytes.hash(0, tick);
             if actual != record.stored_hash {
                 return Err(Error::mismatch(rel, "stored hash", record.stored_hash, actual));
             }
