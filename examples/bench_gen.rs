@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use cathedral_bundle::log::{LogView, LogWriter};
+use cathedral_bundle::format::LogReader;
 use cathedral_bundle::store::{RunStart, RunStore};
 use cathedral_bundle::{BuildOptions, BundleBuilder, Dag, DagNode, Encoding, Event, EventKind, Limits, Metadata, Platform, RunStatus};
 use uuid::Uuid;
@@ -60,8 +60,8 @@ fn metadata(events: u64) -> Metadata {
         run_id: run_id(),
         workflow_name: "bench".into(),
         workflow_version: "1".into(),
-        started_at: "2026-01-01T00:00:00Z".into(),
-        completed_at: Some("2026-01-01T01:00:00Z".into()),
+        started_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        completed_at: Some("2026-01-01T01:00:00Z".parse().unwrap()),
         status: RunStatus::Completed,
         node_count: 1,
         event_count: events,
@@ -117,7 +117,7 @@ fn blobs_bundle(out: &Path, count: u64, min: u64, max: u64) {
     let mut rng = Rng(1);
     let dag = dag(&mut rng);
     let node = dag.nodes[0].id;
-    let mut b = BundleBuilder::create(out, BuildOptions { compression_level: None, overwrite: true, ..BuildOptions::default() }).unwrap();
+    let mut b = BundleBuilder::create(out, BuildOptions::default().compression_level(None).overwrite(true)).unwrap();
     for i in 0..4 {
         b.add_event(&event(&mut rng, node, i)).unwrap();
     }
@@ -136,8 +136,7 @@ fn events_bundle(out: &Path, events: u64) {
     let dag = dag(&mut rng);
     let node = dag.nodes[0].id;
     let limits = Limits::default();
-    let mut b =
-        BundleBuilder::create(out, BuildOptions { compression_level: None, overwrite: true, limits, ..BuildOptions::default() }).unwrap();
+    let mut b = BundleBuilder::create(out, BuildOptions::default().compression_level(None).overwrite(true).limits(limits)).unwrap();
     let mut probes = Vec::new();
     let stride = (events / 16).max(1);
     for i in 0..events {
@@ -159,14 +158,7 @@ fn store(dir: &Path, events: u64, blobs: u64, min: u64, max: u64, mix: bool) {
     let dag = dag(&mut rng);
     let node = dag.nodes[0].id;
     let m = metadata(0);
-    let start = RunStart {
-        run_id: m.run_id,
-        workflow_name: m.workflow_name,
-        workflow_version: m.workflow_version,
-        started_at: m.started_at,
-        cathedral_version: m.cathedral_version,
-        platform: m.platform,
-    };
+    let start = RunStart::new(m.run_id, m.workflow_name, m.workflow_version, m.cathedral_version).started_at(m.started_at);
     let mut rec = RunStore::new(dir).record(start, "workflow bench {}\n", &dag).unwrap();
     for i in 0..events {
         rec.append_event(&event(&mut rng, node, i)).unwrap();
@@ -176,7 +168,7 @@ fn store(dir: &Path, events: u64, blobs: u64, min: u64, max: u64, mix: bool) {
         let content = if mix { mixed_blob(&mut rng, i, len) } else { rng.bytes(len) };
         rec.put_blob(&content).unwrap();
     }
-    rec.finish(RunStatus::Completed, Some("2026-01-01T01:00:00Z".into())).unwrap();
+    rec.finish(RunStatus::Completed, Some("2026-01-01T01:00:00Z".parse().unwrap())).unwrap();
     println!("{}", run_id());
 }
 
@@ -196,7 +188,8 @@ fn floor(dir: &Path, count: u64, min: u64, max: u64) {
 
 fn codec(events: u64, dir: &Path) {
     let mut rng = Rng(5);
-    let node = rng.uuid();
+    let dag = dag(&mut rng);
+    let node = dag.nodes[0].id;
     let all: Vec<Event> = (0..events).map(|i| event(&mut rng, node, i)).collect();
     let mut report = serde_json::Map::new();
     for encoding in [Encoding::Postcard, Encoding::Cbor] {
@@ -223,26 +216,31 @@ fn codec(events: u64, dir: &Path) {
         let decode = events as f64 / t.elapsed().as_secs_f64();
         drop(packed);
 
-        // Through the library's log writer and reader, on disk.
-        let path = dir.join(format!("codec-{encoding}.cath-log"));
-        let _ = std::fs::remove_file(&path);
+        // Through the bundle builder (log, index sections, event rules) and
+        // the log reader, on disk.
+        let path = dir.join(format!("codec-{encoding}.cath-bundle"));
+        let _ = std::fs::remove_dir_all(&path);
         let t = Instant::now();
-        let mut w = LogWriter::create(&path, encoding, &Limits::default()).unwrap();
+        let options = BuildOptions::default().encoding(encoding).compression_level(None).overwrite(true);
+        let mut b = BundleBuilder::create(&path, options).unwrap();
         for e in &all {
-            w.append(e).unwrap();
+            b.add_event(e).unwrap();
         }
         let appended = t.elapsed().as_secs_f64();
-        w.finish().unwrap();
+        b.set_metadata(metadata(events)).unwrap();
+        b.set_workflow("workflow bench {}\n");
+        b.set_dag(dag.clone()).unwrap();
+        b.build().unwrap();
         let synced = t.elapsed().as_secs_f64();
-        let bytes = std::fs::read(&path).unwrap();
+        let bytes = std::fs::read(path.join("events.cath-log")).unwrap();
         let t = Instant::now();
-        let view = LogView::new(&bytes, "bench", &Limits::default()).unwrap();
-        for r in view.records() {
-            let (offset, rec) = r.unwrap();
+        let view = LogReader::new(&bytes, "bench", &Limits::default()).unwrap();
+        let mut walk = view.walk(false);
+        while let Some((offset, rec)) = walk.next_record().unwrap() {
             std::hint::black_box(Event::decode(rec, encoding, "bench", offset).unwrap());
         }
         let read = events as f64 / t.elapsed().as_secs_f64();
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&path);
         report.insert(
             encoding.name().into(),
             serde_json::json!({

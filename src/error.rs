@@ -1,35 +1,100 @@
-//! The library's error type and the verification findings it maps onto.
+//! The library's error type. Ground floor: it depends only on [`Digest`].
+//!
+//! One convention for locations: `file` names the file (bundle-relative
+//! inside a bundle, a display path elsewhere, with `:LINE` for a line of a
+//! text file); `offset` is a byte offset inside it where the format is binary.
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::Path;
 
-use serde::Serialize;
-
-use crate::verify::VerifyReport;
+use crate::digest::Digest;
 
 /// Result alias for the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Every error the library returns. Variants carry the file (bundle-relative
-/// where it is inside a bundle), the offset, and the expected and found values.
+/// A boxed underlying error, kept as the `source` of a variant.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a path turned out to be, where a regular file was required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A directory.
+    Directory,
+    /// A FIFO (never opened for reading: it could block).
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A block device.
+    BlockDevice,
+    /// A character device.
+    CharDevice,
+    /// Anything else.
+    Other,
+}
+
+impl FileKind {
+    /// "symbolic link", "FIFO", ...
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Symlink => "symbolic link",
+            FileKind::Directory => "directory",
+            FileKind::Fifo => "FIFO",
+            FileKind::Socket => "socket",
+            FileKind::BlockDevice => "block device",
+            FileKind::CharDevice => "character device",
+            FileKind::Other => "special file",
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every error the library returns. Variants say what was compared and carry
+/// typed expected and found values; callers match on variants, never on text.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O operation failed.
-    #[error("{path}: {source}", path = path.display())]
+    /// Reading an input failed.
+    #[error("{file}: {source}")]
     Io {
         /// The file or directory.
-        path: PathBuf,
+        file: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing an output failed (full disk, closed pipe, ...).
+    #[error("{file}: cannot write: {source}")]
+    Output {
+        /// The output.
+        file: String,
         /// The underlying error.
         #[source]
         source: io::Error,
     },
     /// A file or directory that must exist does not.
-    #[error("{path}: not found", path = path.display())]
+    #[error("{file}: not found")]
     NotFound {
         /// What was looked for.
-        path: PathBuf,
+        file: String,
+    },
+    /// A file changed while it was being read: it ended before the size it
+    /// had when opened (truncated by someone else).
+    #[error("{file}: changed while being read: ended at offset {offset}, expected {expected} bytes")]
+    Changed {
+        /// The file.
+        file: String,
+        /// Where reading stopped.
+        offset: u64,
+        /// The size it had when opened.
+        expected: u64,
     },
     /// A file does not start with the magic of its kind.
     #[error("{file}: bad magic: expected {expected:?}, found {found:?}")]
@@ -77,7 +142,7 @@ pub enum Error {
         /// How many.
         count: u64,
     },
-    /// A count or length read from a file, or a size, is over a configured limit.
+    /// A count, length or size is over a configured limit.
     #[error("{file}: {what} is {found}, over the limit of {limit}")]
     LimitExceeded {
         /// The file.
@@ -100,60 +165,90 @@ pub enum Error {
         offset: u64,
         /// Why.
         detail: String,
+        /// The decoder's error, where there is one.
+        #[source]
+        source: Option<Source>,
     },
-    /// Two values that must agree do not.
+    /// A BLAKE3 hash differs from the committed one.
     #[error("{file}: {what} mismatch: expected {expected}, found {found}")]
-    Mismatch {
+    HashMismatch {
         /// The file.
+        file: String,
+        /// Which hash ("hash", "stored hash", "content hash", "payload hash").
+        what: &'static str,
+        /// The committed hash.
+        expected: Digest,
+        /// The hash of what is there.
+        found: Digest,
+    },
+    /// A size differs from the committed one.
+    #[error("{file}: {what} mismatch: expected {expected}, found {found}")]
+    SizeMismatch {
+        /// The file.
+        file: String,
+        /// Which size ("size", "content size").
+        what: &'static str,
+        /// The committed size.
+        expected: u64,
+        /// The size found.
+        found: u64,
+    },
+    /// Two values that must agree do not (across files, or across fields).
+    #[error("{file}: {what} mismatch: expected {expected}, found {found}")]
+    Inconsistent {
+        /// The file holding the value found.
         file: String,
         /// Which value.
         what: &'static str,
-        /// The committed or required value.
+        /// The required value.
         expected: String,
         /// The value found.
         found: String,
     },
+    /// A value breaks a rule of the format or of the run store (event rules,
+    /// references between files).
+    #[error("{file}: {rule}: {detail}")]
+    Rule {
+        /// The file, with `:LINE` for a line of a text file.
+        file: String,
+        /// Which rule ("logical time", "event id", "blob reference", ...).
+        rule: &'static str,
+        /// What breaks it.
+        detail: String,
+    },
     /// A JSON document that does not parse or does not match its schema.
     #[error("{file}: invalid JSON: {detail}")]
     Json {
-        /// The file.
+        /// The file, with `:LINE` for a line of a JSON-lines file.
         file: String,
         /// The parser's message, with line and column.
         detail: String,
     },
-    /// A path that is not a safe bundle-relative path.
-    #[error("invalid path {path:?}: {reason}")]
+    /// A name that is not a safe bundle-relative path.
+    #[error("invalid path {name:?}: {reason}")]
     InvalidPath {
-        /// The path as given.
-        path: String,
+        /// The name as given.
+        name: String,
         /// Why it is refused.
         reason: &'static str,
     },
-    /// A path that is not a regular file where one is required.
-    #[error("{path}: expected a regular file, found a {found}")]
+    /// Something that is not a regular file where one is required.
+    #[error("{file}: expected a regular file, found a {found}")]
     FileType {
         /// The path.
-        path: String,
-        /// What it is: "symbolic link", "FIFO", "directory", ...
-        found: &'static str,
+        file: String,
+        /// What it is.
+        found: FileKind,
     },
     /// A key or signature file that cannot be used.
-    #[error("invalid key file {path}: {detail}")]
+    #[error("{file}: invalid key file: {detail}")]
     InvalidKey {
         /// The file.
-        path: String,
+        file: String,
         /// Why.
         detail: String,
     },
-    /// The bundle is intact but its signature is not acceptable.
-    #[error("{path}: signature: {status}", path = path.display())]
-    Signature {
-        /// The bundle.
-        path: PathBuf,
-        /// What was found.
-        status: crate::signing::SignatureStatus,
-    },
-    /// Invalid input handed to the library (builder arguments, lookups).
+    /// Invalid arguments handed to the library (builder input, lookups).
     #[error("invalid {what}: {detail}")]
     InvalidInput {
         /// What was invalid.
@@ -161,194 +256,111 @@ pub enum Error {
         /// Why.
         detail: String,
     },
-    /// The output path exists and overwriting was not asked for.
-    #[error("{path}: already exists (overwrite with force)", path = path.display())]
-    OutputExists {
+    /// The output path exists and replacing it was not asked for.
+    #[error("{file}: already exists")]
+    Exists {
         /// The output path.
-        path: PathBuf,
+        file: String,
     },
-    /// The bundle failed verification; the report lists every finding.
-    #[error("{path}: bundle is invalid ({} finding(s)); first: {}", report.findings.len(),
-        report.findings.first().map(|f| f.to_string()).unwrap_or_default(), path = path.display())]
-    Invalid {
-        /// The bundle.
-        path: PathBuf,
-        /// All findings.
-        report: Box<VerifyReport>,
+    /// Replacing was asked for, but what is there is not provably ours to replace.
+    #[error("{file}: refusing to replace: {reason}")]
+    NotReplaceable {
+        /// The output path.
+        file: String,
+        /// Why it is not provably a bundle (or a file this tool wrote).
+        reason: String,
+    },
+    /// zstd failed while compressing.
+    #[error("{file}: zstd: {source}")]
+    Compression {
+        /// What was being compressed.
+        file: String,
+        /// zstd's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The operating system's random source failed.
+    #[error("random source: {detail}")]
+    Random {
+        /// Why.
+        detail: String,
     },
 }
 
+impl From<crate::text::InvalidText> for Error {
+    fn from(e: crate::text::InvalidText) -> Self {
+        Error::InvalidInput { what: e.what, detail: e.detail }
+    }
+}
+
 impl Error {
-    /// An I/O error on `path`; "not found" becomes [`Error::NotFound`].
-    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An error reading `path`; "not found" becomes [`Error::NotFound`].
+    pub fn io(path: impl AsRef<Path>, source: io::Error) -> Self {
+        let file = path.as_ref().display().to_string();
         if source.kind() == io::ErrorKind::NotFound {
-            Error::NotFound { path: path.into() }
+            Error::NotFound { file }
         } else {
-            Error::Io { path: path.into(), source }
+            Error::Io { file, source }
         }
     }
 
+    /// An error writing the output `path`.
+    pub fn output(path: impl AsRef<Path>, source: io::Error) -> Self {
+        Error::Output { file: path.as_ref().display().to_string(), source }
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// True when a write to a closed pipe caused this error, anywhere in its
+    /// source chain (`| head` is not a failure).
+    pub fn is_broken_pipe(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = next {
+            if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+
     pub(crate) fn malformed(file: &str, what: &'static str, offset: u64, detail: impl fmt::Display) -> Self {
-        Error::Malformed { file: file.to_string(), what, offset, detail: detail.to_string() }
+        Error::Malformed { file: file.to_string(), what, offset, detail: detail.to_string(), source: None }
     }
 
-    pub(crate) fn mismatch(file: &str, what: &'static str, expected: impl fmt::Display, found: impl fmt::Display) -> Self {
-        Error::Mismatch { file: file.to_string(), what, expected: expected.to_string(), found: found.to_string() }
+    pub(crate) fn inconsistent(file: &str, what: &'static str, expected: impl fmt::Display, found: impl fmt::Display) -> Self {
+        Error::Inconsistent { file: file.to_string(), what, expected: expected.to_string(), found: found.to_string() }
     }
 
-    pub(crate) fn truncated(file: &str, what: &'static str, offset: usize, needed: usize, available: usize) -> Self {
-        Error::Truncated { file: file.to_string(), what, offset: offset as u64, needed: needed as u64, available: available as u64 }
+    pub(crate) fn truncated(file: &str, what: &'static str, offset: u64, needed: u64, available: u64) -> Self {
+        Error::Truncated { file: file.to_string(), what, offset, needed, available }
     }
 
     pub(crate) fn limit(file: &str, what: &'static str, limit: u64, found: u64) -> Self {
         Error::LimitExceeded { file: file.to_string(), what, limit, found }
     }
 
-    /// The classification of this error as a verification finding.
-    pub fn code(&self) -> FindingCode {
+    pub(crate) fn rule(file: &str, rule: &'static str, detail: impl fmt::Display) -> Self {
+        Error::Rule { file: file.to_string(), rule, detail: detail.to_string() }
+    }
+
+    pub(crate) fn input(what: &'static str, detail: impl fmt::Display) -> Self {
+        Error::InvalidInput { what, detail: detail.to_string() }
+    }
+
+    /// The same error about another file: used where a checker that names a
+    /// generic source ("event") reports into a real file or line.
+    pub(crate) fn located(self, at: &str) -> Self {
         match self {
-            Error::Io { .. } => FindingCode::Io,
-            Error::NotFound { .. } => FindingCode::Missing,
-            Error::BadMagic { .. } => FindingCode::BadMagic,
-            Error::Unsupported { .. } => FindingCode::Unsupported,
-            Error::Truncated { .. } => FindingCode::Truncated,
-            Error::TrailingData { .. } => FindingCode::TrailingData,
-            Error::LimitExceeded { .. } => FindingCode::LimitExceeded,
-            Error::Malformed { .. } => FindingCode::Malformed,
-            Error::Mismatch { what: "hash" | "stored hash" | "blob content hash", .. } => FindingCode::HashMismatch,
-            Error::Mismatch { what: "size" | "blob content size", .. } => FindingCode::SizeMismatch,
-            Error::Mismatch { .. } => FindingCode::Inconsistent,
-            Error::Json { .. } => FindingCode::InvalidJson,
-            Error::InvalidPath { .. } => FindingCode::InvalidPath,
-            Error::FileType { found: "symbolic link", .. } => FindingCode::Symlink,
-            Error::FileType { .. } => FindingCode::NotRegularFile,
-            Error::InvalidInput { .. }
-            | Error::OutputExists { .. }
-            | Error::Invalid { .. }
-            | Error::InvalidKey { .. }
-            | Error::Signature { .. } => FindingCode::Malformed,
+            Error::Rule { rule, detail, .. } => Error::Rule { file: at.to_string(), rule, detail },
+            Error::Json { detail, .. } => Error::Json { file: at.to_string(), detail },
+            Error::HashMismatch { what, expected, found, .. } => Error::HashMismatch { file: at.to_string(), what, expected, found },
+            Error::LimitExceeded { what, limit, found, .. } => Error::LimitExceeded { file: at.to_string(), what, limit, found },
+            Error::Inconsistent { what, expected, found, .. } => Error::Inconsistent { file: at.to_string(), what, expected, found },
+            other => other,
         }
-    }
-
-    /// Turns this error into a finding about `path`.
-    pub fn into_finding(self, path: &str) -> Finding {
-        let code = self.code();
-        let (expected, found) = match &self {
-            Error::BadMagic { expected, found, .. }
-            | Error::Unsupported { expected, found, .. }
-            | Error::Mismatch { expected, found, .. } => (Some(expected.clone()), Some(found.clone())),
-            Error::LimitExceeded { limit, found, .. } => (Some(format!("at most {limit}")), Some(found.to_string())),
-            Error::Truncated { needed, available, .. } => (Some(format!("{needed} bytes")), Some(format!("{available} bytes"))),
-            Error::FileType { found, .. } => (Some("regular file".to_string()), Some(found.to_string())),
-            _ => (None, None),
-        };
-        Finding { path: path.to_string(), code, message: self.to_string(), expected, found }
-    }
-}
-
-/// The class of a verification finding. Stable names, used in `--json` reports.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingCode {
-    /// A listed file or blob is absent.
-    Missing,
-    /// A file or directory no manifest or blob list names.
-    Unlisted,
-    /// A symbolic link inside the bundle.
-    Symlink,
-    /// A FIFO, socket, device or other non-regular file.
-    NotRegularFile,
-    /// A name that is not a safe bundle path, or not the right name for its content.
-    InvalidPath,
-    /// A file whose size differs from the committed size.
-    SizeMismatch,
-    /// A file whose BLAKE3 hash differs from the committed hash.
-    HashMismatch,
-    /// A binary file with the wrong magic.
-    BadMagic,
-    /// An unknown version or encoding.
-    Unsupported,
-    /// A structure that runs past the end of its file.
-    Truncated,
-    /// Bytes after the last declared structure.
-    TrailingData,
-    /// A count, length or size over a configured limit.
-    LimitExceeded,
-    /// Bytes that do not decode as the format requires.
-    Malformed,
-    /// A JSON file that does not parse or breaks its schema.
-    InvalidJson,
-    /// Two files, or two fields, that must agree and do not.
-    Inconsistent,
-    /// An I/O error while reading.
-    Io,
-    /// More findings than the configured limit; the rest are counted, not listed.
-    TooManyFindings,
-}
-
-impl FindingCode {
-    /// The stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FindingCode::Missing => "missing",
-            FindingCode::Unlisted => "unlisted",
-            FindingCode::Symlink => "symlink",
-            FindingCode::NotRegularFile => "not_regular_file",
-            FindingCode::InvalidPath => "invalid_path",
-            FindingCode::SizeMismatch => "size_mismatch",
-            FindingCode::HashMismatch => "hash_mismatch",
-            FindingCode::BadMagic => "bad_magic",
-            FindingCode::Unsupported => "unsupported",
-            FindingCode::Truncated => "truncated",
-            FindingCode::TrailingData => "trailing_data",
-            FindingCode::LimitExceeded => "limit_exceeded",
-            FindingCode::Malformed => "malformed",
-            FindingCode::InvalidJson => "invalid_json",
-            FindingCode::Inconsistent => "inconsistent",
-            FindingCode::Io => "io",
-            FindingCode::TooManyFindings => "too_many_findings",
-        }
-    }
-}
-
-impl fmt::Display for FindingCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One problem found in a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Finding {
-    /// Bundle-relative path of the file or blob concerned.
-    pub path: String,
-    /// Classification.
-    pub code: FindingCode,
-    /// Human-readable description.
-    pub message: String,
-    /// The committed or required value, where there is one.
-    pub expected: Option<String>,
-    /// The value found, where there is one.
-    pub found: Option<String>,
-}
-
-impl Finding {
-    /// A finding about `path`; the message is prefixed with the path.
-    pub fn new(path: &str, code: FindingCode, message: impl fmt::Display) -> Self {
-        Finding { path: path.to_string(), code, message: format!("{path}: {message}"), expected: None, found: None }
-    }
-
-    /// Sets the expected and found values.
-    pub fn with_values(mut self, expected: impl fmt::Display, found: impl fmt::Display) -> Self {
-        self.expected = Some(expected.to_string());
-        self.found = Some(found.to_string());
-        self
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}] {}", self.code, self.message)
     }
 }

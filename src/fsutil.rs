@@ -1,273 +1,447 @@
-//! File-system helpers: opening bundle files without following links or
-//! blocking on FIFOs, hashing with bounded memory, durable writes.
+//! File-system helpers: opening files without following links or blocking,
+//! positioned reads that turn a file changing underneath into an error,
+//! bounded hashing, and the one atomic-write primitive.
+//!
+//! Nothing here maps files: a mapping of a file someone else can truncate
+//! turns their truncation into SIGBUS in this process. Every read is a
+//! `pread` into a bounded buffer instead, and a short read is
+//! [`Error::Changed`].
 
 use std::fs::{File, Metadata};
-use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapOptions};
+use rustix::fs::{Mode, OFlags};
 
 use crate::digest::Digest;
-use crate::error::Error;
+use crate::error::{Error, FileKind};
 
-/// Files up to this size are read into memory; larger ones are mapped.
-pub const READ_THRESHOLD: u64 = 1 << 20;
-/// Larger files are hashed through mappings of at most this many bytes at a time.
-pub const HASH_WINDOW: u64 = 16 << 20;
+/// Largest read buffer of a sequential reader, and the hashing window.
+pub const WINDOW: usize = 8 << 20;
 
-/// Describes a file type for messages.
-pub fn describe_type(meta: &Metadata) -> &'static str {
+/// What a file is, from its metadata.
+pub fn kind_of(meta: &Metadata) -> Option<FileKind> {
     let t = meta.file_type();
-    if t.is_symlink() {
-        "symbolic link"
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_symlink() {
+        FileKind::Symlink
     } else if t.is_dir() {
-        "directory"
+        FileKind::Directory
     } else if t.is_fifo() {
-        "FIFO"
+        FileKind::Fifo
     } else if t.is_socket() {
-        "socket"
+        FileKind::Socket
     } else if t.is_block_device() {
-        "block device"
+        FileKind::BlockDevice
     } else if t.is_char_device() {
-        "character device"
-    } else if t.is_file() {
-        "regular file"
+        FileKind::CharDevice
     } else {
-        "unknown file type"
-    }
-}
-
-/// Opens a file for reading without following a final symbolic link and
-/// without blocking if it is a FIFO. The caller bounds what it reads.
-pub fn open_no_follow(path: &Path) -> Result<File, Error> {
-    File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            Error::FileType { path: path.display().to_string(), found: "symbolic link" }
-        } else {
-            Error::io(path, e)
-        }
+        FileKind::Other
     })
 }
 
-/// Opens a directory without following a symbolic link.
-pub fn open_dir_no_follow(path: &Path) -> Result<std::os::fd::OwnedFd, Error> {
-    let dir = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(dir.into())
+const READ_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
+
+fn open_error(name: &str, e: rustix::io::Errno) -> Error {
+    if e == rustix::io::Errno::LOOP {
+        Error::FileType { file: name.to_string(), found: FileKind::Symlink }
+    } else {
+        Error::io(name, e.into())
+    }
 }
 
-/// Opens `name` inside the directory `dir`: a one-component lookup that never
-/// follows a final symbolic link and never blocks on a FIFO. `path` names
-/// the file in errors.
-pub fn open_at_no_follow(dir: &std::os::fd::OwnedFd, name: &str, path: &Path) -> Result<File, Error> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let name = std::ffi::CString::new(name).map_err(|_| Error::InvalidPath { path: path.display().to_string(), reason: "NUL byte" })?;
-    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string for the duration of the call.
-    let fd =
-        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::ELOOP) {
-            Error::FileType { path: path.display().to_string(), found: "symbolic link" }
-        } else {
-            Error::io(path, e)
-        });
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+/// A regular file opened for reading, and the size it had when opened.
+#[derive(Debug)]
+pub struct ReadFile {
+    file: File,
+    size: u64,
+    name: String,
 }
 
-/// Opens a regular file for reading: never follows a final symbolic link,
-/// never blocks on a FIFO, and refuses anything that is not a regular file.
-pub fn open_regular(path: &Path) -> Result<(File, Metadata), Error> {
-    let file = open_no_follow(path)?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::FileType { path: path.display().to_string(), found: describe_type(&meta) });
+impl ReadFile {
+    /// Opens `path` without following a final link and without blocking,
+    /// then checks on that descriptor, before any read, that it is a regular
+    /// file. `name` names it in errors.
+    pub fn open(path: &Path, name: &str) -> Result<Self, Error> {
+        let fd = rustix::fs::open(path, READ_FLAGS, Mode::empty()).map_err(|e| open_error(name, e))?;
+        Self::from_fd(fd, name)
     }
-    Ok((file, meta))
-}
 
-/// Maps a whole file read-only, or returns an empty map for an empty file.
-pub fn map(file: &File, path: &Path) -> Result<Option<Mmap>, Error> {
-    if file.metadata().map_err(|e| Error::io(path, e))?.len() == 0 {
-        return Ok(None);
+    /// [`ReadFile::open`] for the one-component `leaf` inside the directory `dir`.
+    pub fn open_at(dir: &OwnedFd, leaf: &str, name: &str) -> Result<Self, Error> {
+        let fd = rustix::fs::openat(dir, leaf, READ_FLAGS, Mode::empty()).map_err(|e| open_error(name, e))?;
+        Self::from_fd(fd, name)
     }
-    // SAFETY: the map is read-only and private. A bundle must not be modified
-    // while it is open; if it is, reads may observe the new bytes (or fault on
-    // truncation), which is the documented contract of every mmap-based reader.
-    let map = unsafe { MmapOptions::new().map(file) }.map_err(|e| Error::io(path, e))?;
-    Ok(Some(map))
-}
 
-/// Reads a small file whole, refusing one over `limit` before reading it.
-/// `name` and `what` name the file and the limit in errors.
-pub fn read_bounded(path: &Path, name: &str, what: &'static str, limit: u64) -> Result<Vec<u8>, Error> {
-    let (file, meta) = open_regular(path)?;
-    if meta.len() > limit {
-        return Err(Error::limit(name, what, limit, meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::limit(name, what, limit, bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-/// Reads a file expected to hold `size` bytes, asking for one byte more.
-/// A regular file returns fewer bytes than asked only at its end, so one
-/// `read` usually settles it; a short read below `size` reads on. Returns
-/// what was read: more than `size` bytes means the file is larger.
-pub fn read_exactly(mut file: File, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size + 1];
-    let mut filled = 0;
-    loop {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                if filled >= size {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    fn from_fd(fd: OwnedFd, name: &str) -> Result<Self, Error> {
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| Error::io(name, e))?;
+        if let Some(found) = kind_of(&meta) {
+            return Err(Error::FileType { file: name.to_string(), found });
         }
+        Ok(ReadFile { file, size: meta.len(), name: name.to_string() })
     }
-    buf.truncate(filled);
-    Ok(buf)
+
+    /// The size when opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads the whole file, refusing one over `limit` bytes before reading.
+    pub fn read_all(&self, what: &'static str, limit: u64) -> Result<Vec<u8>, Error> {
+        if self.size > limit {
+            return Err(Error::limit(&self.name, what, limit, self.size));
+        }
+        let mut bytes = vec![0u8; self.size as usize];
+        self.read_at(0, &mut bytes)?;
+        Ok(bytes)
+    }
 }
 
-/// Bytes of a file, read into memory or mapped.
-pub(crate) enum FileBytes {
-    Owned(Vec<u8>),
-    Mapped(Mmap),
+/// Bytes that can be read at any offset: a file, or bytes in memory.
+pub trait ReadAt: Sync {
+    /// Total length.
+    fn len(&self) -> u64;
+    /// True when empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fills `buf` from `offset`. Reading past [`ReadAt::len`] is
+    /// [`Error::Changed`] for a file (it shrank) and a bug otherwise.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error>;
 }
 
-impl FileBytes {
-    /// Reads a file whose size was checked to be `size`: small files into
-    /// memory, larger ones mapped. `name` names the file in errors.
-    pub(crate) fn load(file: File, size: u64, path: &Path, name: &str) -> Result<Self, Error> {
-        if size > READ_THRESHOLD {
-            return Ok(FileBytes::Mapped(map(&file, path)?.expect("non-empty")));
-        }
-        let bytes = read_exactly(file, size as usize).map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 != size {
-            let found = if bytes.len() as u64 > size { "more".to_string() } else { bytes.len().to_string() };
-            return Err(Error::mismatch(name, "size", size, found));
-        }
-        Ok(FileBytes::Owned(bytes))
+impl ReadAt for ReadFile {
+    fn len(&self) -> u64 {
+        self.size
     }
 
-    /// Hashes the bytes from `start` on, in windows, with rayon for large
-    /// ones, releasing each window of a mapping once hashed so that memory
-    /// stays bounded whatever the file size. `tick` receives each amount hashed.
-    pub(crate) fn hash(&self, start: usize, tick: &(dyn Fn(u64) + Sync)) -> Digest {
-        let mut hasher = blake3::Hasher::new();
-        let window = HASH_WINDOW as usize;
-        for (i, chunk) in self[start..].chunks(window).enumerate() {
-            if chunk.len() >= 1 << 17 {
-                hasher.update_rayon(chunk);
-            } else {
-                hasher.update(chunk);
-            }
-            self.release(start + i * window, chunk.len());
-            tick(chunk.len() as u64);
-        }
-        hasher.finalize().into()
-    }
-
-    /// Drops this process's resident pages of a mapping, so that walking a
-    /// large file keeps memory bounded; pages are re-read from the page cache
-    /// if touched again. No-op for bytes held in memory.
-    pub(crate) fn release(&self, offset: usize, len: usize) {
-        if let FileBytes::Mapped(map) = self {
-            let len = len.min(map.len().saturating_sub(offset));
-            if len > 0 {
-                // SAFETY: the mapping is read-only and file-backed; DONTNEED only
-                // drops resident pages, and later reads fault them back in from the
-                // file with the same contents.
-                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => return Err(Error::Changed { file: self.name.clone(), offset: offset + done as u64, expected: self.size }),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.name, e)),
             }
         }
-    }
-
-    /// Releases every resident page of a mapping.
-    pub(crate) fn release_all(&self) {
-        self.release(0, self.len());
+        Ok(())
     }
 }
 
-impl std::ops::Deref for FileBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl ReadAt for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let start = usize::try_from(offset).ok().filter(|s| s.checked_add(buf.len()).is_some_and(|e| e <= <[u8]>::len(self)));
+        let start = start.ok_or(Error::Changed { file: "<memory>".into(), offset, expected: ReadAt::len(self) })?;
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
+/// A file's contents: small files are read into memory, larger ones are
+/// read from their descriptor as needed.
+#[derive(Debug)]
+pub enum Contents {
+    /// Held in memory.
+    Memory(Vec<u8>),
+    /// Read with `pread` when needed.
+    File(ReadFile),
+}
+
+impl Contents {
+    /// Files up to this size are read into memory.
+    pub const MEMORY_LIMIT: u64 = 16 << 20;
+
+    /// Reads `file` into memory if it is small; keeps the descriptor otherwise.
+    pub fn load(file: ReadFile) -> Result<Self, Error> {
+        if file.size() <= Self::MEMORY_LIMIT {
+            return Ok(Contents::Memory(file.read_all("file size", Self::MEMORY_LIMIT)?));
+        }
+        Ok(Contents::File(file))
+    }
+}
+
+impl ReadAt for Contents {
+    fn len(&self) -> u64 {
         match self {
-            FileBytes::Owned(v) => v,
-            FileBytes::Mapped(m) => m,
+            Contents::Memory(v) => ReadAt::len(v),
+            Contents::File(f) => f.len(),
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Contents::Memory(v) => v.read_at(offset, buf),
+            Contents::File(f) => f.read_at(offset, buf),
         }
     }
 }
 
-/// Writes `bytes` to a new file at `path` and syncs it.
+/// A sequential reader over [`ReadAt`] bytes with a bounded buffer, that
+/// can hash every byte it reads exactly once, in order: the bytes checked
+/// are the bytes hashed.
+pub struct SeqReader<'a> {
+    src: &'a dyn ReadAt,
+    name: &'a str,
+    /// File offset of `buf[0]`.
+    base: u64,
+    buf: Vec<u8>,
+    /// Consumed bytes at the front of `buf`.
+    start: usize,
+    hasher: Option<blake3::Hasher>,
+    window: usize,
+}
+
+impl<'a> SeqReader<'a> {
+    /// Reads `src` (named `name` in errors) from `offset` on; hashes what it
+    /// reads when `hash` is set (then `offset` must be 0 for the hash to be
+    /// the file's).
+    pub fn new(src: &'a dyn ReadAt, name: &'a str, offset: u64, hash: bool) -> Self {
+        SeqReader { src, name, base: offset, buf: Vec::new(), start: 0, hasher: hash.then(blake3::Hasher::new), window: WINDOW }
+    }
+
+    /// A reader with a smaller buffer, for sections read side by side.
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = window.max(64);
+        self
+    }
+
+    /// Offset of the next unconsumed byte.
+    pub fn position(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
+    /// Bytes left in the source.
+    pub fn remaining(&self) -> u64 {
+        self.src.len().saturating_sub(self.position())
+    }
+
+    /// The next `n` bytes, consumed. The caller has checked that they exist
+    /// (`n <= remaining()`), and bounds `n` (it is buffered whole).
+    pub fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+        if self.buf.len() - self.start < n {
+            self.refill(n)?;
+        }
+        let at = self.start;
+        self.start += n;
+        Ok(&self.buf[at..at + n])
+    }
+
+    /// The `n` bytes consumed last (by the latest [`SeqReader::take`] of at least `n`).
+    pub fn last(&self, n: usize) -> &[u8] {
+        &self.buf[self.start - n..self.start]
+    }
+
+    /// Reads and hashes (when hashing) everything left, discarding it.
+    pub fn skip_to_end(&mut self) -> Result<(), Error> {
+        while self.remaining() > 0 {
+            let n = self.remaining().min(self.window as u64) as usize;
+            self.take(n)?;
+        }
+        Ok(())
+    }
+
+    /// The hash of every byte read; call after [`SeqReader::skip_to_end`].
+    pub fn finish(self) -> Option<Digest> {
+        self.hasher.map(|h| h.finalize().into())
+    }
+
+    fn refill(&mut self, need: usize) -> Result<(), Error> {
+        // Keep the unconsumed tail, then read at least `need` bytes' worth.
+        self.buf.drain(..self.start);
+        self.base += self.start as u64;
+        self.start = 0;
+        let have = self.buf.len();
+        let file_left = self.src.len().saturating_sub(self.base + have as u64);
+        // have < need here, so this is positive.
+        let want = (need.max(self.window) - have) as u64;
+        let read = want.min(file_left) as usize;
+        if have + read < need {
+            return Err(Error::Changed { file: self.name.to_string(), offset: self.base + (have + read) as u64, expected: self.src.len() });
+        }
+        self.buf.resize(have + read, 0);
+        self.src.read_at(self.base + have as u64, &mut self.buf[have..])?;
+        if let Some(h) = &mut self.hasher {
+            let fresh = &self.buf[have..];
+            if fresh.len() >= 1 << 17 {
+                h.update_rayon(fresh);
+            } else {
+                h.update(fresh);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// BLAKE3 of `src` from `start` to its end, read in bounded windows.
+/// `tick` receives each amount hashed.
+pub fn hash(src: &dyn ReadAt, start: u64, tick: &(dyn Fn(u64) + Sync)) -> Result<Digest, Error> {
+    let mut hasher = blake3::Hasher::new();
+    let len = src.len();
+    let mut buf = vec![0u8; len.saturating_sub(start).min(WINDOW as u64) as usize];
+    let mut at = start;
+    while at < len {
+        let n = (len - at).min(WINDOW as u64) as usize;
+        src.read_at(at, &mut buf[..n])?;
+        if n >= 1 << 17 {
+            hasher.update_rayon(&buf[..n]);
+        } else {
+            hasher.update(&buf[..n]);
+        }
+        at += n as u64;
+        tick(n as u64);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Reads a small file whole: regular files only, refused over `limit` before reading.
+pub fn read_bounded(path: &Path, name: &str, what: &'static str, limit: u64) -> Result<Vec<u8>, Error> {
+    ReadFile::open(path, name)?.read_all(what, limit)
+}
+
+/// Opens a directory without following a symbolic link.
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::open(path, flags, Mode::empty()).map_err(|e| open_error(&path.display().to_string(), e))
+}
+
+/// The directory holding `path` ("." for a bare name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// How [`write_atomic`] treats an existing file at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Fail with [`Error::Exists`]: checked by the rename itself, so two
+    /// writers racing for one path cannot both succeed.
+    Keep,
+    /// Replace it atomically.
+    Replace,
+}
+
+/// The one atomic write: `bytes` go to a temporary file beside `path`
+/// (created with `mode`), are synced, and the file is renamed into place;
+/// a failure leaves nothing behind.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, existing: Existing) -> Result<(), Error> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cathedral-tmp-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(&dir)
+        .map_err(|e| Error::output(&dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::output(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::output(path, e))?;
+    persist(tmp, path, existing)?;
+    Ok(())
+}
+
+/// Renames a finished temporary file into place, without clobbering unless asked.
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path, existing: Existing) -> Result<File, Error> {
+    let result = match existing {
+        Existing::Replace => tmp.persist(path),
+        Existing::Keep => tmp.persist_noclobber(path),
+    };
+    result.map_err(|e| match e.error.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Exists { file: path.display().to_string() },
+        _ => Error::output(path, e.error),
+    })
+}
+
+/// Creates `path` (which must not exist), writes `bytes` and syncs it.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut file = File::options().write(true).create_new(true).open(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    file.sync_all().map_err(|e| Error::io(path, e))
+    let mut file = File::options().write(true).create_new(true).open(path).map_err(|e| Error::output(path, e))?;
+    file.write_all(bytes).map_err(|e| Error::output(path, e))?;
+    file.sync_all().map_err(|e| Error::output(path, e))
 }
 
 /// Syncs a directory so that the entries created in it are durable.
 pub fn sync_dir(path: &Path) -> Result<(), Error> {
-    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io(path, e))
+    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::output(path, e))
 }
 
 /// Flushes every dirty page of the file system holding `path` (one `syncfs`).
 pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
-    let dir = File::open(path).map_err(|e| Error::io(path, e))?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `dir` is an open descriptor for the duration of the call.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(Error::io(path, std::io::Error::last_os_error()));
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        dir.sync_all().map_err(|e| Error::io(path, e))?;
-    }
-    Ok(())
+    let dir = File::open(path).map_err(|e| Error::output(path, e))?;
+    rustix::fs::syncfs(&dir).map_err(|e| Error::output(path, e.into()))
 }
 
-/// Atomically swaps two paths where the platform can (Linux `renameat2`
-/// with `RENAME_EXCHANGE`); returns false where it cannot.
+/// Atomically swaps two paths (`renameat2` with `RENAME_EXCHANGE`); false
+/// where the file system cannot.
 pub fn exchange(a: &Path, b: &Path) -> Result<bool, Error> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let ca =
-            CString::new(a.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath { path: a.display().to_string(), reason: "NUL byte" })?;
-        let cb =
-            CString::new(b.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath { path: b.display().to_string(), reason: "NUL byte" })?;
-        // SAFETY: both pointers are valid NUL-terminated strings for the call.
-        let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let err = std::io::Error::last_os_error();
-        if matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-            return Ok(false);
-        }
-        Err(Error::io(b, err))
+    use rustix::fs::{RenameFlags, CWD};
+    match rustix::fs::renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => Ok(false),
+        Err(e) => Err(Error::output(b, e.into())),
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (a, b);
-        Ok(false)
+}
+
+/// Renames `from` to `to`, failing with [`Error::Exists`] if `to` exists
+/// (`RENAME_NOREPLACE`; a plain rename where the file system cannot).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<(), Error> {
+    use rustix::fs::{RenameFlags, CWD};
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::EXIST => Err(Error::Exists { file: to.display().to_string() }),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            std::fs::rename(from, to).map_err(|e| Error::output(to, e))
+        }
+        Err(e) => Err(Error::output(to, e.into())),
+    }
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting; false if
+/// another process holds it. The lock lasts as long as the descriptor.
+pub fn try_lock(file: &impl AsFd) -> bool {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_reader_hashes_every_byte_once() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut r = SeqReader::new(&data, "d", 0, true).with_window(1000);
+        let mut got = Vec::new();
+        for n in [1usize, 999, 1500, 7, 3000] {
+            got.extend_from_slice(r.take(n).unwrap());
+        }
+        r.skip_to_end().unwrap();
+        assert_eq!(got, data[..got.len()]);
+        assert_eq!(r.finish().unwrap(), Digest::of(&data));
+    }
+
+    #[test]
+    fn reading_past_the_end_is_an_error_not_a_panic() {
+        let data = vec![1u8; 10];
+        let mut r = SeqReader::new(&data, "d", 0, false);
+        assert!(matches!(r.take(11), Err(Error::Changed { .. })));
+        let mut buf = [0u8; 4];
+        assert!(data.read_at(8, &mut buf).is_err());
+        assert!(data.read_at(u64::MAX, &mut buf).is_err());
     }
 }

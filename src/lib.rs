@@ -5,36 +5,84 @@
 //! offset index, an optional snapshot, and a content-addressed blob store.
 //! Its byte layout is specified in `schemas/FORMAT.md`.
 //!
+//! The data path, and where each part lives:
+//!
+//! - [`store`]: the run store an engine records into ([`store::RunStore`],
+//!   [`store::RunRecorder`]) and reads back ([`store::StoredRun`]);
+//!   [`store::bundle_run`] captures a run into a bundle in one call.
 //! - [`BundleBuilder`] writes a bundle atomically.
-//! - [`BundleLoader`] verifies every byte of a bundle before returning a
-//!   [`ReplayBundle`], and reports every finding.
+//! - [`BundleLoader`] verifies every byte of a bundle, reports every
+//!   finding ([`VerifyReport`]), and opens it as a [`ReplayBundle`].
+//! - [`format`]: every byte layout, with its reader and writer.
+//!
+//! ```
+//! use cathedral_bundle::store::{bundle_run, RunStart, RunStore};
+//! use cathedral_bundle::{BuildOptions, BundleLoader, Dag, DagNode, Event, EventKind, RunStatus, Timestamp, Uuid};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tmp = tempfile::tempdir()?;
+//! let store = RunStore::new(tmp.path().join("store"));
+//! let run_id = Uuid::from_u128(1);
+//! let node = Uuid::from_u128(2);
+//! let dag = Dag {
+//!     nodes: vec![DagNode { id: node, name: "train".into(), kind: "task".into(), depends_on: vec![] }],
+//!     edges: vec![],
+//!     entry_nodes: vec![node],
+//!     exit_nodes: vec![node],
+//! };
+//!
+//! // An engine records a run...
+//! let mut recorder = store.record(RunStart::new(run_id, "demo", "1.0", "0.9.0"), "workflow demo {}", &dag)?;
+//! let output = recorder.put_blob(b"{\"accuracy\": 0.93}")?;
+//! for (i, (kind, node_id, payload)) in [
+//!     (EventKind::RunCreated, Uuid::nil(), Vec::new()),
+//!     (EventKind::NodeStarted, node, Vec::new()),
+//!     (EventKind::BlobStored, node, output.to_hex().into_bytes()),
+//!     (EventKind::NodeCompleted, node, Vec::new()),
+//!     (EventKind::RunCompleted, Uuid::nil(), Vec::new()),
+//! ]
+//! .into_iter()
+//! .enumerate()
+//! {
+//!     let event = Event::new(Uuid::from_u128(100 + i as u128), run_id, node_id, i as u64, kind, payload);
+//!     recorder.append_event(&event)?;
+//! }
+//! recorder.finish(RunStatus::Completed, Some(Timestamp::now()))?;
+//!
+//! // ...an operator captures it...
+//! let bundle = tmp.path().join("demo.cath-bundle");
+//! bundle_run(&store, &run_id, &bundle, BuildOptions::default(), &|_bytes| {})?;
+//!
+//! // ...and anyone can verify and read it.
+//! let replay = BundleLoader::new().load(&bundle)?;
+//! assert_eq!(replay.event_count(), 5);
+//! assert_eq!(replay.blob(&output)?, b"{\"accuracy\": 0.93}");
+//! let last = replay.events().last().unwrap()?;
+//! assert_eq!(last.kind, EventKind::RunCompleted);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
-pub mod blob;
-mod builder;
 mod bundle;
-pub mod digest;
+mod digest;
 mod error;
-pub mod event;
 pub mod format;
 mod fsutil;
-pub mod index;
-mod json;
 mod limits;
-pub mod log;
-pub mod manifest;
-pub mod model;
-pub mod path;
-pub mod signing;
+mod path;
 pub mod store;
+mod text;
 mod verify;
 
-pub use builder::{BuildOptions, BuildSummary, BundleBuilder, STAGING_MARKER};
-pub use bundle::{BundleLoader, ReplayBundle};
+pub use bundle::{BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, ReplayBundle};
 pub use digest::Digest;
-pub use error::{Error, Finding, FindingCode, Result};
-pub use event::{Encoding, Event, EventKind};
+pub use error::{Error, FileKind, Result};
+pub use format::event::{Encoding, Event, EventKind};
+pub use format::model::{Dag, DagEdge, DagNode, Metadata, NodeState, NodeStatus, Platform, RunStatus, Snapshot};
+pub use format::signature::{KeyId, PublicKey, SecretKey, SignatureStatus};
 pub use limits::Limits;
-pub use model::{Dag, DagEdge, DagNode, Metadata, NodeState, NodeStatus, Platform, RunStatus, Snapshot};
-pub use signing::{KeyId, PublicKey, SecretKey, SignatureStatus};
-pub use verify::{Progress, VerifyMode, VerifyReport, VerifyStats};
+pub use path::BundlePath;
+pub use text::{escape_for_terminal, parse_uuid, InvalidText, Timestamp};
+pub use uuid::Uuid;
+pub use verify::{Finding, FindingCode, Progress, VerifyMode, VerifyReport, VerifyStats};

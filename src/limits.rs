@@ -3,6 +3,7 @@
 
 /// Limits a reader or writer enforces. Defaults are documented in `schemas/FORMAT.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest `MANIFEST.json`, `metadata.json` or `dag.json`, and largest `workflow.cath`.
     pub max_document_size: u64,
@@ -18,6 +19,10 @@ pub struct Limits {
     pub max_blob_size: u64,
     /// Largest bundle: sum of every file's size.
     pub max_total_size: u64,
+    /// Largest sum of the declared content sizes of zstd-compressed blobs:
+    /// bounds the decompression work of a verification, whatever the
+    /// compression ratio a bundle claims.
+    pub max_decompressed_size: u64,
     /// Most findings listed in a report; the rest are counted.
     pub max_findings: usize,
 }
@@ -32,7 +37,41 @@ impl Default for Limits {
             max_blobs: 100_000_000,
             max_blob_size: 4 << 30,
             max_total_size: 1 << 40,
+            max_decompressed_size: 64 << 30,
             max_findings: 10_000,
         }
     }
+}
+
+/// A chainable setter for each limit: `Limits::default().max_events(10)`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        impl Limits {
+            $($(#[$doc])* pub fn $field(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            })*
+        }
+    };
+}
+
+setters! {
+    /// Sets `max_document_size`.
+    max_document_size: u64,
+    /// Sets `max_snapshot_size`.
+    max_snapshot_size: u64,
+    /// Sets `max_events`.
+    max_events: u64,
+    /// Sets `max_record_len`.
+    max_record_len: u64,
+    /// Sets `max_blobs`.
+    max_blobs: u64,
+    /// Sets `max_blob_size`.
+    max_blob_size: u64,
+    /// Sets `max_total_size`.
+    max_total_size: u64,
+    /// Sets `max_decompressed_size`.
+    max_decompressed_size: u64,
+    /// Sets `max_findings`.
+    max_findings: usize,
 }

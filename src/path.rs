@@ -17,7 +17,7 @@ pub const MAX_PATH_LEN: usize = 255;
 impl BundlePath {
     /// Validates `text`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let refuse = |reason| Err(Error::InvalidPath { path: text.to_string(), reason });
+        let refuse = |reason| Err(Error::InvalidPath { name: text.to_string(), reason });
         if text.is_empty() {
             return refuse("empty path");
         }

@@ -19,11 +19,7 @@ fn every_single_bit_flip_is_rejected() {
     let public = key.public();
     let bundle = tmp.path().join("flip.cath-bundle");
     let run = sample_run("flip", 3, false, true);
-    build(
-        &run,
-        &bundle,
-        BuildOptions { encoding: Encoding::Postcard, compression_level: Some(3), signing_key: Some(key), ..BuildOptions::default() },
-    );
+    build(&run, &bundle, BuildOptions::default().encoding(Encoding::Postcard).compression_level(Some(3)).signing_key(Some(key)));
     let loader = BundleLoader::new().trusted_keys([public]).require_signature(true);
     let accepted = |loader: &BundleLoader| {
         let report = loader.verify(&bundle).unwrap();

@@ -247,7 +247,7 @@ fn bundle_errors_leave_nothing_behind() {
     assert_exit(
         &cathedral(&["bundle", "--store", s, "--run", COMPLETED, "--output", precious.to_str().unwrap(), "--force"]),
         2,
-        "not a bundle",
+        "refusing to replace",
     );
     assert!(precious.join("notes").exists());
     // CATHEDRAL_STORE is honoured.
@@ -302,7 +302,7 @@ fn malformed_runs_are_refused_naming_file_and_line() {
     let blob = std::fs::read_dir(run.join("blobs")).unwrap().next().unwrap().unwrap().path();
     let content = std::fs::read(&blob).unwrap();
     std::fs::write(&blob, b"tampered").unwrap();
-    assert_exit(&cathedral(&["bundle", "--store", s_str, "--run", COMPLETED, "--output", o]), 1, "blob content hash mismatch");
+    assert_exit(&cathedral(&["bundle", "--store", s_str, "--run", COMPLETED, "--output", o]), 1, "content hash mismatch");
     std::fs::remove_file(&blob).unwrap();
     let r = cathedral(&["bundle", "--store", s_str, "--run", COMPLETED, "--output", o]);
     assert_ne!(code(&r), 0);

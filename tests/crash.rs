@@ -33,7 +33,7 @@ fn record_large_run(store: &Path) -> String {
     for i in 0..2_000usize {
         recorder.put_blob(&noise(&format!("blob{i}"), 1024 + (i * 37) % 3072)).unwrap();
     }
-    recorder.finish(RunStatus::Completed, Some("2026-03-14T16:00:00Z".into())).unwrap();
+    recorder.finish(RunStatus::Completed, Some("2026-03-14T16:00:00Z".parse().unwrap())).unwrap();
     m.run_id.to_string()
 }
 

@@ -45,7 +45,7 @@ fn every_fixture_verifies_and_loads() {
         let mut compressed = 0;
         for hash in &distinct {
             let record = bundle.blob_record(hash).unwrap().unwrap();
-            if record.header.compression == cathedral_bundle::blob::Compression::Zstd {
+            if record.header.compression == cathedral_bundle::format::Compression::Zstd {
                 compressed += 1;
             }
         }

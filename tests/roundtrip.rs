@@ -6,10 +6,10 @@ mod support;
 use std::fs;
 use std::path::Path;
 
-use cathedral_bundle::blob::BlobFormat;
-use cathedral_bundle::index::{rebuild, IndexView};
-use cathedral_bundle::log::LogView;
-use cathedral_bundle::{BuildOptions, BundleBuilder, BundleLoader, Digest, Encoding, Error, Event, EventKind, FindingCode, Limits};
+use cathedral_bundle::format::{blob_path, rebuild_index as rebuild, BlobFormat, IndexReader, LogReader};
+use cathedral_bundle::{
+    BuildOptions, BundleBuilder, BundleLoader, Digest, Encoding, Error, Event, EventKind, FindingCode, Limits, LoadError,
+};
 use support::fixture_gen::{build, fixed_options, noise, sample_run, uuid_for};
 use support::{files_under, fixture_copy};
 use uuid::Uuid;
@@ -21,7 +21,7 @@ fn round_trip_every_encoding_and_compression() {
     for encoding in [Encoding::Postcard, Encoding::Cbor] {
         for level in [None, Some(1), Some(3), Some(19)] {
             let out = tmp.path().join(format!("{encoding}-{level:?}.cath-bundle"));
-            let summary = build(&run, &out, BuildOptions { encoding, compression_level: level, ..BuildOptions::default() });
+            let summary = build(&run, &out, BuildOptions::default().encoding(encoding).compression_level(level));
             assert_eq!(summary.events, run.events.len() as u64);
             let bundle = BundleLoader::new().load(&out).unwrap();
             assert_eq!(bundle.encoding(), encoding);
@@ -69,8 +69,8 @@ fn index_lookups_by_position_id_and_time() {
     assert!(bundle.event(run.events.len() as u32).unwrap().is_none());
     assert!(bundle.event_by_id(&Uuid::from_u128(42)).unwrap().is_none());
     assert!(bundle.event_at_time(0).unwrap().is_none());
-    assert_eq!(bundle.position_at_time(0), Some(0));
-    assert_eq!(bundle.position_at_time(u64::MAX), None);
+    assert_eq!(bundle.position_at_time(0).unwrap(), Some(0));
+    assert_eq!(bundle.position_at_time(u64::MAX).unwrap(), None);
     let from: Vec<_> = bundle.events_from(3).collect::<Result<_, _>>().unwrap();
     assert_eq!(from, run.events[3..]);
 }
@@ -87,7 +87,7 @@ fn repeated_logical_times_find_the_first() {
     let bundle = BundleLoader::new().load(&out).unwrap();
     assert_eq!(bundle.event_at_time(10).unwrap().map(|(p, _)| p), Some(3));
     assert_eq!(bundle.event_at_time(5).unwrap(), None);
-    assert_eq!(bundle.position_at_time(5), Some(3));
+    assert_eq!(bundle.position_at_time(5).unwrap(), Some(3));
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn rebuilt_index_is_identical_to_the_written_one() {
     for name in ["small-postcard.cath-bundle", "cbor-events.cath-bundle", "snapshot-zstd.cath-bundle"] {
         let dir = support::fixture(name);
         let log = fs::read(dir.join("events.cath-log")).unwrap();
-        let view = LogView::new(&log, "events.cath-log", &Limits::default()).unwrap();
+        let view = LogReader::new(&log, "events.cath-log", &Limits::default()).unwrap();
         let rebuilt = rebuild(&view).unwrap();
         assert_eq!(rebuilt, fs::read(dir.join("events.cath-idx")).unwrap(), "{name}");
     }
@@ -107,12 +107,12 @@ fn index_offsets_point_at_length_prefixes_after_the_header() {
     let dir = support::fixture("small-postcard.cath-bundle");
     let log = fs::read(dir.join("events.cath-log")).unwrap();
     let idx = fs::read(dir.join("events.cath-idx")).unwrap();
-    let view = LogView::new(&log, "events.cath-log", &Limits::default()).unwrap();
-    let index = IndexView::new(&idx, "events.cath-idx").unwrap();
-    assert_eq!(index.offset(0), Some(15));
+    let view = LogReader::new(&log, "events.cath-log", &Limits::default()).unwrap();
+    let index = IndexReader::new(&idx, "events.cath-idx").unwrap();
+    assert_eq!(index.offset(0).unwrap(), Some(15));
     let mut expected = 15u64;
     for p in 0..index.count() {
-        assert_eq!(index.offset(p), Some(expected));
+        assert_eq!(index.offset(p).unwrap(), Some(expected));
         let len = u32::from_be_bytes(log[expected as usize..expected as usize + 4].try_into().unwrap());
         view.event_at(expected).unwrap();
         expected += 4 + u64::from(len);
@@ -157,17 +157,17 @@ fn existing_output_is_kept_unless_overwrite_and_only_bundles_are_replaced() {
     let out = tmp.path().join("b.cath-bundle");
     build(&run, &out, BuildOptions::default());
     let before = fs::read(out.join("MANIFEST.json")).unwrap();
-    assert!(matches!(BundleBuilder::create(&out, BuildOptions::default()), Err(Error::OutputExists { .. })));
+    assert!(matches!(BundleBuilder::create(&out, BuildOptions::default()), Err(Error::Exists { .. })));
     assert_eq!(fs::read(out.join("MANIFEST.json")).unwrap(), before);
     // Overwrite replaces it with a complete new bundle.
-    build(&run, &out, BuildOptions { overwrite: true, ..BuildOptions::default() });
+    build(&run, &out, BuildOptions::default().overwrite(true));
     assert_ne!(fs::read(out.join("MANIFEST.json")).unwrap(), before);
     BundleLoader::new().load(&out).unwrap();
     // A directory that is not a bundle is never replaced, even with overwrite.
     let precious = tmp.path().join("precious");
     fs::create_dir(&precious).unwrap();
     fs::write(precious.join("thesis.txt"), b"years of work").unwrap();
-    assert!(BundleBuilder::create(&precious, BuildOptions { overwrite: true, ..BuildOptions::default() }).is_err());
+    assert!(matches!(BundleBuilder::create(&precious, BuildOptions::default().overwrite(true)), Err(Error::NotReplaceable { .. })));
     assert!(precious.join("thesis.txt").exists());
     assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
 }
@@ -246,29 +246,32 @@ fn log_counts_and_lengths_are_not_trusted() {
     let limits = Limits::default();
     let mut bad = log.clone();
     bad[6] = b'X';
-    assert!(matches!(LogView::new(&bad, "l", &limits), Err(Error::BadMagic { .. })));
+    assert!(matches!(LogReader::new(&bad, "l", &limits), Err(Error::BadMagic { .. })));
     let mut bad = log.clone();
     bad[11..15].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert!(matches!(LogView::new(&bad, "l", &limits), Err(Error::Truncated { .. })));
+    assert!(matches!(LogReader::new(&bad, "l", &limits), Err(Error::Truncated { .. })));
     let mut bad = log.clone();
     bad[15..19].copy_from_slice(&u32::MAX.to_be_bytes());
-    let view = LogView::new(&bad, "l", &limits).unwrap();
-    assert!(matches!(view.records().next(), Some(Err(Error::LimitExceeded { .. }))));
+    let view = LogReader::new(&bad, "l", &limits).unwrap();
+    assert!(matches!(view.walk(false).next_record(), Err(Error::LimitExceeded { .. })));
     // One record fewer than declared: the walk ends in a truncation, not a panic.
     let mut bad = log.clone();
     let count = u32::from_be_bytes(bad[11..15].try_into().unwrap());
     bad[11..15].copy_from_slice(&(count + 1).to_be_bytes());
-    let view = LogView::new(&bad, "l", &limits).unwrap();
-    assert!(view.records().any(|r| r.is_err()));
+    let view = LogReader::new(&bad, "l", &limits).unwrap();
+    let mut walk = view.walk(false);
+    assert!(std::iter::from_fn(|| walk.next_record().map(|r| r.map(|_| ())).transpose()).any(|r| r.is_err()));
     // One fewer declared than present: trailing data.
     let mut bad = log;
     bad[11..15].copy_from_slice(&(count - 1).to_be_bytes());
-    let view = LogView::new(&bad, "l", &limits).unwrap();
-    assert!(matches!(view.records().last(), Some(Err(Error::TrailingData { .. }))));
+    let view = LogReader::new(&bad, "l", &limits).unwrap();
+    let mut walk = view.walk(false);
+    let last = std::iter::from_fn(|| walk.next_record().map(|r| r.map(|_| ())).transpose()).last();
+    assert!(matches!(last, Some(Err(Error::TrailingData { .. }))));
 }
 
 #[test]
-fn large_blob_streams_through_mapped_hashing() {
+fn large_blob_streams_through_windowed_hashing() {
     let tmp = tempfile::tempdir().unwrap();
     let run = sample_run("large", 1, false, false);
     let out = tmp.path().join("b.cath-bundle");
@@ -279,16 +282,19 @@ fn large_blob_streams_through_mapped_hashing() {
     for e in &run.events {
         b.add_event(e).unwrap();
     }
+    for (content, format) in &run.blobs {
+        b.add_blob_as(content, *format).unwrap();
+    }
     let big = noise("big", 3 << 20);
     let hash = b.add_blob(&big).unwrap();
     b.build().unwrap();
     let bundle = BundleLoader::new().load(&out).unwrap();
     assert_eq!(bundle.blob(&hash).unwrap(), big);
     // A blob over the configured limit is refused by verification, naming it.
-    let small = BundleLoader::new().limits(Limits { max_blob_size: 1 << 20, ..Limits::default() });
+    let small = BundleLoader::new().limits(Limits::default().max_blob_size(1 << 20));
     match small.load(&out) {
-        Err(Error::Invalid { report, .. }) => {
-            assert!(report.findings.iter().any(|f| f.path == hash.blob_path() && f.code == cathedral_bundle::FindingCode::LimitExceeded))
+        Err(LoadError::Invalid { report, .. }) => {
+            assert!(report.findings.iter().any(|f| f.path == blob_path(&hash) && f.code == cathedral_bundle::FindingCode::LimitExceeded))
         }
         other => panic!("expected a limit finding, got {other:?}"),
     }

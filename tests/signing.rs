@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cathedral_bundle::{BundleLoader, Error, PublicKey, SecretKey, SignatureStatus};
+use cathedral_bundle::{BundleLoader, PublicKey, SecretKey, SignatureStatus};
 
 const RUN: &str = "ba738917";
 
@@ -87,8 +87,9 @@ fn a_good_signature_verifies_and_is_trusted() {
     fs::create_dir(&trust).unwrap();
     fs::copy(&pubfile, trust.join("ops.pub")).unwrap();
     expect(&verify(&b, &["--trust-dir", s(&trust)]), 0, "trusted key");
-    // inspect shows the state and the key id.
-    expect(&cathedral(&["inspect", "--bundle", s(&b)]), 0, &format!("untrusted key {id}"));
+    // inspect applies the same policy: it refuses an untrusted signer, and shows a trusted one.
+    expect(&cathedral(&["inspect", "--bundle", s(&b)]), 4, &format!("untrusted key {id}"));
+    expect(&cathedral(&["inspect", "--bundle", s(&b), "--trusted-key", s(&pubfile)]), 0, &format!("trusted key {id}"));
     // The library agrees, and any standard Ed25519 verifier can check it from the documented message.
     let bundle = BundleLoader::new().trusted_keys([PublicKey::load(&pubfile).unwrap()]).require_signature(true).load(&b).unwrap();
     assert!(matches!(bundle.report().signature, SignatureStatus::Trusted { .. }));
@@ -116,7 +117,9 @@ fn signed_by_another_key_is_untrusted() {
     // No trusted keys at all: still refused, with a hint.
     expect(&verify(&b, &[]), 4, "--trusted-key");
     let _ = ours;
-    assert!(matches!(BundleLoader::new().load(&b), Err(Error::Signature { status: SignatureStatus::Untrusted { .. }, .. })));
+    assert!(
+        matches!(BundleLoader::new().load(&b), Err(cathedral_bundle::LoadError::Signature { report, .. }) if matches!(report.signature, SignatureStatus::Untrusted { .. }))
+    );
 }
 
 fn trusted_args(tmp: &Path) -> Vec<String> {

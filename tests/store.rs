@@ -60,9 +60,9 @@ fn recorder_refuses_bad_events_and_duplicate_runs() {
     let mut foreign = run.events[2].clone();
     foreign.run_id = Uuid::from_u128(7);
     assert!(recorder.append_event(&foreign).is_err(), "run id");
-    let metadata = recorder.finish(RunStatus::Cancelled, Some("2026-03-14T15:01:00Z".into())).unwrap();
+    let metadata = recorder.finish(RunStatus::Cancelled, Some("2026-03-14T15:01:00Z".parse().unwrap())).unwrap();
     assert_eq!(metadata.event_count, 1);
-    assert!(matches!(store.record(run_start(&run), &run.workflow, &run.dag), Err(Error::OutputExists { .. })));
+    assert!(matches!(store.record(run_start(&run), &run.workflow, &run.dag), Err(Error::Exists { .. })));
 }
 
 #[test]

@@ -186,7 +186,7 @@ fn every_problem_is_reported_not_only_the_first() {
     assert!(wf_finding.expected.is_some() && wf_finding.found.is_some());
     // Loading refuses the bundle with the same report.
     match BundleLoader::new().load(&bundle) {
-        Err(cathedral_bundle::Error::Invalid { report, .. }) => assert_eq!(report.findings.len(), 3),
+        Err(cathedral_bundle::LoadError::Invalid { report, .. }) => assert_eq!(report.findings.len(), 3),
         other => panic!("expected Invalid, got {other:?}"),
     }
 }

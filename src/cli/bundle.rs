@@ -29,7 +29,8 @@ pub struct Args {
     /// Sign the bundle with this secret key file (from `cathedral keygen`).
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
-    /// Replace an existing bundle at the output path.
+    /// Replace an existing bundle at the output path (only a bundle: anything
+    /// else there is refused and left untouched).
     #[arg(long)]
     force: bool,
     #[command(flatten)]
@@ -40,14 +41,12 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let signing_key = args.sign_key.as_deref().map(SecretKey::load).transpose()?.map(std::sync::Arc::new);
     let store = RunStore::new(&args.store);
     let run_id = store.resolve(&args.run)?;
-    let options = BuildOptions {
-        encoding: args.encoding.parse::<Encoding>()?,
-        compression_level: (args.compression_level > 0).then_some(args.compression_level),
-        overwrite: args.force,
-        signing_key: signing_key.clone(),
-        limits: args.limits.limits(),
-        ..BuildOptions::default()
-    };
+    let options = BuildOptions::default()
+        .encoding(args.encoding.parse::<Encoding>()?)
+        .compression_level((args.compression_level > 0).then_some(args.compression_level))
+        .overwrite(args.force)
+        .signing_key(signing_key.clone())
+        .limits(args.limits.limits());
     let bar = Bar::new("bundling", quiet);
     let dir = store.run_dir(&run_id);
     let mut total = std::fs::metadata(dir.join(EVENTS_FILE)).map(|m| m.len()).unwrap_or(0);

@@ -2,10 +2,9 @@
 
 use std::path::PathBuf;
 
-use cathedral_bundle::blob::Compression;
-use cathedral_bundle::{BundleLoader, Digest, Error, EventKind, ReplayBundle, VerifyMode};
+use cathedral_bundle::format::Compression;
+use cathedral_bundle::{escape_for_terminal, BundleLoader, Digest, Error, EventKind, LoadError, ReplayBundle, Uuid, VerifyMode};
 use serde_json::json;
-use uuid::Uuid;
 
 use super::output::{human_bytes, Output};
 use super::Outcome;
@@ -56,6 +55,8 @@ pub struct Args {
     #[arg(long)]
     fast: bool,
     #[command(flatten)]
+    trust: super::trust::TrustArgs,
+    #[command(flatten)]
     limits: super::limits::LimitArgs,
 }
 
@@ -64,7 +65,7 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
-    cathedral_bundle::event::parse_uuid("id", s).map_err(|e| e.to_string())
+    cathedral_bundle::parse_uuid("id", s).map_err(|e| e.to_string())
 }
 
 fn parse_hash(s: &str) -> Result<Digest, String> {
@@ -73,16 +74,24 @@ fn parse_hash(s: &str) -> Result<Digest, String> {
 
 pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
-    let bundle = match BundleLoader::new().mode(mode).limits(args.limits.limits()).enforce_signature(false).load(&args.bundle) {
+    // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
+    let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
+    let bundle = match loader.load(&args.bundle) {
         Ok(b) => b,
-        Err(Error::Invalid { report, .. }) => {
+        Err(LoadError::Invalid { report, .. }) => {
             eprintln!("cathedral: the bundle is invalid; run verify-bundle for details. Findings:");
             for f in &report.findings {
-                eprintln!("  {f}");
+                eprintln!("  {}", escape_for_terminal(&f.to_string()));
             }
             return Ok(Outcome::Invalid);
         }
-        Err(e) => return Err(e),
+        Err(LoadError::Signature { report, .. }) => {
+            let status = escape_for_terminal(&report.signature.to_string()).into_owned();
+            eprintln!("cathedral: refusing to show the bundle: signature {status}{}", super::trust::HINT);
+            return Ok(Outcome::Untrusted);
+        }
+        Err(LoadError::Error(e)) => return Err(e),
+        Err(e) => return Err(Error::InvalidInput { what: "bundle", detail: e.to_string() }),
     };
     let mut out = Output::open(args.output.as_deref(), args.force)?;
     if args.events {
@@ -101,16 +110,16 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
             printed += 1;
         }
     } else if let Some(id) = args.event {
-        let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(format!("event {id}")) })?;
+        let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { file: format!("event {id}") })?;
         out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
     } else if let Some(time) = args.time {
-        let (_, event) =
-            bundle.event_at_time(time)?.ok_or_else(|| Error::NotFound { path: PathBuf::from(format!("event at logical time {time}")) })?;
+        let (_, event) = bundle.event_at_time(time)?.ok_or_else(|| Error::NotFound { file: format!("event at logical time {time}") })?;
         out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
     } else if let Some(hash) = args.blob {
         bundle.read_blob(&hash, &mut out)?;
     } else if args.snapshot {
-        let snapshot = bundle.snapshot().ok_or_else(|| Error::NotFound { path: args.bundle.join("snapshot.cath-snap") })?;
+        let snapshot =
+            bundle.snapshot().ok_or_else(|| Error::NotFound { file: args.bundle.join("snapshot.cath-snap").display().to_string() })?;
         let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
         text.push(b'\n');
         out.write_bytes(&text)?;
@@ -134,8 +143,8 @@ struct BlobTotals {
 
 fn blob_totals(bundle: &ReplayBundle) -> Result<BlobTotals, Error> {
     let mut t = BlobTotals { count: 0, zstd: 0, stored: 0, content: 0 };
-    for hash in bundle.blob_hashes() {
-        let record = bundle.blob_record(&hash?)?.expect("listed");
+    for record in bundle.blob_records() {
+        let record = record?;
         t.count += 1;
         t.zstd += u64::from(record.header.compression == Compression::Zstd);
         t.stored += record.stored_size;
@@ -186,10 +195,11 @@ fn summary_text(bundle: &ReplayBundle) -> Result<String, Error> {
     let blobs = blob_totals(bundle)?;
     let size: u64 = m.files.values().map(|f| f.size).sum::<u64>() + blobs.stored + bundle.manifest_bytes().len() as u64;
     let mut t = String::new();
-    let mut line = |k: &str, v: String| t += &format!("{k:<10} {v}\n");
+    // Values come from the bundle: escaped, so that a name cannot redraw the screen.
+    let mut line = |k: &str, v: String| t += &format!("{k:<10} {}\n", escape_for_terminal(&v));
     line("bundle", bundle.path().display().to_string());
     line("bundle id", m.bundle_id.to_string());
-    line("created", m.created_at.clone());
+    line("created", m.created_at.to_string());
     line("format", format!("{} {}", m.format, m.bundle_version));
     line("signature", bundle.report().signature.to_string());
     line(
@@ -202,8 +212,8 @@ fn summary_text(bundle: &ReplayBundle) -> Result<String, Error> {
     line("run", md.run_id.to_string());
     line("workflow", format!("{} {}", md.workflow_name, md.workflow_version));
     line("status", md.status.name().into());
-    line("started", md.started_at.clone());
-    line("completed", md.completed_at.clone().unwrap_or_else(|| "-".into()));
+    line("started", md.started_at.to_string());
+    line("completed", md.completed_at.as_ref().map_or_else(|| "-".into(), |t| t.to_string()));
     line("platform", format!("{}/{}", md.platform.os, md.platform.arch));
     line("engine", format!("cathedral {}", md.cathedral_version));
     let events = match time_range(bundle)? {

@@ -16,16 +16,20 @@ pub struct LimitArgs {
     /// Largest bundle (sum of all files), in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_total_size)]
     max_total_size: u64,
+    /// Largest sum of the declared content sizes of compressed blobs, in
+    /// bytes: bounds the work of decompressing a bundle.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_decompressed_size)]
+    max_decompressed_size: u64,
 }
 
 impl LimitArgs {
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_events: self.max_events,
-            max_record_len: self.max_record_len,
-            max_blob_size: self.max_blob_size,
-            max_total_size: self.max_total_size,
-            ..Limits::default()
-        }
+        let mut limits = Limits::default();
+        limits.max_events = self.max_events;
+        limits.max_record_len = self.max_record_len;
+        limits.max_blob_size = self.max_blob_size;
+        limits.max_total_size = self.max_total_size;
+        limits.max_decompressed_size = self.max_decompressed_size;
+        limits
     }
 }

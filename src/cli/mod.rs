@@ -19,9 +19,21 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success, or the bundle is valid
   1  the bundle is invalid (verification findings), or the run's data is invalid
-  2  usage error (bad arguments, output already exists)
-    3  input not found, or I/O error
+  2  usage error (bad arguments, unusable key file, output exists or is not ours to replace)
+  3  input not found, I/O error reading or writing, or a system failure (zstd, random source)
   4  bad signature, or signed by an untrusted key (or unsigned, with --require-signature)";
+
+const KEYGEN_EXIT_CODES: &str = "\
+Exit codes:
+  0  the key pair was written
+  2  usage error (bad arguments, a key file already exists)
+  3  I/O error writing the key files, or the random source failed";
+
+const COMPLETIONS_EXIT_CODES: &str = "\
+Exit codes:
+  0  the completions were written
+  2  usage error (unknown shell)
+  3  I/O error writing them";
 
 /// Capture, verify and inspect CATHEDRAL replay bundles.
 #[derive(Debug, Parser)]
@@ -46,9 +58,10 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Inspect(inspect::Args),
     /// Create an Ed25519 signing key pair.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = KEYGEN_EXIT_CODES)]
     Keygen(keygen::Args),
     /// Print shell completions.
+    #[command(after_help = COMPLETIONS_EXIT_CODES)]
     Completions(completions::Args),
 }
 
@@ -62,12 +75,20 @@ pub enum Outcome {
     Untrusted,
 }
 
-/// Exit code for an error.
+/// Exit code for an error: the one place where errors become codes.
 fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::NotFound { .. } | Error::Io { .. } => 3,
-        Error::InvalidInput { .. } | Error::OutputExists { .. } | Error::InvalidPath { .. } | Error::InvalidKey { .. } => 2,
-        Error::Signature { .. } => 4,
+        Error::NotFound { .. }
+        | Error::Io { .. }
+        | Error::Output { .. }
+        | Error::Changed { .. }
+        | Error::Compression { .. }
+        | Error::Random { .. } => 3,
+        Error::InvalidInput { .. }
+        | Error::Exists { .. }
+        | Error::NotReplaceable { .. }
+        | Error::InvalidPath { .. }
+        | Error::InvalidKey { .. } => 2,
         _ => 1,
     }
 }
@@ -93,9 +114,9 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Invalid) => ExitCode::from(1),
         Ok(Outcome::Untrusted) => ExitCode::from(4),
-        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cathedral: error: {e}");
+            eprintln!("cathedral: error: {}", cathedral_bundle::escape_for_terminal(&e.to_string()));
             ExitCode::from(exit_code(&e))
         }
     }

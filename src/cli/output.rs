@@ -6,11 +6,6 @@ use std::path::{Path, PathBuf};
 
 use cathedral_bundle::Error;
 
-/// True for a write to a closed pipe (`| head`), which is not an error.
-pub fn is_broken_pipe(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
-}
-
 /// An output destination. A file is written under a temporary name beside
 /// it and renamed into place by [`Output::commit`], so a failed command
 /// leaves no half-written file and never clobbers one unless forced.
@@ -25,14 +20,19 @@ impl Output {
         let Some(path) = path else {
             return Ok(Output::Stdout(BufWriter::new(io::stdout().lock())));
         };
-        if !force && fs::symlink_metadata(path).is_ok() {
-            return Err(Error::OutputExists { path: path.to_path_buf() });
+        match fs::symlink_metadata(path) {
+            Ok(_) if !force => return Err(Error::Exists { file: path.display().to_string() }),
+            Ok(m) if !m.is_file() => {
+                let reason = "it is not a regular file; --force replaces only a file".to_string();
+                return Err(Error::NotReplaceable { file: path.display().to_string(), reason });
+            }
+            _ => {}
         }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = tempfile::Builder::new().prefix(".cathedral-out-").tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
+        let tmp = tempfile::Builder::new().prefix(".cathedral-out-").tempfile_in(&dir).map_err(|e| Error::output(&dir, e))?;
         Ok(Output::File { path: path.to_path_buf(), tmp: BufWriter::new(tmp), force })
     }
 
@@ -46,24 +46,21 @@ impl Output {
     /// Writes bytes, naming the destination in errors.
     pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let name = self.name();
-        self.write_all(bytes).map_err(|e| Error::io(name, e))
+        self.write_all(bytes).map_err(|e| Error::output(name, e))
     }
 
     /// Flushes stdout, or syncs the file and renames it into place.
     pub fn commit(self) -> Result<(), Error> {
         match self {
-            Output::Stdout(mut out) => out.flush().map_err(|e| Error::io("<stdout>", e)),
+            Output::Stdout(mut out) => out.flush().map_err(|e| Error::output("<stdout>", e)),
             Output::File { path, tmp, force } => {
-                let tmp = tmp.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-                tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
-                if force {
-                    tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-                } else {
-                    tmp.persist_noclobber(&path).map_err(|e| match e.error.kind() {
-                        io::ErrorKind::AlreadyExists => Error::OutputExists { path: path.clone() },
-                        _ => Error::io(&path, e.error),
-                    })?;
-                }
+                let tmp = tmp.into_inner().map_err(|e| Error::output(&path, e.into_error()))?;
+                tmp.as_file().sync_all().map_err(|e| Error::output(&path, e))?;
+                let persisted = if force { tmp.persist(&path) } else { tmp.persist_noclobber(&path) };
+                persisted.map_err(|e| match e.error.kind() {
+                    io::ErrorKind::AlreadyExists => Error::Exists { file: path.display().to_string() },
+                    _ => Error::output(&path, e.error),
+                })?;
                 Ok(())
             }
         }

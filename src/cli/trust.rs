@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use cathedral_bundle::{BundleLoader, Error, PublicKey};
 
+/// What to say after a refused signature.
+pub const HINT: &str = " (trust the signer with --trusted-key or --trust-dir)";
+
 #[derive(Debug, clap::Args)]
 pub struct TrustArgs {
     /// A public key file (from keygen) whose signatures are trusted. Repeatable.

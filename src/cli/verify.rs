@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cathedral_bundle::{BundleLoader, Error, VerifyMode, VerifyReport};
+use cathedral_bundle::{escape_for_terminal, BundleLoader, Error, SignatureStatus, VerifyMode, VerifyReport};
 use serde::Serialize;
 
 use super::output::{human_bytes, Output};
@@ -52,7 +52,7 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         text.push(b'\n');
         out.write_bytes(&text)?;
     } else {
-        out.write_bytes(human(&report, loader.signature_acceptable(&report)).as_bytes())?;
+        out.write_bytes(human(&report, loader.signature_acceptable(&report), quiet).as_bytes())?;
     }
     out.commit()?;
     Ok(if !report.is_valid() {
@@ -64,14 +64,16 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     })
 }
 
-fn human(report: &VerifyReport, signature_ok: bool) -> String {
+/// The human report. Paths and messages come from the bundle and are
+/// escaped. With `quiet`, only failures are printed.
+fn human(report: &VerifyReport, signature_ok: bool, quiet: bool) -> String {
     let s = &report.stats;
-    let mut text = format!("bundle   {}\n", report.bundle);
-    text += match report.mode {
+    let mut head = format!("bundle   {}\n", escape_for_terminal(&report.bundle));
+    head += match report.mode {
         VerifyMode::Full => "mode     full: every file and blob hashed, every event decoded\n",
         VerifyMode::Fast => "mode     fast: structure, completeness and sizes only; contents were NOT hashed\n",
     };
-    text += &format!(
+    head += &format!(
         "checked  {} files, {} blobs, {} events, {} hashed of {}\n",
         s.files,
         s.blobs,
@@ -79,25 +81,30 @@ fn human(report: &VerifyReport, signature_ok: bool) -> String {
         human_bytes(s.bytes_hashed),
         human_bytes(s.bytes_total)
     );
-    text += &format!("signature {}\n", report.signature);
+    head += &format!("signature {}\n", escape_for_terminal(&report.signature.to_string()));
+    let mut text = String::new();
     if report.is_valid() && !signature_ok {
         text += match report.signature {
-            cathedral_bundle::SignatureStatus::Unsigned => {
-                "result   REFUSED: the bundle is intact but unsigned, and a signature is required\n"
-            }
-            cathedral_bundle::SignatureStatus::Untrusted { .. } => {
+            SignatureStatus::Unsigned => "result   REFUSED: the bundle is intact but unsigned, and a signature is required\n",
+            SignatureStatus::Untrusted { .. } => {
                 "result   REFUSED: the bundle is intact, but its signer is not trusted (give --trusted-key or --trust-dir)\n"
             }
             _ => "result   REFUSED: the bundle's contents are intact, but its signature is not valid\n",
         };
     } else if report.is_valid() {
+        if quiet {
+            return String::new();
+        }
         text += "result   valid\n";
     } else {
         text += &format!("findings ({})\n", report.findings.len());
         for f in &report.findings {
-            text += &format!("  {f}\n");
+            text += &format!("  {}\n", escape_for_terminal(&f.to_string()));
         }
         text += &format!("result   INVALID: {} finding(s)\n", report.findings.len() as u64 + report.findings_omitted);
     }
-    text
+    if quiet {
+        return format!("bundle   {}\n{text}", escape_for_terminal(&report.bundle));
+    }
+    head + &text
 }

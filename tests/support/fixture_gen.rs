@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cathedral_bundle::blob::BlobFormat;
+use cathedral_bundle::format::BlobFormat;
 use cathedral_bundle::{
     BuildOptions, BuildSummary, BundleBuilder, Dag, DagEdge, DagNode, Digest, Encoding, Event, EventKind, Metadata, NodeState, NodeStatus,
     Platform, RunStatus, Snapshot,
@@ -132,8 +132,8 @@ pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -
         run_id,
         workflow_name: name.to_string(),
         workflow_version: "1.2.0".into(),
-        started_at: "2026-03-14T15:00:00Z".into(),
-        completed_at: Some("2026-03-14T15:05:00Z".into()),
+        started_at: "2026-03-14T15:00:00Z".parse().unwrap(),
+        completed_at: Some("2026-03-14T15:05:00Z".parse().unwrap()),
         status: if failed { RunStatus::Failed } else { RunStatus::Completed },
         node_count: nodes as u64,
         event_count: events.len() as u64,
@@ -163,14 +163,12 @@ pub fn build(run: &SampleRun, out: &Path, options: BuildOptions) -> BuildSummary
 
 /// Options that make a build reproducible.
 pub fn fixed_options(name: &str, encoding: Encoding, compression_level: Option<i32>) -> BuildOptions {
-    BuildOptions {
-        encoding,
-        compression_level,
-        bundle_id: Some(uuid_for(&format!("{name}/bundle"))),
-        created_at: Some(FIXED_TIME.into()),
-        overwrite: true,
-        ..BuildOptions::default()
-    }
+    BuildOptions::default()
+        .encoding(encoding)
+        .compression_level(compression_level)
+        .bundle_id(uuid_for(&format!("{name}/bundle")))
+        .created_at(FIXED_TIME.parse().unwrap())
+        .overwrite(true)
 }
 
 /// The fixture bundles: (directory name, run, encoding, compression).
@@ -191,14 +189,9 @@ pub fn store_runs() -> Vec<SampleRun> {
 /// What a recorder needs to start `run`.
 pub fn run_start(run: &SampleRun) -> cathedral_bundle::store::RunStart {
     let m = &run.metadata;
-    cathedral_bundle::store::RunStart {
-        run_id: m.run_id,
-        workflow_name: m.workflow_name.clone(),
-        workflow_version: m.workflow_version.clone(),
-        started_at: m.started_at.clone(),
-        cathedral_version: m.cathedral_version.clone(),
-        platform: m.platform.clone(),
-    }
+    cathedral_bundle::store::RunStart::new(m.run_id, &m.workflow_name, &m.workflow_version, &m.cathedral_version)
+        .started_at(m.started_at.clone())
+        .platform(m.platform.clone())
 }
 
 /// Records `run` into the store at `root` through the recorder API.

@@ -7,20 +7,19 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::manifest::SignatureField;
+use super::SIGNATURE_FILE;
 use crate::error::Error;
+use crate::fsutil::{self, Existing};
 
 /// Domain-separation string prefixed (with a NUL) to the manifest bytes.
 pub const SIGNING_DOMAIN: &str = "cathedral-bundle-manifest-v1";
-/// Name of the detached signature file.
-pub const SIGNATURE_FILE: &str = "MANIFEST.sig";
 /// First line of a signature file.
 pub const SIGNATURE_HEADER: &str = "cathedral-bundle-signature v1";
 /// First line of a secret key file.
@@ -35,8 +34,7 @@ const MAX_TEXT_FILE: u64 = 4096;
 pub struct KeyId([u8; 8]);
 
 impl KeyId {
-    /// The id of `key`.
-    pub fn of(key: &VerifyingKey) -> Self {
+    fn of(key: &VerifyingKey) -> Self {
         KeyId(blake3::hash(key.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"))
     }
 }
@@ -63,7 +61,7 @@ pub fn signed_message(manifest_bytes: &[u8]) -> Vec<u8> {
 }
 
 fn key_error(path: &Path, detail: impl fmt::Display) -> Error {
-    Error::InvalidKey { path: path.display().to_string(), detail: detail.to_string() }
+    Error::InvalidKey { file: path.display().to_string(), detail: detail.to_string() }
 }
 
 /// Parses `label: <hex>` into exactly N bytes.
@@ -72,21 +70,19 @@ fn field<const N: usize>(line: Option<&str>, label: &str, path: &Path) -> Result
     let value = line
         .strip_prefix(label)
         .and_then(|r| r.strip_prefix(": "))
-        .ok_or_else(|| key_error(path, format!("expected `{label}: …`, found {line:?}")))?;
-    if value.len() != 2 * N || !value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(key_error(path, format!("{label}: expected {} lowercase hex characters, found {} characters", 2 * N, value.len())));
-    }
-    let mut out = [0u8; N];
-    hex::decode_to_slice(value, &mut out).map_err(|e| key_error(path, e))?;
-    Ok(out)
+        .ok_or_else(|| key_error(path, format!("expected `{label}: …`, found {:?}", crate::text::escape_for_terminal(line))))?;
+    crate::text::decode_hex(value)
+        .ok_or_else(|| key_error(path, format!("{label}: expected {} lowercase hex characters, found {} characters", 2 * N, value.len())))
 }
 
-/// Reads a small text file, bounded, as UTF-8 lines.
+/// Reads a small text file, bounded, as UTF-8 lines. A file that is not a
+/// regular file is an invalid key file (never opened for reading).
 fn read_text(path: &Path) -> Result<String, Error> {
-    let bytes = crate::fsutil::read_bounded(path, &path.display().to_string(), "file size", MAX_TEXT_FILE).map_err(|e| match e {
+    let bytes = fsutil::read_bounded(path, &path.display().to_string(), "file size", MAX_TEXT_FILE).map_err(|e| match e {
         Error::LimitExceeded { found, .. } => {
             key_error(path, format!("{found} bytes, larger than any key or signature file ({MAX_TEXT_FILE})"))
         }
+        Error::FileType { found, .. } => key_error(path, format!("not a regular file but a {found}")),
         other => other,
     })?;
     String::from_utf8(bytes).map_err(|_| key_error(path, "not UTF-8 text"))
@@ -105,7 +101,8 @@ fn lines<'a>(text: &'a str, header: &str, count: usize, path: &Path) -> Result<V
             SIGNATURE_HEADER => "this is a signature file",
             _ => "unknown file type",
         };
-        return Err(key_error(path, format!("{what}; expected first line {header:?}, found {:?}", lines[0])));
+        let found = crate::text::escape_for_terminal(lines[0]);
+        return Err(key_error(path, format!("{what}; expected first line {header:?}, found {found:?}")));
     }
     if lines.len() != count {
         return Err(key_error(path, format!("expected {count} lines, found {}", lines.len())));
@@ -143,7 +140,7 @@ impl SecretKey {
     /// A new random key from the operating system's generator.
     pub fn generate() -> Result<Self, Error> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| Error::InvalidInput { what: "key generation", detail: e.to_string() })?;
+        getrandom::fill(&mut seed).map_err(|e| Error::Random { detail: e.to_string() })?;
         Ok(SecretKey { key: SigningKey::from_bytes(&seed) })
     }
 
@@ -187,37 +184,25 @@ impl SecretKey {
         Ok(key)
     }
 
-    /// Writes this key to `path` (mode 0600) and its public key to `<path>.pub`.
-    /// Existing files are refused unless `force`.
+    /// Writes this key to `path` (mode 0600) and its public key to
+    /// `<path>.pub`. Each file is written whole under a temporary name and
+    /// renamed into place; without `force`, the rename refuses to clobber,
+    /// so concurrent writers cannot overwrite each other's keys, and a
+    /// public key that cannot be placed takes its secret key back out.
     pub fn write_files(&self, path: &Path, force: bool) -> Result<PathBuf, Error> {
         let public_path = PathBuf::from(format!("{}.pub", path.display()));
-        if !force {
-            for p in [path, public_path.as_path()] {
-                if fs::symlink_metadata(p).is_ok() {
-                    return Err(Error::OutputExists { path: p.to_path_buf() });
-                }
-            }
+        let existing = if force { Existing::Replace } else { Existing::Keep };
+        if !force && fs::symlink_metadata(&public_path).is_ok() {
+            return Err(Error::Exists { file: public_path.display().to_string() });
         }
-        write_file(path, self.to_file_text().as_bytes(), 0o600)?;
-        write_file(&public_path, self.public().to_file_text().as_bytes(), 0o644)?;
+        fsutil::write_atomic(path, self.to_file_text().as_bytes(), 0o600, existing)?;
+        if let Err(e) = fsutil::write_atomic(&public_path, self.public().to_file_text().as_bytes(), 0o644, existing) {
+            // The secret key was created by this call, so it may be removed.
+            let _ = fs::remove_file(path);
+            return Err(e);
+        }
         Ok(public_path)
     }
-}
-
-/// Writes a file through a temporary name with `mode`, then renames it.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = file.write_all(bytes).and_then(|_| file.sync_all()).and_then(|_| fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
 
 /// A public key, as trusted by a verifier.
@@ -264,12 +249,12 @@ impl PublicKey {
 
 /// The parsed `MANIFEST.sig`.
 #[derive(Debug, Clone)]
-pub struct SignatureFile {
+pub(crate) struct SignatureFile {
     /// Signer's key id.
     pub key_id: KeyId,
     /// Signer's public key.
     pub public_key: PublicKey,
-    /// The bundle the signer signed (a hint for messages; the manifest bytes are what is verified).
+    /// The bundle the signer signed: must be the manifest's `bundle_id`.
     pub bundle_id: Uuid,
     /// The signature.
     pub signature: Signature,
@@ -280,17 +265,18 @@ impl SignatureFile {
     pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
         let lines = lines(text, SIGNATURE_HEADER, 6, path)?;
         if lines[1] != "algorithm: ed25519" {
-            return Err(key_error(path, format!("unsupported algorithm line {:?}; expected \"algorithm: ed25519\"", lines[1])));
+            let found = crate::text::escape_for_terminal(lines[1]);
+            return Err(key_error(path, format!("unsupported algorithm line {found:?}; expected \"algorithm: ed25519\"")));
         }
         let key_id = KeyId(field(Some(lines[2]), "key-id", path)?);
         let public = field::<32>(Some(lines[3]), "public-key", path)?;
         let public_key =
             PublicKey { key: VerifyingKey::from_bytes(&public).map_err(|e| key_error(path, format!("not an Ed25519 public key: {e}")))? };
         check_key_id(path, key_id.0, public_key.key_id())?;
-        let bundle_id = lines[4]
-            .strip_prefix("bundle-id: ")
-            .and_then(|t| crate::event::parse_uuid("bundle-id", t).ok())
-            .ok_or_else(|| key_error(path, format!("expected `bundle-id: <uuid>`, found {:?}", lines[4])))?;
+        let bundle_id =
+            lines[4].strip_prefix("bundle-id: ").and_then(|t| crate::text::parse_uuid("bundle-id", t).ok()).ok_or_else(|| {
+                key_error(path, format!("expected `bundle-id: <uuid>`, found {:?}", crate::text::escape_for_terminal(lines[4])))
+            })?;
         let signature = Signature::from_bytes(&field::<64>(Some(lines[5]), "signature", path)?);
         Ok(SignatureFile { key_id, public_key, bundle_id, signature })
     }
@@ -352,26 +338,28 @@ impl fmt::Display for SignatureStatus {
     }
 }
 
-/// Checks the signature of a bundle whose manifest has been read.
-/// `manifest` is None when the manifest bytes do not parse; the signature
-/// file, if any, is then still checked against them.
+/// Checks the signature of a bundle whose manifest bytes have been read.
+/// `declared` is what the manifest says (read even if it does not parse);
+/// `bundle_id` is the manifest's, when it parses. `reformatted` says whether
+/// the manifest re-serialises to other bytes (only for the message).
 pub(crate) fn check(
     root: &Path,
     manifest_bytes: &[u8],
-    manifest: Option<&crate::manifest::Manifest>,
+    declared: &SignatureField,
+    bundle_id: Option<(Uuid, bool)>,
     trusted: &[PublicKey],
 ) -> SignatureStatus {
     let path = root.join(SIGNATURE_FILE);
-    let signed = match manifest {
-        Some(m) => m.signature.is_some(),
-        None => fs::symlink_metadata(&path).is_ok(),
-    };
-    if !signed {
-        return SignatureStatus::Unsigned;
+    match declared {
+        SignatureField::Unsigned => return SignatureStatus::Unsigned,
+        SignatureField::Malformed(detail) => return SignatureStatus::Malformed { detail: detail.clone() },
+        SignatureField::Unknown if fs::symlink_metadata(&path).is_err() => return SignatureStatus::Unsigned,
+        SignatureField::Unknown | SignatureField::Signed => {}
     }
     let text = match read_text(&path) {
         Ok(t) => t,
         Err(Error::NotFound { .. }) => return SignatureStatus::Missing,
+        Err(Error::InvalidKey { detail, .. }) => return SignatureStatus::Malformed { detail },
         Err(e) => return SignatureStatus::Malformed { detail: e.to_string() },
     };
     let sig = match SignatureFile::parse(&text, &path) {
@@ -379,15 +367,15 @@ pub(crate) fn check(
         Err(Error::InvalidKey { detail, .. }) => return SignatureStatus::Malformed { detail },
         Err(e) => return SignatureStatus::Malformed { detail: e.to_string() },
     };
-    // Every byte of MANIFEST.sig is bound: its bundle-id line must name this bundle.
-    if let Some(m) = manifest.filter(|m| m.bundle_id != sig.bundle_id) {
+    // Every byte of MANIFEST.sig is bound: its bundle-id line must name this bundle (§13.2).
+    if let Some((id, _)) = bundle_id.filter(|(id, _)| *id != sig.bundle_id) {
         return SignatureStatus::Invalid {
             key_id: sig.key_id,
-            detail: format!("the signature was made for another bundle ({}), not this one ({})", sig.bundle_id, m.bundle_id),
+            detail: format!("the signature was made for another bundle ({}), not this one ({id})", sig.bundle_id),
         };
     }
     if sig.public_key.key.verify_strict(&signed_message(manifest_bytes), &sig.signature).is_err() {
-        let detail = if manifest.is_some_and(|m| m.to_bytes() != manifest_bytes) {
+        let detail = if bundle_id.is_some_and(|(_, reformatted)| reformatted) {
             "MANIFEST.json is not byte-for-byte as written: it was reformatted or edited after signing".to_string()
         } else {
             "MANIFEST.json's bytes are not the bytes that were signed (changed after signing, or signed by another key)".to_string()

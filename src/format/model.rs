@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::format;
+use crate::text::{uuid_text, uuid_text_vec, Timestamp};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,9 +65,9 @@ pub struct Metadata {
     /// Workflow version.
     pub workflow_version: String,
     /// RFC 3339 UTC start time.
-    pub started_at: String,
+    pub started_at: Timestamp,
     /// RFC 3339 UTC end time; null while running.
-    pub completed_at: Option<String>,
+    pub completed_at: Option<Timestamp>,
     /// How the run ended.
     pub status: RunStatus,
     /// Nodes in the DAG.
@@ -78,28 +78,6 @@ pub struct Metadata {
     pub platform: Platform,
     /// Engine version that ran it.
     pub cathedral_version: String,
-}
-
-impl Metadata {
-    /// Checks what the schema cannot: timestamps are RFC 3339 UTC, and the run id is lowercase hyphenated.
-    pub fn validate(&self, file: &str) -> Result<(), Error> {
-        check_timestamp(file, "started_at", &self.started_at)?;
-        if let Some(t) = &self.completed_at {
-            check_timestamp(file, "completed_at", t)?;
-        }
-        Ok(())
-    }
-}
-
-/// Checks an RFC 3339 UTC timestamp such as `2026-01-02T03:04:05Z`.
-pub fn check_timestamp(file: &str, field: &'static str, text: &str) -> Result<(), Error> {
-    if !text.ends_with('Z') || humantime::parse_rfc3339(text).is_err() {
-        return Err(Error::Json {
-            file: file.to_string(),
-            detail: format!("{field}: expected an RFC 3339 UTC timestamp like 2026-01-02T03:04:05Z, found {text:?}"),
-        });
-    }
-    Ok(())
 }
 
 /// One node of the compiled DAG.
@@ -147,6 +125,11 @@ pub struct Dag {
 }
 
 impl Dag {
+    /// The set of node ids.
+    pub fn node_ids(&self) -> HashSet<Uuid> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
     /// Checks that node ids are unique and every reference names a node.
     pub fn validate(&self, file: &str) -> Result<(), Error> {
         let bad = |detail: String| Err(Error::Json { file: file.to_string(), detail });
@@ -173,13 +156,18 @@ impl Dag {
 /// A node's state in a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
 pub enum NodeStatus {
+    /// Waiting for its dependencies.
     Pending,
+    /// Its dependencies completed; it may start.
     Scheduled,
+    /// Started, not finished.
     Running,
+    /// Finished successfully.
     Completed,
+    /// Finished with a failure.
     Failed,
+    /// Will not run.
     Skipped,
 }
 
@@ -211,144 +199,39 @@ pub struct Snapshot {
     pub nodes: Vec<NodeState>,
 }
 
-/// The snapshot's postcard wire form: UUIDs and digests as raw bytes.
-#[derive(Serialize, Deserialize)]
-struct WireSnapshot {
-    logical_time: u64,
-    log_position: u64,
-    nodes: Vec<WireNodeState>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct WireNodeState {
-    node_id: [u8; 16],
-    status: NodeStatus,
-    output_hash: Option<[u8; 32]>,
-    error: Option<String>,
-}
-
 impl Snapshot {
-    /// Encodes the whole file: `magic | version | postcard snapshot`.
-    pub fn encode_file(&self) -> Vec<u8> {
-        let wire = WireSnapshot {
-            logical_time: self.logical_time,
-            log_position: self.log_position,
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| WireNodeState {
-                    node_id: *n.node_id.as_bytes(),
-                    status: n.status,
-                    output_hash: n.output_hash.map(|d| d.0),
-                    error: n.error.clone(),
-                })
-                .collect(),
-        };
-        let mut out = Vec::new();
-        out.extend_from_slice(&format::SNAPSHOT_MAGIC);
-        out.extend_from_slice(&format::SNAPSHOT_VERSION.to_be_bytes());
-        postcard::to_extend(&wire, out).expect("snapshot encodes")
-    }
-
-    /// Decodes a whole snapshot file, which must be canonical.
-    pub fn decode_file(bytes: &[u8], file: &str) -> Result<Self, Error> {
-        crate::log::check_prefix(bytes, file, format::SNAPSHOT_MAGIC, "snapshot")?;
-        let version = format::be_u32(bytes, format::MAGIC_LEN);
-        if version != format::SNAPSHOT_VERSION {
-            return Err(Error::Unsupported {
-                file: file.to_string(),
-                what: "snapshot version",
-                expected: format::SNAPSHOT_VERSION.to_string(),
-                found: version.to_string(),
-            });
+    /// The referential rules of a snapshot (FORMAT.md §9): each node is a
+    /// DAG node, at most once, and each output hash names a held blob
+    /// (`holds` answers that). Position and time against the log are checked
+    /// where the log is read.
+    pub fn check_references(
+        &self,
+        file: &str,
+        nodes: &HashSet<Uuid>,
+        holds: &mut dyn FnMut(&Digest) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut seen = HashSet::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            if !nodes.contains(&node.node_id) {
+                return Err(Error::rule(file, "node reference", format!("node {} is not in the DAG", node.node_id)));
+            }
+            if !seen.insert(node.node_id) {
+                return Err(Error::rule(file, "node reference", format!("node {} appears twice", node.node_id)));
+            }
+            if let Some(h) = node.output_hash {
+                if !holds(&h)? {
+                    let detail = format!("output hash {h} of node {} names no blob of the bundle", node.node_id);
+                    return Err(Error::rule(file, "blob reference", detail));
+                }
+            }
         }
-        let body = &bytes[format::PREFIX_LEN..];
-        let (wire, rest) = postcard::take_from_bytes::<WireSnapshot>(body)
-            .map_err(|e| Error::malformed(file, "snapshot", format::PREFIX_LEN as u64, e))?;
-        if !rest.is_empty() {
-            return Err(Error::TrailingData {
-                file: file.to_string(),
-                offset: (bytes.len() - rest.len()) as u64,
-                count: rest.len() as u64,
-            });
-        }
-        let snapshot = Snapshot {
-            logical_time: wire.logical_time,
-            log_position: wire.log_position,
-            nodes: wire
-                .nodes
-                .into_iter()
-                .map(|n| NodeState {
-                    node_id: Uuid::from_bytes(n.node_id),
-                    status: n.status,
-                    output_hash: n.output_hash.map(Digest),
-                    error: n.error,
-                })
-                .collect(),
-        };
-        if snapshot.encode_file() != bytes {
-            return Err(Error::malformed(
-                file,
-                "snapshot",
-                format::PREFIX_LEN as u64,
-                "not the canonical encoding of the snapshot it holds",
-            ));
-        }
-        Ok(snapshot)
-    }
-}
-
-/// UUIDs in JSON: only the hyphenated lowercase form is accepted.
-pub(crate) mod uuid_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use uuid::Uuid;
-
-    pub fn serialize<S: Serializer>(u: &Uuid, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&u.hyphenated())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::event::parse_uuid("uuid", &text).map_err(serde::de::Error::custom)
-    }
-}
-
-pub(crate) mod uuid_text_vec {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use uuid::Uuid;
-
-    pub fn serialize<S: Serializer>(v: &[Uuid], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|u| u.hyphenated().to_string()))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Uuid>, D::Error> {
-        let texts = Vec::<String>::deserialize(d)?;
-        texts.iter().map(|t| crate::event::parse_uuid("uuid", t).map_err(serde::de::Error::custom)).collect()
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snapshot_round_trip_and_canonical() {
-        let s = Snapshot {
-            logical_time: 7,
-            log_position: 3,
-            nodes: vec![NodeState {
-                node_id: Uuid::from_u128(9),
-                status: NodeStatus::Failed,
-                output_hash: Some(Digest::of(b"o")),
-                error: Some("boom".into()),
-            }],
-        };
-        let bytes = s.encode_file();
-        assert_eq!(&bytes[..7], b"CATHSNP");
-        assert_eq!(Snapshot::decode_file(&bytes, "s").unwrap(), s);
-        let mut trailing = bytes.clone();
-        trailing.push(0);
-        assert!(matches!(Snapshot::decode_file(&trailing, "s"), Err(Error::TrailingData { .. })));
-        assert!(Snapshot::decode_file(&bytes[..6], "s").is_err());
-    }
 
     #[test]
     fn dag_references_are_checked() {
@@ -371,12 +254,5 @@ mod tests {
         assert!(serde_json::from_str::<DagEdge>(&ok.replace("0a", "0A")).is_err());
         assert!(serde_json::from_str::<DagEdge>(&ok.replace("00000000-0000-0000-0000-00000000000a", "0000000000000000000000000000000a"))
             .is_err());
-    }
-
-    #[test]
-    fn timestamps_must_be_utc() {
-        assert!(check_timestamp("m", "t", "2026-01-02T03:04:05Z").is_ok());
-        assert!(check_timestamp("m", "t", "2026-01-02T03:04:05+01:00").is_err());
-        assert!(check_timestamp("m", "t", "yesterday").is_err());
     }
 }

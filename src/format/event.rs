@@ -11,33 +11,56 @@ use uuid::Uuid;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format;
+use crate::text::parse_uuid;
 
 /// What happened. The order of variants is the wire discriminant order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub enum EventKind {
+    /// The run was created (the first event of a run).
     RunCreated,
+    /// The run began executing.
     RunStarted,
+    /// The run finished successfully.
     RunCompleted,
+    /// The run finished with a failure.
     RunFailed,
+    /// A node was scheduled: its dependencies completed.
     NodeScheduled,
+    /// A node began running.
     NodeStarted,
+    /// A node finished successfully.
     NodeCompleted,
+    /// A node finished with a failure.
     NodeFailed,
+    /// A node will not run (a dependency failed or was skipped).
     NodeSkipped,
+    /// A node called a tool.
     ToolInvoked,
+    /// A tool call returned.
     ToolCompleted,
+    /// A tool call failed.
     ToolFailed,
+    /// A tool call ran out of time.
     ToolTimedOut,
+    /// A capability was checked.
     CapabilityCheck,
+    /// A policy decided something.
     PolicyDecision,
+    /// A task was assigned to a worker.
     TaskAssigned,
+    /// A worker accepted a task.
     TaskAccepted,
+    /// A worker rejected a task.
     TaskRejected,
+    /// A snapshot of the run's state was taken.
     SnapshotCreated,
+    /// The run was restored from a snapshot.
     SnapshotRestored,
+    /// A blob was stored; the payload is its content hash as 64 lowercase hex.
     BlobStored,
+    /// The engine is alive.
     Heartbeat,
+    /// An error not tied to one node's lifecycle.
     Error,
 }
 
@@ -108,11 +131,7 @@ impl fmt::Display for EventKind {
 impl FromStr for EventKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        EventKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| Error::InvalidInput { what: "event kind", detail: format!("unknown kind {s:?}") })
+        EventKind::ALL.iter().copied().find(|k| k.name() == s).ok_or_else(|| Error::input("event kind", format!("unknown kind {s:?}")))
     }
 }
 
@@ -199,7 +218,7 @@ impl FromStr for Encoding {
         match s {
             "postcard" => Ok(Encoding::Postcard),
             "cbor" => Ok(Encoding::Cbor),
-            _ => Err(Error::InvalidInput { what: "encoding", detail: format!("expected postcard or cbor, found {s:?}") }),
+            _ => Err(Error::input("encoding", format!("expected postcard or cbor, found {s:?}"))),
         }
     }
 }
@@ -226,12 +245,20 @@ impl Event {
     pub fn check_payload_hash(&self) -> Result<(), Error> {
         let actual = Digest::of(&self.payload);
         if actual != self.payload_hash {
-            return Err(Error::InvalidInput {
-                what: "event",
-                detail: format!("event {}: payload hash mismatch: expected {}, found {}", self.event_id, self.payload_hash, actual),
-            });
+            return Err(Error::HashMismatch { file: "event".into(), what: "payload hash", expected: self.payload_hash, found: actual });
         }
         Ok(())
+    }
+
+    /// The blob a `BlobStored` event names: its payload must be exactly the
+    /// 64 lowercase hex characters of a content hash.
+    pub fn stored_blob(&self) -> Option<Result<Digest, Error>> {
+        (self.kind == EventKind::BlobStored).then(|| {
+            std::str::from_utf8(&self.payload)
+                .ok()
+                .and_then(|t| Digest::parse(t).ok())
+                .ok_or_else(|| Error::rule("event", "blob reference", "a BlobStored payload must be a 64-hex content hash"))
+        })
     }
 
     /// Appends the encoded record (without its length prefix) to `out`.
@@ -239,7 +266,7 @@ impl Event {
         match encoding {
             Encoding::Postcard => wire::encode(self, out),
             Encoding::Cbor => {
-                ciborium::into_writer(self, &mut *out).map_err(|e| Error::InvalidInput { what: "event", detail: e.to_string() })?;
+                ciborium::into_writer(self, &mut *out).map_err(|e| Error::input("event", e))?;
             }
         }
         Ok(())
@@ -254,8 +281,13 @@ impl Event {
             Encoding::Postcard => return wire::decode(record).map_err(|detail| Error::malformed(file, "event record", offset, detail)),
             Encoding::Cbor => {
                 let mut reader = record;
-                let event = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16)
-                    .map_err(|e| Error::malformed(file, "event record", offset, e))?;
+                let event = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16).map_err(|e| Error::Malformed {
+                    file: file.to_string(),
+                    what: "event record",
+                    offset,
+                    detail: e.to_string(),
+                    source: Some(Box::new(e)),
+                })?;
                 if !reader.is_empty() {
                     return Err(Error::malformed(
                         file,
@@ -305,7 +337,7 @@ impl Event {
     pub fn from_json(json: &EventJson) -> Result<Self, Error> {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(&json.payload)
-            .map_err(|e| Error::InvalidInput { what: "event payload", detail: format!("not standard base64: {e}") })?;
+            .map_err(|e| Error::input("event payload", format!("not standard base64: {e}")))?;
         Ok(Event {
             event_id: parse_uuid("event_id", &json.event_id)?,
             run_id: parse_uuid("run_id", &json.run_id)?,
@@ -322,8 +354,71 @@ impl Event {
 
     /// Parses one JSON line strictly (unknown fields and duplicate keys are errors).
     pub fn from_json_line(line: &str) -> Result<Self, Error> {
-        let json: EventJson = crate::json::from_slice_strict(line.as_bytes(), "event")?;
+        let json: EventJson = super::json::from_slice_strict(line.as_bytes(), "event")?;
         Event::from_json(&json)
+    }
+}
+
+/// The rules every event of a run obeys, in log order (FORMAT.md §5.1): the
+/// one checker used by the verifier, the index builder, the bundle builder
+/// and the run store. Errors name the file "event"; callers relocate them
+/// with the real file and line. Id uniqueness and blob existence need state
+/// the caller has (the index, the blob list) and are checked there.
+#[derive(Debug, Clone)]
+pub struct EventRules {
+    run_id: Option<Uuid>,
+    last_time: u64,
+    nodes: Option<std::collections::HashSet<Uuid>>,
+    position: u64,
+}
+
+impl EventRules {
+    /// Rules for a run whose id is `run_id` (or taken from its first event).
+    pub fn new(run_id: Option<Uuid>) -> Self {
+        EventRules { run_id, last_time: 0, nodes: None, position: 0 }
+    }
+
+    /// Also require every `node_id` to be nil (a run-level event) or one of `nodes`.
+    pub fn with_nodes(mut self, nodes: std::collections::HashSet<Uuid>) -> Self {
+        self.nodes = Some(nodes);
+        self
+    }
+
+    /// Checks the next event; returns the blob it references, if any.
+    pub fn check(&mut self, event: &Event) -> Result<Option<Digest>, Error> {
+        let position = self.position;
+        self.position += 1;
+        event.check_payload_hash().map_err(|e| match e {
+            Error::HashMismatch { file, what, expected, found } => {
+                Error::Rule { file, rule: what, detail: format!("event {position}: expected {expected}, found {found}") }
+            }
+            other => other,
+        })?;
+        let run = *self.run_id.get_or_insert(event.run_id);
+        if event.run_id != run {
+            return Err(Error::rule("event", "run id", format!("event {position} belongs to run {}, not {run}", event.run_id)));
+        }
+        if event.logical_time < self.last_time {
+            let detail = format!("event {position} goes back in time: {} after {}", event.logical_time, self.last_time);
+            return Err(Error::rule("event", "logical time", detail));
+        }
+        self.last_time = event.logical_time;
+        if self.nodes.as_ref().is_some_and(|n| !event.node_id.is_nil() && !n.contains(&event.node_id)) {
+            return Err(Error::rule(
+                "event",
+                "node reference",
+                format!("event {position} names node {}, which is not in the DAG", event.node_id),
+            ));
+        }
+        event.stored_blob().transpose().map_err(|e| match e {
+            Error::Rule { file, rule, detail } => Error::Rule { file, rule, detail: format!("event {position}: {detail}") },
+            other => other,
+        })
+    }
+
+    /// Events checked so far.
+    pub fn count(&self) -> u64 {
+        self.position
     }
 }
 
@@ -454,15 +549,6 @@ mod wire {
             post_state_hash,
         })
     }
-}
-
-/// Parses a UUID in its one accepted text form: hyphenated lowercase.
-pub fn parse_uuid(what: &'static str, text: &str) -> Result<Uuid, Error> {
-    let uuid = Uuid::try_parse(text).map_err(|e| Error::InvalidInput { what, detail: format!("{text:?}: {e}") })?;
-    if uuid.hyphenated().to_string() != text {
-        return Err(Error::InvalidInput { what, detail: format!("{text:?}: expected a hyphenated lowercase UUID") });
-    }
-    Ok(uuid)
 }
 
 /// The JSON form of an event (`schemas/event.schema.json`).

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::digest::Digest;
-use crate::error::{Error, Finding, FindingCode};
+use crate::error::Error;
 use crate::format;
 use crate::path::BundlePath;
+use crate::text::{uuid_text, Timestamp};
 
 /// One listed file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,10 +32,10 @@ pub struct Manifest {
     /// Always "1.0" for this format.
     pub bundle_version: String,
     /// Unique id of this bundle.
-    #[serde(with = "crate::model::uuid_text")]
+    #[serde(with = "uuid_text")]
     pub bundle_id: Uuid,
     /// RFC 3339 UTC creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Always "cath-bundle".
     pub format: String,
     /// Every file of the bundle but the manifest itself and the blobs, by bundle-relative path.
@@ -48,61 +49,84 @@ pub struct Manifest {
 impl Manifest {
     /// Parses manifest bytes strictly.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        crate::json::from_slice_strict(bytes, format::MANIFEST_FILE)
+        super::json::from_slice_strict(bytes, format::MANIFEST_FILE)
     }
 
     /// The bytes a builder writes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        crate::json::to_pretty_bytes(self)
+        super::json::to_pretty_bytes(self)
     }
 
-    /// Every rule the schema cannot express, as findings against `MANIFEST.json`.
-    pub fn check(&self) -> Vec<Finding> {
+    /// Every rule the schema cannot express; each error is about `MANIFEST.json`.
+    pub fn check(&self) -> Vec<Error> {
         let file = format::MANIFEST_FILE;
-        let mut findings = Vec::new();
+        let mut problems = Vec::new();
+        let unsupported = |what, expected: &str, found: &str| Error::Unsupported {
+            file: file.to_string(),
+            what,
+            expected: expected.to_string(),
+            found: found.to_string(),
+        };
         if self.format != format::BUNDLE_FORMAT {
-            findings
-                .push(Finding::new(file, FindingCode::Unsupported, "unsupported format").with_values(format::BUNDLE_FORMAT, &self.format));
+            problems.push(unsupported("format", format::BUNDLE_FORMAT, &self.format));
         }
         if self.bundle_version != format::BUNDLE_VERSION {
-            findings.push(
-                Finding::new(file, FindingCode::Unsupported, "unsupported bundle_version")
-                    .with_values(format::BUNDLE_VERSION, &self.bundle_version),
-            );
+            problems.push(unsupported("bundle_version", format::BUNDLE_VERSION, &self.bundle_version));
         }
-        if let Err(e) = crate::model::check_timestamp(file, "created_at", &self.created_at) {
-            findings.push(e.into_finding(file));
-        }
-        if let Some(s) = self.signature.as_deref().filter(|s| *s != crate::signing::SIGNATURE_FILE) {
-            findings.push(
-                Finding::new(file, FindingCode::Malformed, "signature must be null or name the signature file")
-                    .with_values(crate::signing::SIGNATURE_FILE, s),
-            );
+        if let Some(s) = self.signature.as_deref().filter(|s| *s != format::SIGNATURE_FILE) {
+            problems.push(Error::inconsistent(file, "signature file name", format::SIGNATURE_FILE, format!("{s:?}")));
         }
         for (name, entry) in &self.files {
             if let Err(e) = BundlePath::parse(name) {
-                findings.push(e.into_finding(file));
+                problems.push(e);
                 continue;
             }
             match format::LISTED_FILES.iter().find(|(known, _)| known == name) {
-                None => findings.push(Finding::new(
-                    file,
-                    FindingCode::InvalidPath,
-                    format!("lists {name:?}, which is not a file of a v1 bundle"),
-                )),
-                Some((_, optional)) if *optional != entry.optional => findings.push(
-                    Finding::new(file, FindingCode::Malformed, format!("{name}: wrong optional flag"))
-                        .with_values(optional, entry.optional),
-                ),
+                None => problems.push(Error::InvalidPath { name: name.clone(), reason: "not a file of a v1 bundle" }),
+                Some((_, optional)) if *optional != entry.optional => {
+                    problems.push(Error::inconsistent(file, "optional flag", format!("{name}: {optional}"), entry.optional))
+                }
                 Some(_) => {}
             }
         }
         for (known, optional) in format::LISTED_FILES {
             if !optional && !self.files.contains_key(known) {
-                findings.push(Finding::new(file, FindingCode::Missing, format!("does not list required file {known}")));
+                problems.push(Error::rule(file, "required file", format!("does not list {known}")));
             }
         }
-        findings
+        problems
+    }
+}
+
+/// What a manifest says about its signature (§13), read even from a
+/// manifest that does not parse as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureField {
+    /// `"signature": null`.
+    Unsigned,
+    /// `"signature": "MANIFEST.sig"`.
+    Signed,
+    /// Any other value.
+    Malformed(String),
+    /// The manifest is not a JSON object with that field at all.
+    Unknown,
+}
+
+impl SignatureField {
+    /// Reads the `signature` field of manifest bytes.
+    pub fn of(manifest_bytes: &[u8]) -> Self {
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(manifest_bytes) else {
+            return SignatureField::Unknown;
+        };
+        match map.get("signature") {
+            None => SignatureField::Unknown,
+            Some(serde_json::Value::Null) => SignatureField::Unsigned,
+            Some(serde_json::Value::String(s)) if s == format::SIGNATURE_FILE => SignatureField::Signed,
+            Some(other) => SignatureField::Malformed(format!(
+                "the manifest's signature field must be null or \"{}\", found {other}",
+                format::SIGNATURE_FILE
+            )),
+        }
     }
 }
 
@@ -131,9 +155,18 @@ mod tests {
         for name in ["../dag.json", "/dag.json", "blobs/../x", "Dag.json", "dag.json\\x"] {
             let entry = format!(r#"{:?}:{{"hash":"{h}","size":0,"optional":false}}"#, name);
             let m = Manifest::parse(manifest_json(&entry).as_bytes()).unwrap();
-            let findings = m.check();
-            assert!(findings.iter().any(|f| f.code == FindingCode::InvalidPath), "{name}: {findings:?}");
+            let problems = m.check();
+            assert!(problems.iter().any(|e| matches!(e, Error::InvalidPath { .. })), "{name}: {problems:?}");
         }
+    }
+
+    #[test]
+    fn signature_field_is_read_even_when_the_manifest_does_not_parse() {
+        assert_eq!(SignatureField::of(br#"{"signature":null}"#), SignatureField::Unsigned);
+        assert_eq!(SignatureField::of(br#"{"signature":"MANIFEST.sig"}"#), SignatureField::Signed);
+        assert!(matches!(SignatureField::of(br#"{"signature":7}"#), SignatureField::Malformed(_)));
+        assert!(matches!(SignatureField::of(br#"{"signature":"x.sig"}"#), SignatureField::Malformed(_)));
+        assert_eq!(SignatureField::of(b"not json"), SignatureField::Unknown);
     }
 
     #[test]

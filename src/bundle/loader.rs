@@ -1,0 +1,394 @@
+//! `BundleLoader` and `ReplayBundle`: open a bundle only after verifying it,
+//! then read events and blobs on demand, through the descriptors that were
+//! verified.
+
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::format::blob::{decode_blob_to, BlobHeader, BlobList, BlobRecord};
+use crate::format::event::{Encoding, Event};
+use crate::format::index::{IndexHeader, IndexReader};
+use crate::format::log::{LogHeader, LogReader};
+use crate::format::manifest::Manifest;
+use crate::format::model::{Dag, Metadata, Snapshot};
+use crate::format::signature::{PublicKey, SignatureStatus};
+use crate::format::{self, blob_path, BLOB_HEADER_LEN};
+use crate::fsutil::{ReadAt, ReadFile};
+use crate::limits::Limits;
+use crate::verify::{Progress, Verified, Verifier, VerifyMode, VerifyReport};
+
+/// Why a bundle could not be opened.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bundle failed verification; the report lists every finding.
+    #[error("{path}: bundle is invalid ({} finding(s)); first: {}", report.findings.len(),
+        report.findings.first().map(|f| f.to_string()).unwrap_or_default(), path = path.display())]
+    Invalid {
+        /// The bundle.
+        path: PathBuf,
+        /// All findings.
+        report: Box<VerifyReport>,
+    },
+    /// The bundle is intact but its signature is not acceptable.
+    #[error("{path}: signature: {}", report.signature, path = path.display())]
+    Signature {
+        /// The bundle.
+        path: PathBuf,
+        /// The report, whose `signature` says what was found.
+        report: Box<VerifyReport>,
+    },
+    /// The bundle could not be examined at all.
+    #[error(transparent)]
+    Error(#[from] Error),
+}
+
+/// Verifies and opens bundles.
+#[derive(Clone)]
+pub struct BundleLoader<'p> {
+    limits: Limits,
+    mode: VerifyMode,
+    progress: Option<&'p dyn Progress>,
+    trusted: Vec<PublicKey>,
+    require_signature: bool,
+    enforce_signature: bool,
+}
+
+impl Default for BundleLoader<'_> {
+    fn default() -> Self {
+        BundleLoader {
+            limits: Limits::default(),
+            mode: VerifyMode::Full,
+            progress: None,
+            trusted: Vec::new(),
+            require_signature: false,
+            enforce_signature: true,
+        }
+    }
+}
+
+impl<'p> BundleLoader<'p> {
+    /// A loader with default limits that verifies fully.
+    pub fn new() -> Self {
+        BundleLoader::default()
+    }
+
+    /// Sets the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the verification mode. [`VerifyMode::Fast`] skips hashing: the
+    /// bundle's structure and sizes are checked, its bytes are not.
+    pub fn mode(mut self, mode: VerifyMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Keys whose signatures are trusted.
+    pub fn trusted_keys(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.trusted.extend(keys);
+        self
+    }
+
+    /// Refuse unsigned bundles too.
+    pub fn require_signature(mut self, require: bool) -> Self {
+        self.require_signature = require;
+        self
+    }
+
+    /// Whether [`BundleLoader::load`] refuses a bundle whose signature is not
+    /// acceptable (default true). With false, the status is only reported.
+    pub fn enforce_signature(mut self, enforce: bool) -> Self {
+        self.enforce_signature = enforce;
+        self
+    }
+
+    /// Reports progress of hashing to `progress`.
+    pub fn progress(mut self, progress: &'p dyn Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Verifies the bundle at `path` and reports every finding. `Err` only
+    /// when `path` cannot be examined at all (absent, not a directory).
+    pub fn verify(&self, path: impl AsRef<Path>) -> Result<VerifyReport, Error> {
+        Ok(Verifier::new(path.as_ref(), self.mode, &self.limits, &self.trusted, self.progress).run()?.0)
+    }
+
+    /// True when `report` passes this loader's signature policy.
+    pub fn signature_acceptable(&self, report: &VerifyReport) -> bool {
+        report.signature.is_acceptable(self.require_signature)
+    }
+
+    /// Verifies the bundle and opens it. Any finding is a
+    /// [`LoadError::Invalid`] carrying the whole report; an intact bundle
+    /// whose signature is not acceptable is a [`LoadError::Signature`].
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<ReplayBundle, LoadError> {
+        let path = path.as_ref();
+        let (report, verified) = Verifier::new(path, self.mode, &self.limits, &self.trusted, self.progress).run()?;
+        let Some(verified) = verified else {
+            return Err(LoadError::Invalid { path: path.to_path_buf(), report: Box::new(report) });
+        };
+        if self.enforce_signature && !self.signature_acceptable(&report) {
+            return Err(LoadError::Signature { path: path.to_path_buf(), report: Box::new(report) });
+        }
+        ReplayBundle::open(path, self.limits, self.mode, report, verified).map_err(LoadError::from)
+    }
+}
+
+/// Blobs up to this size are checked in memory before they are shown;
+/// larger ones in an anonymous temporary file.
+const BLOB_MEMORY_LIMIT: u64 = 64 << 20;
+
+/// A verified bundle. Events are decoded from the log on demand and blobs are
+/// read from disk on demand; neither is held in memory whole. Headers were
+/// parsed once, when the bundle was verified.
+pub struct ReplayBundle {
+    root: PathBuf,
+    limits: Limits,
+    mode: VerifyMode,
+    report: VerifyReport,
+    verified: Verified,
+    log_header: LogHeader,
+    index_header: IndexHeader,
+    blob_count: u32,
+}
+
+impl std::fmt::Debug for ReplayBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayBundle")
+            .field("root", &self.root)
+            .field("bundle_id", &self.verified.manifest.bundle_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayBundle {
+    fn open(root: &Path, limits: Limits, mode: VerifyMode, report: VerifyReport, verified: Verified) -> Result<Self, Error> {
+        let log_header = LogReader::new(&verified.log, format::EVENTS_FILE, &limits)?.header();
+        let index_header = IndexReader::new(&verified.index, format::INDEX_FILE)?.header();
+        let blob_count = BlobList::new(&verified.blob_list, format::BLOB_LIST_FILE, limits.max_blobs)?.count();
+        Ok(ReplayBundle { root: root.to_path_buf(), limits, mode, report, verified, log_header, index_header, blob_count })
+    }
+
+    /// The bundle directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// How it was verified before opening.
+    pub fn verified(&self) -> VerifyMode {
+        self.mode
+    }
+
+    /// The verification report (with no findings).
+    pub fn report(&self) -> &VerifyReport {
+        &self.report
+    }
+
+    /// The signature's state.
+    pub fn signature(&self) -> &SignatureStatus {
+        &self.report.signature
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.verified.manifest
+    }
+
+    /// The manifest's exact bytes.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.verified.manifest_bytes
+    }
+
+    /// Run metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.verified.metadata
+    }
+
+    /// Workflow source.
+    pub fn workflow(&self) -> &str {
+        &self.verified.workflow
+    }
+
+    /// The compiled DAG.
+    pub fn dag(&self) -> &Dag {
+        &self.verified.dag
+    }
+
+    /// The snapshot, if the bundle has one.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.verified.snapshot.as_ref()
+    }
+
+    fn log(&self) -> LogReader<'_> {
+        LogReader::with_header(&self.verified.log, self.log_header, format::EVENTS_FILE, &self.limits)
+    }
+
+    fn index(&self) -> IndexReader<'_> {
+        IndexReader::with_header(&self.verified.index, format::INDEX_FILE, self.index_header)
+    }
+
+    fn blob_list(&self) -> BlobList<'_> {
+        BlobList::with_count(&self.verified.blob_list, format::BLOB_LIST_FILE, self.blob_count)
+    }
+
+    /// How events are encoded.
+    pub fn encoding(&self) -> Encoding {
+        self.log_header.encoding
+    }
+
+    /// Number of events.
+    pub fn event_count(&self) -> u32 {
+        self.log_header.count
+    }
+
+    /// Number of blobs.
+    pub fn blob_count(&self) -> u32 {
+        self.blob_count
+    }
+
+    /// Every event in log order, decoded one at a time.
+    pub fn events(&self) -> impl Iterator<Item = Result<Event, Error>> + '_ {
+        self.events_from(0)
+    }
+
+    /// Events from `position` on, in log order, read sequentially.
+    pub fn events_from(&self, position: u32) -> impl Iterator<Item = Result<Event, Error>> + '_ {
+        let (mut walk, mut failed) = (None, None);
+        match self.index().offset(position) {
+            Ok(Some(offset)) => walk = Some(self.log().walk_from(offset, position)),
+            Ok(None) => {}
+            Err(e) => failed = Some(e),
+        }
+        let encoding = self.log_header.encoding;
+        std::iter::from_fn(move || {
+            if let Some(e) = failed.take() {
+                return Some(Err(e));
+            }
+            let next = walk.as_mut()?.next_record();
+            match next {
+                Ok(Some((offset, record))) => Some(Event::decode(record, encoding, format::EVENTS_FILE, offset)),
+                Ok(None) => {
+                    walk = None;
+                    None
+                }
+                Err(e) => {
+                    walk = None;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+
+    /// The event at `position` (0-based), through the index.
+    pub fn event(&self, position: u32) -> Result<Option<Event>, Error> {
+        match self.index().offset(position)? {
+            Some(offset) => self.log().event_at(offset).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The event with `id` and its position, through the index.
+    pub fn event_by_id(&self, id: &Uuid) -> Result<Option<(u32, Event)>, Error> {
+        match self.index().position_of_id(id)? {
+            Some(p) => Ok(self.event(p)?.map(|e| (p, e))),
+            None => Ok(None),
+        }
+    }
+
+    /// Position of the first event whose logical time is at least `time`.
+    pub fn position_at_time(&self, time: u64) -> Result<Option<u32>, Error> {
+        let p = self.index().first_position_at_or_after(time)?;
+        Ok((p < self.event_count()).then_some(p))
+    }
+
+    /// The first event whose logical time is exactly `time`, and its position.
+    pub fn event_at_time(&self, time: u64) -> Result<Option<(u32, Event)>, Error> {
+        let Some(p) = self.position_at_time(time)? else { return Ok(None) };
+        if self.index().time(p)? != Some(time) {
+            return Ok(None);
+        }
+        Ok(self.event(p)?.map(|e| (p, e)))
+    }
+
+    /// The blob list record for `hash`, if the bundle holds that blob.
+    pub fn blob_record(&self, hash: &Digest) -> Result<Option<BlobRecord>, Error> {
+        self.blob_list().find(hash)
+    }
+
+    /// Every blob list record, in order.
+    pub fn blob_records(&self) -> impl Iterator<Item = Result<BlobRecord, Error>> + '_ {
+        self.blob_list().records(0..self.blob_count)
+    }
+
+    /// Streams a blob's original content into `out`. Nothing reaches `out`
+    /// before the content's size and hash are checked: the content is
+    /// decoded into memory (up to 64 MiB) or an anonymous temporary file
+    /// first. Errors writing to `out` are [`Error::Output`].
+    pub fn read_blob(&self, hash: &Digest, out: &mut impl Write) -> Result<u64, Error> {
+        let record = self.blob_record(hash)?.ok_or_else(|| Error::NotFound { file: blob_path(hash) })?;
+        if record.header.size > self.limits.max_blob_size {
+            return Err(Error::limit(&blob_path(hash), "blob content size", self.limits.max_blob_size, record.header.size));
+        }
+        if record.header.size <= BLOB_MEMORY_LIMIT {
+            let mut content = Vec::with_capacity(record.header.size as usize);
+            let n = self.decode_blob(&record, &mut content)?;
+            out.write_all(&content).map_err(|e| Error::output("<output>", e))?;
+            return Ok(n);
+        }
+        let mut spool = tempfile::tempfile().map_err(|e| Error::output(std::env::temp_dir(), e))?;
+        let n = self.decode_blob(&record, &mut std::io::BufWriter::new(&mut spool))?;
+        spool.rewind().map_err(|e| Error::output("<temporary file>", e))?;
+        std::io::copy(&mut spool, out).map_err(|e| Error::output("<output>", e))?;
+        Ok(n)
+    }
+
+    /// Decodes a blob into `sink`, checked against its record; `sink` holds
+    /// unverified bytes until this returns `Ok`.
+    fn decode_blob(&self, record: &BlobRecord, sink: &mut impl Write) -> Result<u64, Error> {
+        let rel = blob_path(&record.header.hash);
+        let file = ReadFile::open(&self.root.join(&rel), &rel)?;
+        if file.size() != record.stored_size {
+            return Err(Error::SizeMismatch { file: rel, what: "size", expected: record.stored_size, found: file.size() });
+        }
+        let mut head = [0u8; BLOB_HEADER_LEN];
+        file.read_at(0, &mut head)?;
+        let header = BlobHeader::decode(&head, &rel)?;
+        if header != record.header {
+            return Err(Error::inconsistent(&rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
+        }
+        let mut data = std::io::BufReader::new(ReadFromOffset { file: &file, at: BLOB_HEADER_LEN as u64 });
+        let n = decode_blob_to(&header, &mut data, sink, &rel)?;
+        sink.flush().map_err(|e| Error::output("<temporary file>", e))?;
+        Ok(n)
+    }
+
+    /// A blob's content in memory; refused if larger than the blob size limit.
+    pub fn blob(&self, hash: &Digest) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.read_blob(hash, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// [`std::io::Read`] over a [`ReadFile`] from an offset, to its size when opened.
+struct ReadFromOffset<'a> {
+    file: &'a ReadFile,
+    at: u64,
+}
+
+impl std::io::Read for ReadFromOffset<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.size().saturating_sub(self.at).min(buf.len() as u64) as usize;
+        self.file.read_at(self.at, &mut buf[..n]).map_err(std::io::Error::other)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}

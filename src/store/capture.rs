@@ -1,0 +1,84 @@
+//! [`bundle_run`]: one call from a run in a store to a bundle.
+
+use std::path::Path;
+
+use uuid::Uuid;
+
+use super::{RunState, RunStore, RUN_FILE, SNAPSHOT_FILE};
+use crate::bundle::{BuildOptions, BuildSummary, BundleBuilder};
+use crate::error::Error;
+use crate::format::blob::BlobFormat;
+use crate::format::model::RunStatus;
+
+/// Validates run `id` of `store` and writes it into a bundle at `output`.
+///
+/// Validation: `run.json`, `dag.json` and `snapshot.json` parse strictly; the
+/// run is finished (no `.recording` marker, status not `running`); every
+/// event line is the canonical JSON form of an event that obeys the event
+/// rules (FORMAT.md §5.1), ids unique; the number of lines equals
+/// `run.json`'s `event_count`; every blob file's content matches its name;
+/// every blob named by a `BlobStored` event or a snapshot output hash
+/// exists; every event's node is in the DAG. On any error nothing is left at
+/// `output`. `progress` receives the number of input bytes read (event
+/// lines and blob contents) as they are read.
+pub fn bundle_run(
+    store: &RunStore,
+    id: &Uuid,
+    output: impl AsRef<Path>,
+    options: BuildOptions,
+    progress: &dyn Fn(u64),
+) -> Result<BuildSummary, Error> {
+    let run = store.open(id)?;
+    let dir = run.dir().display().to_string();
+    if run.state()? == RunState::Recording {
+        return Err(Error::rule(&dir, "incomplete run", "its recorder did not finish (.recording marker present)"));
+    }
+    let limits = options.limits;
+    let run_file = run.dir().join(RUN_FILE).display().to_string();
+    let metadata = run.metadata(&limits)?;
+    if metadata.run_id != *id {
+        return Err(Error::inconsistent(&run_file, "run_id", id, metadata.run_id));
+    }
+    if metadata.status == RunStatus::Running {
+        return Err(Error::rule(&run_file, "incomplete run", "status is \"running\""));
+    }
+    let dag = run.dag(&limits)?;
+    let workflow = run.workflow(&limits)?;
+    let snapshot = run.snapshot(&limits)?;
+    let blobs = run.blobs()?;
+
+    let mut builder = BundleBuilder::create(output, options)?;
+    builder.set_metadata(metadata.clone())?;
+    builder.set_workflow(workflow);
+    builder.set_dag(dag)?;
+    if let Some(s) = snapshot {
+        builder.set_snapshot(s);
+    }
+    let mut events = run.events(&limits)?;
+    while let Some((event, bytes)) = events.next_event()? {
+        progress(bytes as u64);
+        builder.add_event(&event).map_err(|e| e.located(&events.location()))?;
+    }
+    if events.lines() as u64 != metadata.event_count {
+        let detail = format!(
+            "holds {} events, but run.json says event_count {}: the run is incomplete or was changed",
+            events.lines(),
+            metadata.event_count
+        );
+        return Err(Error::rule(&run.dir().join(super::EVENTS_FILE).display().to_string(), "event count", detail));
+    }
+    for hash in &blobs {
+        let content = run.read_blob(hash, &limits)?;
+        builder.add_blob_hashed(&content, *hash, BlobFormat::Raw)?;
+        progress(content.len() as u64);
+    }
+    builder.build().map_err(|e| match e {
+        Error::Rule { file, rule, detail } if file == "event" => {
+            Error::Rule { file: format!("{dir}/{}", super::EVENTS_FILE), rule, detail }
+        }
+        Error::Rule { file, rule, detail } if file == crate::format::SNAPSHOT_FILE => {
+            Error::Rule { file: run.dir().join(SNAPSHOT_FILE).display().to_string(), rule, detail }
+        }
+        other => other,
+    })
+}

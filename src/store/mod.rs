@@ -1,0 +1,382 @@
+//! The run store: where the engine keeps runs, and the input of
+//! `cathedral bundle`. Layout (`schemas/STORE.md`):
+//!
+//! ```text
+//! <store>/runs/<run_id>/run.json        metadata (schemas/metadata.schema.json)
+//!                       workflow.cath
+//!                       dag.json
+//!                       events.jsonl    one event per line (schemas/event.schema.json)
+//!                       blobs/<hash>    raw content, flat, named by BLAKE3 hex
+//!                       snapshot.json   optional (schemas/snapshot.schema.json)
+//!                       .recording      present while a recorder has not finished
+//! ```
+//!
+//! [`RunStore::record`] writes a run ([`RunRecorder`]); [`RunStore::open`]
+//! reads one back ([`StoredRun`]); [`bundle_run`] captures one into a bundle.
+//! Nothing here follows a symbolic link inside a run.
+
+mod capture;
+mod recorder;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::format::event::Event;
+use crate::format::json;
+use crate::format::model::{Dag, Metadata, Platform, Snapshot};
+use crate::fsutil::{self, ReadFile};
+use crate::limits::Limits;
+use crate::text::Timestamp;
+pub use capture::bundle_run;
+pub use recorder::RunRecorder;
+
+/// File names inside a run directory.
+pub const RUN_FILE: &str = "run.json";
+/// Workflow source.
+pub const WORKFLOW_FILE: &str = "workflow.cath";
+/// Compiled DAG.
+pub const DAG_FILE: &str = "dag.json";
+/// Events, one JSON object per line.
+pub const EVENTS_FILE: &str = "events.jsonl";
+/// Flat blob directory.
+pub const BLOB_DIR: &str = "blobs";
+/// Optional snapshot.
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
+/// Marker of a run whose recorder has not finished.
+pub const RECORDING_MARKER: &str = ".recording";
+
+/// A run store directory.
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    root: PathBuf,
+}
+
+/// What a recorder needs to start a run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunStart {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// Workflow name.
+    pub workflow_name: String,
+    /// Workflow version.
+    pub workflow_version: String,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// Engine version.
+    pub cathedral_version: String,
+    /// Where it runs.
+    pub platform: Platform,
+}
+
+impl RunStart {
+    /// A run starting now, on this platform.
+    pub fn new(
+        run_id: Uuid,
+        workflow_name: impl Into<String>,
+        workflow_version: impl Into<String>,
+        cathedral_version: impl Into<String>,
+    ) -> Self {
+        RunStart {
+            run_id,
+            workflow_name: workflow_name.into(),
+            workflow_version: workflow_version.into(),
+            started_at: Timestamp::now(),
+            cathedral_version: cathedral_version.into(),
+            platform: Platform::current(),
+        }
+    }
+
+    /// Sets the start time.
+    pub fn started_at(mut self, at: Timestamp) -> Self {
+        self.started_at = at;
+        self
+    }
+
+    /// Sets the platform.
+    pub fn platform(mut self, platform: Platform) -> Self {
+        self.platform = platform;
+        self
+    }
+}
+
+impl RunStore {
+    /// A store at `root` (which need not exist yet for recording).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunStore { root: root.into() }
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of run `id`.
+    pub fn run_dir(&self, id: &Uuid) -> PathBuf {
+        self.root.join("runs").join(id.hyphenated().to_string())
+    }
+
+    /// Every run id in the store, sorted.
+    pub fn runs(&self) -> Result<Vec<Uuid>, Error> {
+        let runs = self.root.join("runs");
+        let meta = fs::metadata(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        if !meta.is_dir() {
+            return Err(Error::input("run store", format!("{} is not a directory", self.root.display())));
+        }
+        let entries = match fs::read_dir(&runs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&runs, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&runs, e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| crate::text::parse_uuid("run id", n).ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Resolves a full run id or a unique prefix of one.
+    pub fn resolve(&self, prefix: &str) -> Result<Uuid, Error> {
+        let prefix_lower = prefix.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix_lower.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return Err(Error::input("run id", format!("{prefix:?} is not a run id or a prefix of one (hex digits and hyphens)")));
+        }
+        let matches: Vec<Uuid> = self.runs()?.into_iter().filter(|id| id.hyphenated().to_string().starts_with(&prefix_lower)).collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::NotFound { file: self.root.join("runs").join(format!("{prefix}*")).display().to_string() }),
+            many => {
+                let list = many.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", ");
+                Err(Error::input("run id", format!("prefix {prefix:?} matches {} runs: {list}", many.len())))
+            }
+        }
+    }
+
+    /// Opens run `id` for reading. The run directory must be a real
+    /// directory (not a link).
+    pub fn open(&self, id: &Uuid) -> Result<StoredRun, Error> {
+        let dir = self.run_dir(id);
+        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+        if !meta.is_dir() {
+            let found = fsutil::kind_of(&meta).unwrap_or(crate::error::FileKind::Other);
+            return Err(Error::input("run", format!("{} is a {found}, not a run directory", dir.display())));
+        }
+        Ok(StoredRun { dir, id: *id })
+    }
+}
+
+/// Whether a run's recorder finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// `finish` ran: the run is complete.
+    Complete,
+    /// A `.recording` marker is present: recording, or abandoned by a crash.
+    Recording,
+}
+
+/// A run of the store, read back.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    dir: PathBuf,
+    id: Uuid,
+}
+
+impl StoredRun {
+    /// The run's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The run's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Complete, or still (or abandoned while) recording. Any entry named
+    /// `.recording`, even a dangling link, counts as the marker.
+    pub fn state(&self) -> Result<RunState, Error> {
+        let marker = self.dir.join(RECORDING_MARKER);
+        match fs::symlink_metadata(&marker) {
+            Ok(_) => Ok(RunState::Recording),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState::Complete),
+            Err(e) => Err(Error::io(&marker, e)),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Reads one of the run's small files: regular, not a link, bounded.
+    pub(crate) fn read_doc(&self, name: &str, limits: &Limits) -> Result<Vec<u8>, Error> {
+        let path = self.path(name);
+        fsutil::read_bounded(&path, &path.display().to_string(), "file size", limits.max_document_size)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, name: &str, limits: &Limits) -> Result<T, Error> {
+        json::from_slice_strict(&self.read_doc(name, limits)?, &self.path(name).display().to_string())
+    }
+
+    /// `run.json`.
+    pub fn metadata(&self, limits: &Limits) -> Result<Metadata, Error> {
+        self.parse(RUN_FILE, limits)
+    }
+
+    /// `dag.json`, validated.
+    pub fn dag(&self, limits: &Limits) -> Result<Dag, Error> {
+        let dag: Dag = self.parse(DAG_FILE, limits)?;
+        dag.validate(&self.path(DAG_FILE).display().to_string())?;
+        Ok(dag)
+    }
+
+    /// `workflow.cath`.
+    pub fn workflow(&self, limits: &Limits) -> Result<String, Error> {
+        let path = self.path(WORKFLOW_FILE);
+        String::from_utf8(self.read_doc(WORKFLOW_FILE, limits)?)
+            .map_err(|e| Error::malformed(&path.display().to_string(), "workflow source", e.utf8_error().valid_up_to() as u64, "not UTF-8"))
+    }
+
+    /// `snapshot.json`, if the run has one.
+    pub fn snapshot(&self, limits: &Limits) -> Result<Option<Snapshot>, Error> {
+        match fs::symlink_metadata(self.path(SNAPSHOT_FILE)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => self.parse(SNAPSHOT_FILE, &Limits { max_document_size: limits.max_snapshot_size, ..*limits }).map(Some),
+        }
+    }
+
+    /// The run's events, one line at a time, in order. Each line must be
+    /// the canonical JSON form of its event (what the recorder writes:
+    /// compact, fields in schema order), so that a bundle gives back the
+    /// identical bytes; errors name the file and line.
+    pub fn events(&self, limits: &Limits) -> Result<EventLines, Error> {
+        let path = self.path(EVENTS_FILE);
+        let file = ReadFile::open(&path, &path.display().to_string())?;
+        // A JSON line is at most about 4/3 of its record (base64 payload) plus the other fields.
+        let max_line = limits.max_record_len.saturating_mul(2).saturating_add(1024);
+        Ok(EventLines {
+            reader: BufReader::with_capacity(1 << 20, FileRead { remaining: file.size(), file }),
+            path,
+            line: String::new(),
+            number: 0,
+            max_line,
+        })
+    }
+
+    /// The content hashes of the run's blobs, sorted. The blob directory
+    /// must be a real directory; names must be 64 lowercase hex characters.
+    pub fn blobs(&self) -> Result<Vec<Digest>, Error> {
+        let dir = self.path(BLOB_DIR);
+        match fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+            Ok(m) if !m.is_dir() => {
+                let found = fsutil::kind_of(&m).unwrap_or(crate::error::FileKind::Other);
+                return Err(Error::FileType { file: dir.display().to_string(), found });
+            }
+            Ok(_) => {}
+        }
+        let mut hashes = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name();
+            let hash = name.to_str().and_then(|n| Digest::parse(n).ok()).ok_or_else(|| Error::InvalidPath {
+                name: entry.path().display().to_string(),
+                reason: "blob file name is not 64 lowercase hex characters",
+            })?;
+            hashes.push(hash);
+        }
+        hashes.sort();
+        Ok(hashes)
+    }
+
+    /// A blob's content, checked against its name: a regular file, not a link.
+    pub fn read_blob(&self, hash: &Digest, limits: &Limits) -> Result<Vec<u8>, Error> {
+        let path = self.path(BLOB_DIR).join(hash.to_hex());
+        let name = path.display().to_string();
+        let content = ReadFile::open(&path, &name)?.read_all("blob size", limits.max_blob_size)?;
+        let actual = Digest::of(&content);
+        if actual != *hash {
+            return Err(Error::HashMismatch { file: name, what: "content hash", expected: *hash, found: actual });
+        }
+        Ok(content)
+    }
+}
+
+/// [`Read`] over a [`ReadFile`], to the size it had when opened.
+struct FileRead {
+    file: ReadFile,
+    remaining: u64,
+}
+
+impl Read for FileRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use crate::fsutil::ReadAt;
+        let at = self.file.size() - self.remaining;
+        let n = self.remaining.min(buf.len() as u64) as usize;
+        self.file.read_at(at, &mut buf[..n]).map_err(std::io::Error::other)?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The events of a run, line by line; see [`StoredRun::events`].
+pub struct EventLines {
+    reader: BufReader<FileRead>,
+    path: PathBuf,
+    line: String,
+    number: usize,
+    max_line: u64,
+}
+
+impl EventLines {
+    /// `path:LINE` of the line read last.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.path.display(), self.number)
+    }
+
+    /// Lines read so far.
+    pub fn lines(&self) -> usize {
+        self.number
+    }
+
+    /// The next event and its line's length in bytes, or None at the end.
+    pub fn next_event(&mut self) -> Result<Option<(Event, usize)>, Error> {
+        self.line.clear();
+        let n = (&mut self.reader).take(self.max_line).read_line(&mut self.line).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                Error::malformed(&format!("{}:{}", self.path.display(), self.number + 1), "event line", 0, "not UTF-8")
+            }
+            _ => Error::io(&self.path, e),
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let at = self.location();
+        let Some(text) = self.line.strip_suffix('\n') else {
+            if n as u64 == self.max_line {
+                return Err(Error::limit(&at, "event line length", self.max_line, n as u64 + 1));
+            }
+            return Err(Error::rule(&at, "incomplete run", "the last line has no newline: the recorder stopped mid-line"));
+        };
+        let event = Event::from_json_line(text).map_err(|e| match e {
+            Error::InvalidInput { what, detail } => Error::Json { file: at.clone(), detail: format!("{what}: {detail}") },
+            other => other.located(&at),
+        })?;
+        let canonical = event.to_json_line();
+        if canonical != text {
+            let detail = "the line is not the canonical JSON form of its event (compact, fields in schema order, null fields present, no optional escapes)";
+            return Err(Error::rule(&at, "canonical form", detail));
+        }
+        Ok(Some((event, n)))
+    }
+}

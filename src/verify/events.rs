@@ -1,0 +1,223 @@
+//! Log and index checks (FORMAT.md §5.1, §6, §10 step 5). One sequential
+//! pass over the log hashes every byte as it decodes it, applies the event
+//! rules, and compares each event with the index's `offsets` and `times`
+//! entries (read side by side). The `ids` section is then checked exactly:
+//! ids strictly increasing, every position in range, and for every entry
+//! the log record at its position carries that id. With equal counts that
+//! is a bijection between the section and the log's events.
+//!
+//! Exactness in bounded memory: event ids are kept for a window of
+//! [`ID_WINDOW`] positions at a time (16 bytes each); after each window
+//! the id section is scanned once and every entry whose position falls in
+//! the window is compared. A log of n events costs ⌈n / ID_WINDOW⌉
+//! sequential scans of the id section (20 bytes per event).
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::report::Finding;
+use super::report::FindingCode;
+use super::Verifier;
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::format::blob::BlobList;
+use crate::format::event::{Event, EventRules};
+use crate::format::index::{decode_id_entry, IndexReader, Section};
+use crate::format::log::LogReader;
+use crate::format::{self, be_u64, INDEX_ID_LEN};
+
+/// Positions whose event ids are held at once: 2 Mi × 16 bytes = 32 MiB.
+pub(crate) const ID_WINDOW: usize = 1 << 21;
+/// Buffer of each index section read side by side with the log.
+const SECTION_WINDOW: usize = 1 << 20;
+
+const LOG: &str = format::EVENTS_FILE;
+const INDEX: &str = format::INDEX_FILE;
+
+/// What the log check needs from the other files.
+pub(super) struct LogContext<'a> {
+    /// The manifest's hash of the log.
+    pub log_hash: Digest,
+    /// The run id from `metadata.json`, when it parsed.
+    pub run_id: Option<Uuid>,
+    /// The DAG's node ids, when it parsed.
+    pub nodes: Option<&'a HashSet<Uuid>>,
+    /// The blob list, when it is usable.
+    pub list: Option<&'a BlobList<'a>>,
+}
+
+/// The index while it is still trusted: the first problem found in it stops
+/// its comparison (one finding is enough to name it).
+struct IndexCheck<'a> {
+    index: IndexReader<'a>,
+    offsets: crate::fsutil::SeqReader<'a>,
+    times: crate::fsutil::SeqReader<'a>,
+}
+
+impl Verifier<'_> {
+    /// Checks that the index header binds it to this log (hash, size, count);
+    /// reports what differs. True when it does.
+    pub(super) fn check_binding(&self, log: &LogReader<'_>, index: &IndexReader<'_>, log_hash: &Digest) -> bool {
+        let h = index.header();
+        let binding = [
+            ("indexed log hash", log_hash.to_string(), h.log_hash.to_string()),
+            ("indexed log size", log.len().to_string(), h.log_size.to_string()),
+            ("event count", log.header().count.to_string(), h.count.to_string()),
+        ];
+        let mut bound = true;
+        for (what, expected, found) in binding {
+            if expected != found {
+                self.findings.error(INDEX, Error::inconsistent(INDEX, what, expected, found));
+                bound = false;
+            }
+        }
+        bound
+    }
+
+    /// The full check of the log, and of the index where it is bound to the log.
+    /// Returns the number of events decoded.
+    pub(super) fn check_log(&self, log: &LogReader<'_>, index: Option<&IndexReader<'_>>, cx: &LogContext<'_>, tick: &dyn Fn(u64)) -> u64 {
+        let mut index = index.filter(|ix| self.check_binding(log, ix, &cx.log_hash)).map(|ix| IndexCheck {
+            index: *ix,
+            offsets: ix.section(Section::Offsets, SECTION_WINDOW),
+            times: ix.section(Section::Times, SECTION_WINDOW),
+        });
+        let mut rules = EventRules::new(cx.run_id);
+        if let Some(nodes) = cx.nodes {
+            rules = rules.with_nodes(nodes.clone());
+        }
+        let count = log.header().count;
+        let mut window: Vec<[u8; 16]> = Vec::with_capacity((count as usize).min(ID_WINDOW));
+        let mut window_start = 0u32;
+        let mut ids_checked = false;
+        let mut walk = log.walk(true);
+        let mut walked = 0u64;
+        let mut complete = false;
+        loop {
+            let (offset, event) = match walk.next_record().and_then(|r| match r {
+                Some((offset, record)) => Event::decode(record, log.header().encoding, LOG, offset).map(|e| Some((offset, e))),
+                None => Ok(None),
+            }) {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
+                Err(e) => {
+                    self.findings.error(LOG, e);
+                    break;
+                }
+            };
+            let position = rules.count() as u32;
+            if let Err(e) = self.check_event(&mut rules, &event, cx) {
+                self.findings.error(LOG, e);
+                break;
+            }
+            if let Some(ix) = &mut index {
+                if let Err(e) = check_entry(ix, position, offset, &event) {
+                    self.findings.error(INDEX, e);
+                    index = None;
+                }
+            }
+            window.push(*event.event_id.as_bytes());
+            if window.len() == ID_WINDOW {
+                if let Some(ix) = &index {
+                    if !self.check_id_window(&ix.index, window_start, &window, !ids_checked) {
+                        index = None;
+                    }
+                    ids_checked = true;
+                }
+                window_start += window.len() as u32;
+                window.clear();
+            }
+            if walk.position() - walked >= 1 << 24 {
+                tick(walk.position() - walked);
+                walked = walk.position();
+            }
+        }
+        if let Some(ix) = index.as_ref().filter(|_| complete && (!window.is_empty() || !ids_checked)) {
+            self.check_id_window(&ix.index, window_start, &window, !ids_checked);
+        }
+        tick(log.len().saturating_sub(walked));
+        match walk.finish() {
+            Ok(Some(actual)) if actual != cx.log_hash => {
+                self.findings.error(LOG, Error::HashMismatch { file: LOG.into(), what: "hash", expected: cx.log_hash, found: actual })
+            }
+            Ok(_) => {}
+            Err(e) => self.findings.error(LOG, e),
+        }
+        rules.count()
+    }
+
+    /// The event rules, and the blob a `BlobStored` event names must be held.
+    fn check_event(&self, rules: &mut EventRules, event: &Event, cx: &LogContext<'_>) -> Result<(), Error> {
+        let referenced = rules.check(event).map_err(|e| e.located(LOG))?;
+        if let (Some(hash), Some(list)) = (referenced, cx.list) {
+            if list.find(&hash)?.is_none() {
+                let detail = format!("event {} (BlobStored) names blob {hash}, which the bundle does not hold", rules.count() - 1);
+                return Err(Error::rule(LOG, "blob reference", detail));
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans the whole id section once. Every entry whose position lies in
+    /// `start .. start + ids.len()` must carry the id the log has there.
+    /// With `structure`, also checks that ids strictly increase and that
+    /// every position is in range. Reports the first problem; true if none.
+    fn check_id_window(&self, index: &IndexReader<'_>, start: u32, ids: &[[u8; 16]], structure: bool) -> bool {
+        let count = index.count();
+        let end = u64::from(start) + ids.len() as u64;
+        let mut section = index.section(Section::Ids, SECTION_WINDOW);
+        let mut previous: Option<[u8; 16]> = None;
+        let fail = |i: u32, detail: String| {
+            self.findings.error(INDEX, Error::malformed(INDEX, "id entry", index.section_start(Section::Ids) + u64::from(i) * 20, detail));
+            false
+        };
+        for i in 0..count {
+            let (id, position) = match section.take(INDEX_ID_LEN) {
+                Ok(b) => decode_id_entry(b),
+                Err(e) => {
+                    self.findings.error(INDEX, e);
+                    return false;
+                }
+            };
+            if structure {
+                if position >= count {
+                    return fail(i, format!("entry {i}: position {position} is past the last event ({count})"));
+                }
+                if previous.is_some_and(|p| p >= id) {
+                    return fail(i, format!("entry {i}: ids are not strictly increasing (duplicate or unsorted event id)"));
+                }
+                previous = Some(id);
+            }
+            if u64::from(position) >= u64::from(start) && u64::from(position) < end && ids[(position - start) as usize] != id {
+                self.findings.push(
+                    Finding::new(
+                        INDEX,
+                        FindingCode::Inconsistent,
+                        format!("id entry {i} points at event {position}, which has another id"),
+                    )
+                    .with_values(Uuid::from_bytes(ids[(position - start) as usize]), Uuid::from_bytes(id)),
+                );
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The index's `offsets` and `times` entries for event `position` match the
+/// record walked at `offset`.
+fn check_entry(ix: &mut IndexCheck<'_>, position: u32, offset: u64, event: &Event) -> Result<(), Error> {
+    let indexed = be_u64(ix.offsets.take(8)?, 0);
+    if indexed != offset {
+        return Err(Error::inconsistent(INDEX, "record offset", offset, format!("{indexed} (event {position})")));
+    }
+    let time = be_u64(ix.times.take(8)?, 0);
+    if time != event.logical_time {
+        return Err(Error::inconsistent(INDEX, "logical time", event.logical_time, format!("{time} (event {position})")));
+    }
+    Ok(())
+}
