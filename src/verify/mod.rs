@@ -63,6 +63,15 @@ pub(crate) struct Verifier<'a> {
     findings: Findings,
 }
 
+/// The parsed documents; each is None where it was absent or had a finding.
+struct Documents {
+    metadata: Option<Metadata>,
+    dag: Option<Dag>,
+    workflow: Option<String>,
+    snapshot: Option<Snapshot>,
+    nodes: Option<HashSet<Uuid>>,
+}
+
 /// What the first passes established, for the later ones.
 struct Opened {
     manifest: Manifest,
@@ -147,8 +156,23 @@ impl<'a> Verifier<'a> {
             return Ok(None);
         }
 
-        // The documents, parsed from the bytes that were hashed.
-        let docs = self.read_documents(&manifest, &walk.present, stats);
+        let docs = self.documents(&manifest, &walk.present, stats);
+        let log_file = self.open_present(&manifest, &walk.present, format::EVENTS_FILE);
+        let index_file = self.open_present(&manifest, &walk.present, format::INDEX_FILE);
+        stats.files += u64::from(log_file.is_some()) + u64::from(index_file.is_some());
+        let (log, index) = self.events_pass(&manifest, log_file.as_ref(), index_file.as_ref(), &docs, list.as_ref(), stats, encoding);
+        self.check_cross_file(&docs, log.as_ref(), index.as_ref(), list.as_ref());
+        if !self.findings.is_empty() {
+            return Ok(None);
+        }
+        let Documents { metadata: Some(metadata), dag: Some(dag), workflow: Some(workflow), snapshot, .. } = docs else { return Ok(None) };
+        let (Some(log), Some(index), Some(blob_list)) = (log_file, index_file, blob_list) else { return Ok(None) };
+        Ok(Some(Verified { manifest, manifest_bytes, metadata, workflow, dag, snapshot, log, index, blob_list }))
+    }
+
+    /// The documents, parsed from the bytes that were hashed.
+    fn documents(&self, manifest: &Manifest, present: &BTreeMap<String, tree::Present>, stats: &mut VerifyStats) -> Documents {
+        let docs = self.read_documents(manifest, present, stats);
         let metadata = docs.get(format::METADATA_FILE).and_then(|b| self.parse_doc::<Metadata>(format::METADATA_FILE, b));
         let dag = docs
             .get(format::DAG_FILE)
@@ -165,68 +189,53 @@ impl<'a> Verifier<'a> {
             .get(format::SNAPSHOT_FILE)
             .and_then(|b| self.findings.ok(format::SNAPSHOT_FILE, Snapshot::decode_file(b, format::SNAPSHOT_FILE)));
         let nodes = dag.as_ref().map(Dag::node_ids);
+        Documents { metadata, dag, workflow, snapshot, nodes }
+    }
 
-        // The log and its index.
-        let log_file = self.open_present(&manifest, &walk.present, format::EVENTS_FILE);
-        let index_file = self.open_present(&manifest, &walk.present, format::INDEX_FILE);
-        let log =
-            log_file.as_ref().and_then(|f| self.findings.ok(format::EVENTS_FILE, LogReader::new(f, format::EVENTS_FILE, self.limits)));
-        let index = index_file.as_ref().and_then(|f| self.findings.ok(format::INDEX_FILE, IndexReader::new(f, format::INDEX_FILE)));
+    /// Pass 5: the log and its index. Full mode hashes and decodes the log in
+    /// one pass, checking the index against it, while the index is hashed
+    /// alongside; fast mode checks only that the index is bound to the log.
+    #[allow(clippy::too_many_arguments)]
+    fn events_pass<'f>(
+        &self,
+        manifest: &Manifest,
+        log_file: Option<&'f ReadFile>,
+        index_file: Option<&'f ReadFile>,
+        docs: &Documents,
+        list: Option<&BlobList<'_>>,
+        stats: &mut VerifyStats,
+        encoding: &mut Option<crate::format::event::Encoding>,
+    ) -> (Option<LogReader<'f>>, Option<IndexReader<'f>>) {
+        let log = log_file.and_then(|f| self.findings.ok(format::EVENTS_FILE, LogReader::new(f, format::EVENTS_FILE, self.limits)));
+        let index = index_file.and_then(|f| self.findings.ok(format::INDEX_FILE, IndexReader::new(f, format::INDEX_FILE)));
         if let Some(log) = &log {
             *encoding = Some(log.header().encoding);
             stats.events = log.header().count.into();
         }
-        stats.files += u64::from(log_file.is_some()) + u64::from(index_file.is_some());
         let log_hash = manifest.files.get(format::EVENTS_FILE).map_or(Digest::default(), |e| e.hash);
-        match self.mode {
-            VerifyMode::Full => {
-                let cx = events::LogContext {
-                    log_hash,
-                    run_id: metadata.as_ref().map(|m| m.run_id),
-                    nodes: nodes.as_ref(),
-                    list: list.as_ref(),
-                };
-                let index_hash = |f: &ReadFile| self.check_hash(format::INDEX_FILE, f, &manifest, &tick);
-                let (decoded, _) = rayon::join(
-                    || match (&log, &log_file) {
-                        (Some(l), _) => Some(self.check_log(l, index.as_ref(), &cx, &tick)),
-                        // A log whose header does not parse is still hashed, to say whether it is the committed one.
-                        (None, Some(f)) => {
-                            self.check_hash(format::EVENTS_FILE, f, &manifest, &tick);
-                            None
-                        }
-                        (None, None) => None,
-                    },
-                    || index_file.as_ref().map(index_hash),
-                );
-                stats.events = decoded.unwrap_or(stats.events);
-                stats.bytes_hashed += [&log_file, &index_file].iter().filter_map(|f| f.as_ref()).map(|f| f.size()).sum::<u64>();
+        if self.mode == VerifyMode::Fast {
+            if let (Some(log), Some(index)) = (&log, &index) {
+                self.check_binding(log, index, &log_hash);
             }
-            VerifyMode::Fast => {
-                if let (Some(log), Some(index)) = (&log, &index) {
-                    self.check_binding(log, index, &log_hash);
+            return (log, index);
+        }
+        let tick = self.tick();
+        let cx = events::LogContext { log_hash, run_id: docs.metadata.as_ref().map(|m| m.run_id), nodes: docs.nodes.as_ref(), list };
+        let (decoded, _) = rayon::join(
+            || match (&log, log_file) {
+                (Some(l), _) => Some(self.check_log(l, index.as_ref(), &cx, &tick)),
+                // A log whose header does not parse is still hashed, to say whether it is the committed one.
+                (None, Some(f)) => {
+                    self.check_hash(format::EVENTS_FILE, f, manifest, &tick);
+                    None
                 }
-            }
-        }
-
-        self.check_cross_file(
-            metadata.as_ref(),
-            dag.as_ref(),
-            nodes.as_ref(),
-            snapshot.as_ref(),
-            log.as_ref(),
-            index.as_ref(),
-            list.as_ref(),
+                (None, None) => None,
+            },
+            || index_file.map(|f| self.check_hash(format::INDEX_FILE, f, manifest, &tick)),
         );
-        if !self.findings.is_empty() {
-            return Ok(None);
-        }
-        let (Some(metadata), Some(dag), Some(workflow), Some(log), Some(index), Some(blob_list)) =
-            (metadata, dag, workflow, log_file, index_file, blob_list)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Verified { manifest, manifest_bytes, metadata, workflow, dag, snapshot, log, index, blob_list }))
+        stats.events = decoded.unwrap_or(stats.events);
+        stats.bytes_hashed += [log_file, index_file].iter().flatten().map(|f| f.size()).sum::<u64>();
+        (log, index)
     }
 
     /// The root must be a real directory, not a link to one, however it is
@@ -393,17 +402,14 @@ impl<'a> Verifier<'a> {
     }
 
     /// Counts across files, and the snapshot's references and place in the log.
-    #[allow(clippy::too_many_arguments)]
     fn check_cross_file(
         &self,
-        metadata: Option<&Metadata>,
-        dag: Option<&Dag>,
-        nodes: Option<&HashSet<Uuid>>,
-        snapshot: Option<&Snapshot>,
+        docs: &Documents,
         log: Option<&LogReader<'_>>,
         index: Option<&IndexReader<'_>>,
         list: Option<&BlobList<'_>>,
     ) {
+        let (metadata, dag, nodes, snapshot) = (docs.metadata.as_ref(), docs.dag.as_ref(), docs.nodes.as_ref(), docs.snapshot.as_ref());
         let count = log.map(|l| l.header().count);
         if let (Some(m), Some(count)) = (metadata, count) {
             if m.event_count != u64::from(count) {

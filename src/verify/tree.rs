@@ -33,6 +33,23 @@ pub(super) struct Walk {
     pub bytes_total: u64,
 }
 
+/// Whether the walk enters a directory it just met.
+#[derive(Debug, PartialEq, Eq)]
+enum Descend {
+    Yes,
+    No,
+}
+
+/// The walk's state between entries.
+struct State {
+    walk: Walk,
+    /// Names met at the top level.
+    seen: BTreeSet<String>,
+    /// Shard directories entered.
+    visited: [bool; 256],
+    shard: Shard,
+}
+
 /// The shard being walked: its name, and the blobs found in it with their sizes when stat'ed.
 #[derive(Default)]
 struct Shard {
@@ -47,16 +64,18 @@ impl Verifier<'_> {
     /// bounded by the largest shard. In full mode blob files are not stat'ed
     /// here: they are sized as they are read.
     pub(super) fn walk_tree(&self, manifest: &Manifest, list: Option<&BlobList<'_>>) -> Result<Walk, Error> {
-        let mut walk = Walk { present: BTreeMap::new(), blobs_found: 0, bytes_total: 0 };
-        let mut seen = BTreeSet::new();
-        let mut visited = [false; 256];
-        let mut shard = Shard::default();
+        let mut state = State {
+            walk: Walk { present: BTreeMap::new(), blobs_found: 0, bytes_total: 0 },
+            seen: BTreeSet::new(),
+            visited: [false; 256],
+            shard: Shard::default(),
+        };
         let mut it = WalkDir::new(self.root).min_depth(1).follow_links(false).into_iter();
         loop {
             let next = it.next();
             // Leaving a shard: join what it holds with what the list says it holds.
-            if !shard.name.is_empty() && next.as_ref().is_none_or(|e| e.as_ref().is_ok_and(|e| e.depth() < 3)) {
-                self.join_shard(&mut shard, list, &mut walk);
+            if !state.shard.name.is_empty() && next.as_ref().is_none_or(|e| e.as_ref().is_ok_and(|e| e.depth() < 3)) {
+                self.join_shard(&mut state.shard, list, &mut state.walk);
             }
             let Some(entry) = next else { break };
             let entry = match entry {
@@ -70,87 +89,86 @@ impl Verifier<'_> {
                     continue;
                 }
             };
-            let ft = entry.file_type();
-            let depth = entry.depth();
-            let name = entry.file_name().to_string_lossy();
-            let rel = match depth {
-                1 => name.to_string(),
-                2 => format!("{}/{name}", format::BLOB_DIR),
-                _ => format!("{}/{}/{name}", format::BLOB_DIR, shard.name),
-            };
-            if depth == 3 && ft.is_file() {
-                self.blob_entry(&entry, &name, &rel, &mut shard);
-                continue;
-            }
-            if depth == 1 {
-                seen.insert(rel.clone());
-            }
-            let name_problem = match entry.file_name().to_str() {
-                None => Some(Error::InvalidPath { name: rel.clone(), reason: "name is not UTF-8" }),
-                Some(_) => BundlePath::parse(&rel).err(),
-            };
-            if let Some(problem) = name_problem {
-                self.findings.error(&rel, problem);
-                if ft.is_dir() {
-                    it.skip_current_dir();
-                }
-                continue;
-            }
-            if ft.is_symlink() {
-                self.findings.push(Finding::new(&rel, FindingCode::Symlink, "symbolic link (never followed)"));
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    self.findings.push(Finding::new(&rel, FindingCode::Io, e));
-                    continue;
-                }
-            };
-            if let Some(kind) = kind_of(&meta).filter(|_| !ft.is_dir()) {
-                self.findings.push(Finding::new(&rel, FindingCode::NotRegularFile, format!("{kind} (never opened)")));
-                continue;
-            }
-            if ft.is_file() {
-                walk.bytes_total = walk.bytes_total.saturating_add(meta.len());
-            }
-            match (depth, ft.is_dir()) {
-                (1, true) if rel == format::BLOB_DIR => {}
-                (1, false) if rel == format::MANIFEST_FILE || rel == format::BLOB_LIST_FILE => {}
-                (1, false) if rel == format::SIGNATURE_FILE && manifest.signature.is_some() => {}
-                (1, false) => match manifest.files.get(&rel) {
-                    Some(e) if e.size != meta.len() => self.findings.push(
-                        Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, meta.len()),
-                    ),
-                    Some(_) => {
-                        walk.present.insert(rel.clone(), Present { path: entry.path().to_path_buf() });
-                    }
-                    None => self.findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
-                },
-                (2, true) if is_shard_name(&name) => {
-                    shard.name = name.to_string();
-                    visited[usize::from(u8::from_str_radix(&shard.name, 16).expect("shard names are hex"))] = true;
-                }
-                (2, true) => {
-                    self.findings.push(Finding::new(
-                        &rel,
-                        FindingCode::InvalidPath,
-                        "not a shard directory (two lowercase hex characters)",
-                    ));
-                    it.skip_current_dir();
-                }
-                _ => {
-                    let what =
-                        if ft.is_dir() { "directory is not part of the bundle layout" } else { "file is not part of the bundle layout" };
-                    self.findings.push(Finding::new(&rel, FindingCode::Unlisted, what));
-                    if ft.is_dir() {
-                        it.skip_current_dir();
-                    }
-                }
+            // Skipping applies to directories only: for a file it would skip the rest of its parent.
+            if self.visit(&entry, manifest, &mut state) == Descend::No && entry.file_type().is_dir() {
+                it.skip_current_dir();
             }
         }
-        self.report_absent(manifest, list, &visited, &seen)?;
-        Ok(walk)
+        self.report_absent(manifest, list, &state.visited, &state.seen)?;
+        Ok(state.walk)
+    }
+
+    /// Places one entry of the tree in the layout, or reports why it has no place.
+    fn visit(&self, entry: &walkdir::DirEntry, manifest: &Manifest, state: &mut State) -> Descend {
+        let ft = entry.file_type();
+        let depth = entry.depth();
+        let name = entry.file_name().to_string_lossy();
+        let rel = match depth {
+            1 => name.to_string(),
+            2 => format!("{}/{name}", format::BLOB_DIR),
+            _ => format!("{}/{}/{name}", format::BLOB_DIR, state.shard.name),
+        };
+        if depth == 3 && ft.is_file() {
+            self.blob_entry(entry, &name, &rel, &mut state.shard);
+            return Descend::Yes;
+        }
+        if depth == 1 {
+            state.seen.insert(rel.clone());
+        }
+        let name_problem = match entry.file_name().to_str() {
+            None => Some(Error::InvalidPath { name: rel.clone(), reason: "name is not UTF-8" }),
+            Some(_) => BundlePath::parse(&rel).err(),
+        };
+        if let Some(problem) = name_problem {
+            self.findings.error(&rel, problem);
+            return Descend::No;
+        }
+        if ft.is_symlink() {
+            self.findings.push(Finding::new(&rel, FindingCode::Symlink, "symbolic link (never followed)"));
+            return Descend::Yes;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.findings.push(Finding::new(&rel, FindingCode::Io, e));
+                return Descend::Yes;
+            }
+        };
+        if let Some(kind) = kind_of(&meta).filter(|_| !ft.is_dir()) {
+            self.findings.push(Finding::new(&rel, FindingCode::NotRegularFile, format!("{kind} (never opened)")));
+            return Descend::Yes;
+        }
+        if ft.is_file() {
+            state.walk.bytes_total = state.walk.bytes_total.saturating_add(meta.len());
+        }
+        match (depth, ft.is_dir()) {
+            (1, true) if rel == format::BLOB_DIR => {}
+            (1, false) if rel == format::MANIFEST_FILE || rel == format::BLOB_LIST_FILE => {}
+            (1, false) if rel == format::SIGNATURE_FILE && manifest.signature.is_some() => {}
+            (1, false) => match manifest.files.get(&rel) {
+                Some(e) if e.size != meta.len() => self
+                    .findings
+                    .push(Finding::new(&rel, FindingCode::SizeMismatch, "size differs from the manifest").with_values(e.size, meta.len())),
+                Some(_) => {
+                    state.walk.present.insert(rel.clone(), Present { path: entry.path().to_path_buf() });
+                }
+                None => self.findings.push(Finding::new(&rel, FindingCode::Unlisted, "file is not listed in the manifest")),
+            },
+            (2, true) if is_shard_name(&name) => {
+                state.shard.name = name.to_string();
+                state.visited[usize::from(u8::from_str_radix(&name, 16).expect("shard names are hex"))] = true;
+            }
+            (2, true) => {
+                self.findings.push(Finding::new(&rel, FindingCode::InvalidPath, "not a shard directory (two lowercase hex characters)"));
+                return Descend::No;
+            }
+            _ => {
+                let what = if ft.is_dir() { "directory is not part of the bundle layout" } else { "file is not part of the bundle layout" };
+                self.findings.push(Finding::new(&rel, FindingCode::Unlisted, what));
+                return Descend::No;
+            }
+        }
+        Descend::Yes
     }
 
     /// One file inside a shard directory: its name must be a digest in the right shard.
