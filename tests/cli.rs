@@ -4,49 +4,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use support::fixture_gen;
 
-const COMPLETED: &str = "0ac5e1f5"; // nightly-ingest, completed
-const FAILED: &str = "ba738917"; // model-eval, failed, with snapshot
-
-fn store() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store")
-}
-
-fn cathedral(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cathedral")).args(args).env_remove("CATHEDRAL_STORE").stdin(Stdio::null()).output().unwrap()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally, not by a signal")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
-#[track_caller]
-fn assert_exit(o: &Output, expected: i32, stderr_has: &str) {
-    assert_eq!(code(o), expected, "stdout: {}\nstderr: {}", stdout(o), stderr(o));
-    assert!(stderr(o).contains(stderr_has), "stderr lacks {stderr_has:?}: {}", stderr(o));
-}
-
-/// Bundles a sample run into `dir/<name>` and returns the path.
-fn bundle(dir: &Path, run: &str, extra: &[&str]) -> PathBuf {
-    let out = dir.join(format!("{run}.cath-bundle"));
-    let store = store();
-    let mut args = vec!["bundle", "--store", store.to_str().unwrap(), "--run", run, "--output", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let o = cathedral(&args);
-    assert_exit(&o, 0, "bundled run");
-    out
-}
+use support::cli::*;
 
 fn run_dir(prefix: &str) -> PathBuf {
     std::fs::read_dir(store().join("runs"))

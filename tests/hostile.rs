@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cathedral_bundle::{BundleLoader, Digest, FindingCode, VerifyReport};
+use cathedral_bundle::format::LogReader;
+use cathedral_bundle::{BundleLoader, Digest, Event, EventKind, FindingCode, Limits, Snapshot, Uuid, VerifyReport};
 use support::fixture_copy;
 
 use FindingCode::*;
@@ -98,6 +99,111 @@ fn forge_blob(bundle: &Path, rel: &str, data: &[u8], content_size: u64) {
 
 fn zstd_blob(bundle: &Path) -> String {
     blob_paths(bundle).into_iter().find(|p| read(bundle, p)[12] == 1).expect("a zstd blob")
+}
+
+/// Decodes every event of a bundle's log.
+fn events_of(bundle: &Path) -> (Vec<Event>, cathedral_bundle::Encoding) {
+    let log = read(bundle, "events.cath-log");
+    let reader = LogReader::new(&log, "events.cath-log", &Limits::default()).unwrap();
+    let mut walk = reader.walk(false);
+    let mut events = Vec::new();
+    while let Some((offset, record)) = walk.next_record().unwrap() {
+        events.push(Event::decode(record, reader.header().encoding, "l", offset).unwrap());
+    }
+    (events, reader.header().encoding)
+}
+
+/// Writes `events` as the bundle's log, with an index written the way a
+/// builder would (but applying no rule, so that forged logs can be
+/// indexed), and updates the manifest and `event_count`: only the rules
+/// between events and other files can catch what was changed.
+fn write_events(bundle: &Path, events: &[Event], encoding: cathedral_bundle::Encoding) {
+    let mut log = b"CATHLOG".to_vec();
+    log.extend_from_slice(&(if encoding == cathedral_bundle::Encoding::Postcard { 1u32 } else { 2 }).to_be_bytes());
+    log.extend_from_slice(&(events.len() as u32).to_be_bytes());
+    let (mut offsets, mut times, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, e) in events.iter().enumerate() {
+        offsets.extend_from_slice(&(log.len() as u64).to_be_bytes());
+        times.extend_from_slice(&e.logical_time.to_be_bytes());
+        ids.push((*e.event_id.as_bytes(), i as u32));
+        let mut record = Vec::new();
+        e.encode(encoding, &mut record).unwrap();
+        log.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        log.extend_from_slice(&record);
+    }
+    ids.sort();
+    let mut index = b"CATHIDX".to_vec();
+    index.extend_from_slice(&1u32.to_be_bytes());
+    index.extend_from_slice(&(events.len() as u32).to_be_bytes());
+    index.extend_from_slice(Digest::of(&log).as_bytes());
+    index.extend_from_slice(&(log.len() as u64).to_be_bytes());
+    index.extend_from_slice(&offsets);
+    index.extend_from_slice(&times);
+    for (id, p) in ids {
+        index.extend_from_slice(&id);
+        index.extend_from_slice(&p.to_be_bytes());
+    }
+    relist(bundle, "events.cath-log", &log);
+    relist(bundle, "events.cath-idx", &index);
+    let mut m: serde_json::Value = serde_json::from_slice(&read(bundle, "metadata.json")).unwrap();
+    if m["event_count"] != events.len() {
+        m["event_count"] = events.len().into();
+        relist(bundle, "metadata.json", &serde_json::to_vec_pretty(&m).unwrap());
+    }
+}
+
+/// Rewrites the events of a bundle with `f`.
+fn rewrite_events(bundle: &Path, f: impl Fn(&mut Vec<Event>)) {
+    let (mut events, encoding) = events_of(bundle);
+    f(&mut events);
+    write_events(bundle, &events, encoding);
+}
+
+/// Rewrites the snapshot of a bundle with `f`.
+fn rewrite_snapshot(bundle: &Path, f: impl Fn(&mut Snapshot)) {
+    let mut s = Snapshot::decode_file(&read(bundle, "snapshot.cath-snap"), "s").unwrap();
+    f(&mut s);
+    relist(bundle, "snapshot.cath-snap", &s.encode_file());
+}
+
+/// The id section of an index, as (id, position) pairs, and where it starts.
+fn id_section(ix: &[u8]) -> (usize, Vec<([u8; 16], u32)>) {
+    let count = u32::from_be_bytes(ix[11..15].try_into().unwrap()) as usize;
+    let start = 55 + 16 * count;
+    let entries = (0..count)
+        .map(|i| {
+            let at = start + 20 * i;
+            (ix[at..at + 16].try_into().unwrap(), u32::from_be_bytes(ix[at + 16..at + 20].try_into().unwrap()))
+        })
+        .collect();
+    (start, entries)
+}
+
+fn with_id_section(ix: &[u8], entries: &[([u8; 16], u32)]) -> Vec<u8> {
+    let (start, _) = id_section(ix);
+    let mut out = ix[..start].to_vec();
+    for (id, p) in entries {
+        out.extend_from_slice(id);
+        out.extend_from_slice(&p.to_be_bytes());
+    }
+    out
+}
+
+/// Rewrites a blob's file and list record with `f(header and data, record)`,
+/// keeping the manifest consistent.
+fn rewrite_blob(bundle: &Path, rel: &str, f: impl Fn(&mut Vec<u8>, &mut [u8])) {
+    let name = Digest::parse(rel.rsplit('/').next().unwrap()).unwrap();
+    let mut file = read(bundle, rel);
+    let mut list = read(bundle, "blobs.cath-list");
+    let count = u32::from_be_bytes(list[11..15].try_into().unwrap()) as usize;
+    let at = (0..count).map(|i| 15 + 88 * i).find(|at| list[*at..*at + 32] == name.0).unwrap();
+    f(&mut file, &mut list[at..at + 88]);
+    fs::write(bundle.join(rel), &file).unwrap();
+    relist(bundle, "blobs.cath-list", &list);
+}
+
+fn blob_stored(events: &[Event]) -> usize {
+    events.iter().position(|e| e.kind == EventKind::BlobStored).expect("a BlobStored event")
 }
 
 fn cases() -> Vec<Case> {
@@ -439,6 +545,179 @@ fn cases() -> Vec<Case> {
         }
         "MANIFEST.json".into()
     }));
+
+    // The index's id section, checked exactly: any entry that does not name
+    // the event at its position is caught, whatever a sum over it would say.
+    let id_cases: [(&str, fn(&mut Vec<([u8; 16], u32)>)); 6] = [
+        ("an id replaced by a fake one, order kept", |e| {
+            let last = e.len() - 1;
+            e[last].0[15] = e[last].0[15].wrapping_add(1);
+            if last > 0 && e[last].0 <= e[last - 1].0 {
+                e[last].0 = [0xff; 16];
+            }
+        }),
+        ("positions rotated by one", |e| {
+            let first = e[0].1;
+            for i in 0..e.len() - 1 {
+                e[i].1 = e[i + 1].1;
+            }
+            let last = e.len() - 1;
+            e[last].1 = first;
+        }),
+        ("an entry duplicated over its neighbour", |e| e[1] = e[0]),
+        ("two ids swapped, positions kept", |e| {
+            let (a, b) = (e[0].0, e[1].0);
+            e[0].0 = b;
+            e[1].0 = a;
+        }),
+        ("every id replaced, sorted, positions kept", |e| {
+            for (i, entry) in e.iter_mut().enumerate() {
+                entry.0 = Uuid::from_u128(i as u128 + 1).into_bytes();
+            }
+        }),
+        ("a real id dropped for a fake one in the middle", |e| {
+            let mid = e.len() / 2;
+            let mut fake = e[mid].0;
+            fake[15] ^= 1;
+            if e[mid - 1].0 < fake && fake < e[mid + 1].0 {
+                e[mid].0 = fake;
+            } else {
+                e[mid].0 = e[mid - 1].0;
+                e[mid].0[15] = e[mid].0[15].wrapping_add(1);
+            }
+        }),
+    ];
+    for (what, f) in id_cases {
+        cases.push(case(what, SMALL, &[Inconsistent, Malformed], move |b| {
+            let ix = read(b, "events.cath-idx");
+            let (_, mut entries) = id_section(&ix);
+            f(&mut entries);
+            relist(b, "events.cath-idx", &with_id_section(&ix, &entries));
+            "events.cath-idx".into()
+        }));
+    }
+    cases.push(case("an event id repeated in the log", SMALL, &[Inconsistent, Malformed], |b| {
+        rewrite_events(b, |e| e[2].event_id = e[1].event_id);
+        "events.cath-idx".into()
+    }));
+
+    // References between files.
+    cases.push(case("BlobStored naming a blob the bundle does not hold", SMALL, &[Inconsistent], |b| {
+        rewrite_events(b, |e| {
+            let i = blob_stored(e);
+            e[i].payload = Digest::of(b"not stored").to_hex().into_bytes();
+            e[i].payload_hash = Digest::of(&e[i].payload);
+        });
+        "events.cath-log".into()
+    }));
+    cases.push(case("BlobStored with a payload that is not a hash", SMALL, &[Inconsistent], |b| {
+        rewrite_events(b, |e| {
+            let i = blob_stored(e);
+            e[i].payload = b"see attachment".to_vec();
+            e[i].payload_hash = Digest::of(&e[i].payload);
+        });
+        "events.cath-log".into()
+    }));
+    cases.push(case("an event naming a node outside the DAG", SMALL, &[Inconsistent], |b| {
+        rewrite_events(b, |e| e[3].node_id = Uuid::from_u128(7));
+        "events.cath-log".into()
+    }));
+    cases.push(case("an event of another run", SMALL, &[Inconsistent], |b| {
+        rewrite_events(b, |e| e[4].run_id = Uuid::from_u128(9));
+        "events.cath-log".into()
+    }));
+    cases.push(case("a payload hash that lies", SMALL, &[Inconsistent], |b| {
+        rewrite_events(b, |e| e[1].payload_hash = Digest::of(b"other"));
+        "events.cath-log".into()
+    }));
+    cases.push(case("snapshot output naming a blob the bundle does not hold", ZSTD, &[Inconsistent], |b| {
+        rewrite_snapshot(b, |s| s.nodes[0].output_hash = Some(Digest::of(b"absent")));
+        "snapshot.cath-snap".into()
+    }));
+    cases.push(case("snapshot naming a node outside the DAG", ZSTD, &[Inconsistent], |b| {
+        rewrite_snapshot(b, |s| s.nodes[0].node_id = Uuid::from_u128(5));
+        "snapshot.cath-snap".into()
+    }));
+    cases.push(case("snapshot naming a node twice", ZSTD, &[Inconsistent], |b| {
+        rewrite_snapshot(b, |s| {
+            let first = s.nodes[0].clone();
+            s.nodes[1] = first;
+        });
+        "snapshot.cath-snap".into()
+    }));
+    cases.push(case("snapshot time after the next event", ZSTD, &[Inconsistent], |b| {
+        rewrite_snapshot(b, |s| s.logical_time = u64::MAX);
+        "snapshot.cath-snap".into()
+    }));
+    cases.push(case("snapshot time before the last applied event", ZSTD, &[Inconsistent], |b| {
+        rewrite_snapshot(b, |s| s.logical_time = 0);
+        "snapshot.cath-snap".into()
+    }));
+
+    // Every field of a blob-list record is checked.
+    cases.push(case("an uncompressed blob's stored hash lies", SMALL, &[Malformed], |b| {
+        let p = blob_paths(b)[0].clone();
+        rewrite_blob(b, &p, |_, record| record[32] ^= 1);
+        "blobs.cath-list".into()
+    }));
+    cases.push(case("a zstd blob's stored hash lies", ZSTD, &[HashMismatch], |b| {
+        let p = zstd_blob(b);
+        rewrite_blob(b, &p, |_, record| record[32] ^= 1);
+        p
+    }));
+
+    // Decompression is bounded by a limit of its own, before any blob is read.
+    cases.push(case("a zstd blob declaring a terabyte of content", ZSTD, &[LimitExceeded], |b| {
+        let p = zstd_blob(b);
+        rewrite_blob(b, &p, |file, record| {
+            file[16..24].copy_from_slice(&(1u64 << 40).to_be_bytes());
+            record[72..80].copy_from_slice(&(1u64 << 40).to_be_bytes());
+            let stored = Digest::of(file);
+            record[32..64].copy_from_slice(stored.as_bytes());
+        });
+        "blobs.cath-list".into()
+    }));
+
+    // The layout: blobs/ is required, a shard directory holds a blob.
+    cases.push(case("an empty extra shard directory", SMALL, &[Unlisted], |b| {
+        let used: Vec<String> = blob_paths(b).iter().map(|p| p[..8].to_string()).collect();
+        let free = (0..=255u8).map(|i| format!("blobs/{i:02x}")).find(|s| !used.contains(s)).unwrap();
+        fs::create_dir(b.join(&free)).unwrap();
+        free
+    }));
+    cases.push(case("the blob directory removed", SMALL, &[Missing], |b| {
+        fs::remove_dir_all(b.join("blobs")).unwrap();
+        "blobs".into()
+    }));
+
+    // Special files are never opened, wherever they stand.
+    cases.push(case("snapshot is a FIFO", ZSTD, &[NotRegularFile], |b| {
+        fs::remove_file(b.join("snapshot.cath-snap")).unwrap();
+        mkfifo(&b.join("snapshot.cath-snap"));
+        "snapshot.cath-snap".into()
+    }));
+    cases.push(case("blob list is a FIFO", SMALL, &[NotRegularFile], |b| {
+        fs::remove_file(b.join("blobs.cath-list")).unwrap();
+        mkfifo(&b.join("blobs.cath-list"));
+        "blobs.cath-list".into()
+    }));
+    cases.push(case("an unsigned bundle with a MANIFEST.sig FIFO", SMALL, &[NotRegularFile], |b| {
+        mkfifo(&b.join("MANIFEST.sig"));
+        "MANIFEST.sig".into()
+    }));
+    cases.push(case("the index is a directory", SMALL, &[Unlisted, NotRegularFile], |b| {
+        fs::remove_file(b.join("events.cath-idx")).unwrap();
+        fs::create_dir(b.join("events.cath-idx")).unwrap();
+        "events.cath-idx".into()
+    }));
+
+    // Names built to redraw a terminal are refused as names.
+    for name in ["x\u{1b}[2K\rresult   valid", "a\u{7}b", "bidi\u{202e}txt.json"] {
+        cases.push(case("a file whose name holds control characters", SMALL, &[InvalidPath], move |b| {
+            fs::write(b.join(name), b"x").unwrap();
+            name.into()
+        }));
+    }
     cases
 }
 
@@ -476,6 +755,112 @@ fn a_symlinked_bundle_root_is_refused() {
     let real = fixture_copy(SMALL, tmp.path());
     let link: PathBuf = tmp.path().join("link.cath-bundle");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let report = verify(&link);
-    assert!(report.findings.iter().any(|f| f.path == "." && f.code == Symlink), "{:#?}", report.findings);
+    // However it is spelled: a trailing slash or `/.` must not resolve the link first.
+    for spelled in [link.clone(), PathBuf::from(format!("{}/", link.display())), link.join(".")] {
+        let report = verify(&spelled);
+        assert!(report.findings.iter().any(|f| f.path == "." && f.code == Symlink), "{}: {:#?}", spelled.display(), report.findings);
+        assert!(BundleLoader::new().load(&spelled).is_err());
+    }
+    // The real directory, spelled any way, verifies.
+    for spelled in [real.clone(), PathBuf::from(format!("{}/", real.display())), real.join(".")] {
+        assert!(verify(&spelled).is_valid(), "{}", spelled.display());
+    }
+}
+
+#[test]
+fn bytes_queued_in_a_fifo_are_never_consumed() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = fixture_copy(SMALL, tmp.path());
+    for target in [blob_paths(&bundle)[0].clone(), "blobs.cath-list".to_string(), "MANIFEST.json".to_string()] {
+        fs::remove_file(bundle.join(&target)).unwrap();
+        mkfifo(&bundle.join(&target));
+        // Read-write, non-blocking: holds the FIFO open with bytes queued in it.
+        let mut fifo = fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(bundle.join(&target)).unwrap();
+        fifo.write_all(b"queued").unwrap();
+        let report = verify(&bundle);
+        assert!(report.findings.iter().any(|f| f.path == target && f.code == NotRegularFile), "{target}: {:#?}", report.findings);
+        let mut back = [0u8; 6];
+        fifo.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"queued", "{target}: the verifier read from the FIFO");
+        drop(fifo);
+        fs::remove_file(bundle.join(&target)).unwrap();
+        let original = support::fixture(SMALL).join(&target);
+        fs::copy(original, bundle.join(&target)).unwrap();
+    }
+}
+
+/// Truncating files while they are verified or read ends in a classified
+/// error or finding, never in a signal: nothing is mapped.
+#[test]
+fn files_truncated_while_read_are_errors_not_crashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = support::fixture_gen::sample_run("truncate", 2, false, false);
+    let mut run = run;
+    let node = run.dag.nodes[0].id;
+    let first = run.events[0].clone();
+    // A log of a few MiB, so that truncation lands mid-read.
+    for i in 0..40_000u64 {
+        let e = Event::new(
+            support::fixture_gen::uuid_for(&format!("filler/{i}")),
+            first.run_id,
+            node,
+            run.events.last().unwrap().logical_time,
+            EventKind::Heartbeat,
+            vec![7; 100],
+        );
+        let last = run.events.len() - 1;
+        run.events.insert(last, e);
+    }
+    run.metadata.event_count = run.events.len() as u64;
+    let original = tmp.path().join("original.cath-bundle");
+    support::fixture_gen::build(&run, &original, cathedral_bundle::BuildOptions::default());
+    for (round, delay_us) in [0u64, 200, 1000, 3000, 8000].into_iter().enumerate() {
+        let bundle = tmp.path().join(format!("{round}.cath-bundle"));
+        support::copy_tree(&original, &bundle);
+        let log = bundle.join("events.cath-log");
+        let target = log.clone();
+        let cutter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(delay_us));
+            fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(1000).unwrap();
+        });
+        let report = verify(&bundle);
+        cutter.join().unwrap();
+        // Either the truncation came first (a size finding) or mid-read (a changed-file finding).
+        assert!(!report.is_valid() || fs::metadata(&log).unwrap().len() == 1000, "round {round}");
+        // Reading events from a bundle opened before the truncation ends in an error.
+        support::copy_tree(&original, &tmp.path().join(format!("{round}-read.cath-bundle")));
+        let opened = BundleLoader::new().load(tmp.path().join(format!("{round}-read.cath-bundle"))).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(format!("{round}-read.cath-bundle/events.cath-log")))
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        let results: Vec<_> = opened.events().collect();
+        assert!(results.last().unwrap().is_err(), "round {round}: reading a truncated log succeeded");
+        assert!(opened.event(opened.event_count() - 1).is_err());
+    }
+}
+
+#[test]
+fn decompression_is_bounded_by_its_own_limit() {
+    let bundle = support::fixture(ZSTD);
+    let declared: u64 = {
+        let list = fs::read(bundle.join("blobs.cath-list")).unwrap();
+        let count = u32::from_be_bytes(list[11..15].try_into().unwrap()) as usize;
+        (0..count)
+            .map(|i| 15 + 88 * i)
+            .filter(|at| list[at + 81] == 1)
+            .map(|at| u64::from_be_bytes(list[at + 72..at + 80].try_into().unwrap()))
+            .sum()
+    };
+    assert!(declared > 0);
+    let at_limit = BundleLoader::new().limits(Limits::default().max_decompressed_size(declared)).verify(&bundle).unwrap();
+    assert!(at_limit.is_valid(), "{:#?}", at_limit.findings);
+    let below = BundleLoader::new().limits(Limits::default().max_decompressed_size(declared - 1)).verify(&bundle).unwrap();
+    assert!(below.findings.iter().any(|f| f.path == "blobs.cath-list" && f.code == LimitExceeded), "{:#?}", below.findings);
+    // Refused before any blob was read.
+    assert!(below.stats.bytes_hashed <= fs::metadata(bundle.join("blobs.cath-list")).unwrap().len(), "{:?}", below.stats);
 }

@@ -229,3 +229,28 @@ fn malformed_key_files_are_refused_with_their_own_message() {
     expect(&cathedral(&["bundle", "--store", s(&store), "--run", RUN, "--output", s(&out), "--sign-key", s(&bad)]), 2, "invalid key file");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_signature_field_that_names_no_signature_file_is_malformed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = keygen(tmp.path(), "k");
+    let b = signed_bundle(tmp.path(), "b.cath-bundle", &key);
+    let original = fs::read_to_string(b.join("MANIFEST.json")).unwrap();
+    for value in ["7", "true", "\"other.sig\"", "{}", "[]"] {
+        fs::write(b.join("MANIFEST.json"), original.replace("\"signature\": \"MANIFEST.sig\"", &format!("\"signature\": {value}")))
+            .unwrap();
+        let report = BundleLoader::new().verify(&b).unwrap();
+        assert!(matches!(report.signature, SignatureStatus::Malformed { .. }), "{value}: {:?}", report.signature);
+        assert!(!report.is_valid(), "{value}");
+    }
+    // The bundle-id line of MANIFEST.sig is bound (FORMAT.md §13.2): changing only it is a bad signature.
+    fs::write(b.join("MANIFEST.json"), &original).unwrap();
+    let sig = fs::read_to_string(b.join("MANIFEST.sig")).unwrap();
+    let changed: String = sig
+        .lines()
+        .map(|l| if l.starts_with("bundle-id: ") { "bundle-id: 00000000-0000-4000-8000-000000000000".to_string() } else { l.to_string() })
+        .map(|l| l + "\n")
+        .collect();
+    fs::write(b.join("MANIFEST.sig"), changed).unwrap();
+    expect(&verify_trusted(tmp.path(), &b), 4, "another bundle");
+}

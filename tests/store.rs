@@ -86,3 +86,78 @@ fn run_ids_resolve_by_unique_prefix() {
     assert!(matches!(store.resolve(""), Err(Error::InvalidInput { .. })));
     assert_eq!(store.runs().unwrap().len(), 2);
 }
+
+#[test]
+fn a_run_can_be_read_back_from_the_store() {
+    use cathedral_bundle::store::RunState;
+    use cathedral_bundle::Limits;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sample_run("readback", 3, true, true);
+    record(tmp.path(), &run);
+    let store = RunStore::new(tmp.path());
+    let stored = store.open(&run.metadata.run_id).unwrap();
+    let limits = Limits::default();
+    assert_eq!(stored.state().unwrap(), RunState::Complete);
+    assert_eq!(stored.metadata(&limits).unwrap(), run.metadata);
+    assert_eq!(stored.dag(&limits).unwrap(), run.dag);
+    assert_eq!(stored.workflow(&limits).unwrap(), run.workflow);
+    assert_eq!(stored.snapshot(&limits).unwrap(), run.snapshot);
+    let mut lines = stored.events(&limits).unwrap();
+    let mut events = Vec::new();
+    while let Some((e, _)) = lines.next_event().unwrap() {
+        events.push(e);
+    }
+    assert_eq!(events, run.events);
+    let blobs = stored.blobs().unwrap();
+    assert!(!blobs.is_empty());
+    for hash in &blobs {
+        assert_eq!(cathedral_bundle::Digest::of(&stored.read_blob(hash, &limits).unwrap()), *hash);
+    }
+    // A recording in progress is told apart, and can be abandoned.
+    let other = sample_run("abandoned", 2, false, false);
+    let recorder = store.record(run_start(&other), &other.workflow, &other.dag).unwrap();
+    assert_eq!(store.open(&other.metadata.run_id).unwrap().state().unwrap(), RunState::Recording);
+    recorder.abort().unwrap();
+    assert!(store.open(&other.metadata.run_id).unwrap_err().is_not_found());
+}
+
+#[test]
+fn the_recorder_checks_a_snapshot_when_it_is_set() {
+    use cathedral_bundle::{NodeState, NodeStatus, Snapshot};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sample_run("snap", 2, false, false);
+    let store = RunStore::new(tmp.path());
+    let mut recorder = store.record(run_start(&run), &run.workflow, &run.dag).unwrap();
+    for e in &run.events[..3] {
+        recorder.append_event(e).unwrap();
+    }
+    let node = run.dag.nodes[0].id;
+    let ok = Snapshot {
+        logical_time: run.events[2].logical_time,
+        log_position: 3,
+        nodes: vec![NodeState { node_id: node, status: NodeStatus::Running, output_hash: None, error: None }],
+    };
+    recorder.set_snapshot(&ok).unwrap();
+    let past_the_end = Snapshot { log_position: 4, ..ok.clone() };
+    let unknown_node = Snapshot {
+        nodes: vec![NodeState { node_id: Uuid::from_u128(77), status: NodeStatus::Running, output_hash: None, error: None }],
+        ..ok.clone()
+    };
+    let unknown_blob = Snapshot {
+        nodes: vec![NodeState {
+            node_id: node,
+            status: NodeStatus::Completed,
+            output_hash: Some(cathedral_bundle::Digest::of(b"never put")),
+            error: None,
+        }],
+        ..ok.clone()
+    };
+    for (what, bad) in [("position", past_the_end), ("node", unknown_node), ("blob", unknown_blob)] {
+        let err = recorder.set_snapshot(&bad).unwrap_err();
+        assert!(matches!(err, Error::Rule { .. }), "{what}: {err}");
+    }
+    let put = recorder.put_blob(b"output").unwrap();
+    let with_output =
+        Snapshot { nodes: vec![NodeState { node_id: node, status: NodeStatus::Completed, output_hash: Some(put), error: None }], ..ok };
+    recorder.set_snapshot(&with_output).unwrap();
+}

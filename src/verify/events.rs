@@ -88,7 +88,7 @@ impl Verifier<'_> {
             rules = rules.with_nodes(nodes.clone());
         }
         let count = log.header().count;
-        let mut window: Vec<[u8; 16]> = Vec::with_capacity((count as usize).min(ID_WINDOW));
+        let mut window: Vec<[u8; 16]> = Vec::with_capacity((count as usize).min(self.id_window));
         let mut window_start = 0u32;
         let mut ids_checked = false;
         let mut walk = log.walk(true);
@@ -121,7 +121,7 @@ impl Verifier<'_> {
                 }
             }
             window.push(*event.event_id.as_bytes());
-            if window.len() == ID_WINDOW {
+            if window.len() == self.id_window {
                 if let Some(ix) = &index {
                     if !self.check_id_window(&ix.index, window_start, &window, !ids_checked) {
                         index = None;

@@ -61,6 +61,8 @@ pub(crate) struct Verifier<'a> {
     trusted: &'a [PublicKey],
     progress: Option<&'a dyn Progress>,
     findings: Findings,
+    /// Event ids held at once by the exact id check ([`events::ID_WINDOW`]).
+    id_window: usize,
 }
 
 /// The parsed documents; each is None where it was absent or had a finding.
@@ -82,7 +84,7 @@ struct Opened {
 
 impl<'a> Verifier<'a> {
     pub fn new(root: &'a Path, mode: VerifyMode, limits: &'a Limits, trusted: &'a [PublicKey], progress: Option<&'a dyn Progress>) -> Self {
-        Verifier { root, mode, limits, trusted, progress, findings: Findings::new(limits.max_findings) }
+        Verifier { root, mode, limits, trusted, progress, findings: Findings::new(limits.max_findings), id_window: events::ID_WINDOW }
     }
 
     /// Verifies the bundle. `Err` only when the root cannot be examined at
@@ -279,6 +281,9 @@ impl<'a> Verifier<'a> {
             self.limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64);
         let blob_list = self.load_listed(&manifest, format::BLOB_LIST_FILE, list_limit);
         stats.files += u64::from(blob_list.is_some());
+        if self.mode == VerifyMode::Full {
+            stats.bytes_hashed += blob_list.as_ref().map_or(0, |c| fsutil::ReadAt::len(c));
+        }
         let totals = blob_list.as_ref().and_then(|c| {
             let list = self.findings.ok(format::BLOB_LIST_FILE, BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs))?;
             if u64::from(list.count()) != manifest.blob_count {
@@ -453,4 +458,62 @@ fn check_snapshot_time(s: &Snapshot, index: &IndexReader<'_>) -> Result<(), Erro
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles").join(name)
+    }
+
+    fn verify_with_window(bundle: &Path, window: usize) -> VerifyReport {
+        let limits = Limits::default();
+        let mut v = Verifier::new(bundle, VerifyMode::Full, &limits, &[], None);
+        v.id_window = window;
+        v.run().unwrap().0
+    }
+
+    /// The id check gives the same verdict whatever the window: one scan of
+    /// the id section per window, each entry compared in exactly one.
+    #[test]
+    fn exact_id_check_across_windows() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["small-postcard.cath-bundle", "cbor-events.cath-bundle"] {
+            for window in [1, 2, 3, 7, 1 << 21] {
+                assert!(verify_with_window(&fixture(name), window).is_valid(), "{name} window {window}");
+            }
+            // Rotate the positions of the id section: every entry names another
+            // event. (The copy has no blobs: only the index finding matters here.)
+            let copy = tmp.path().join(name);
+            std::fs::create_dir_all(&copy).unwrap();
+            for entry in std::fs::read_dir(fixture(name)).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+                }
+            }
+            let mut ix = std::fs::read(copy.join(format::INDEX_FILE)).unwrap();
+            let count = u32::from_be_bytes(ix[11..15].try_into().unwrap()) as usize;
+            let ids = 55 + 16 * count;
+            let last = ids + 20 * (count - 1) + 16;
+            let first_position = ix[ids + 16..ids + 20].to_vec();
+            for i in 0..count - 1 {
+                let (at, next) = (ids + 20 * i + 16, ids + 20 * (i + 1) + 16);
+                let p = ix[next..next + 4].to_vec();
+                ix[at..at + 4].copy_from_slice(&p);
+            }
+            ix[last..last + 4].copy_from_slice(&first_position);
+            std::fs::write(copy.join(format::INDEX_FILE), &ix).unwrap();
+            for window in [1, 2, 3, 7, 1 << 21] {
+                let report = verify_with_window(&copy, window);
+                assert!(
+                    report.findings.iter().any(|f| f.path == format::INDEX_FILE && f.code == FindingCode::Inconsistent),
+                    "{name} window {window}: {:#?}",
+                    report.findings
+                );
+            }
+        }
+    }
 }
