@@ -282,7 +282,7 @@ impl<'a> Verifier<'a> {
         let blob_list = self.load_listed(&manifest, format::BLOB_LIST_FILE, list_limit);
         stats.files += u64::from(blob_list.is_some());
         if self.mode == VerifyMode::Full {
-            stats.bytes_hashed += blob_list.as_ref().map_or(0, |c| fsutil::ReadAt::len(c));
+            stats.bytes_hashed += blob_list.as_ref().map_or(0, fsutil::ReadAt::len);
         }
         let totals = blob_list.as_ref().and_then(|c| {
             let list = self.findings.ok(format::BLOB_LIST_FILE, BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs))?;
