@@ -166,8 +166,11 @@ fn rewrite_snapshot(bundle: &Path, f: impl Fn(&mut Snapshot)) {
     relist(bundle, "snapshot.cath-snap", &s.encode_file());
 }
 
+/// The entries of an index's id section: (event id, position).
+type IdSection = Vec<([u8; 16], u32)>;
+
 /// The id section of an index, as (id, position) pairs, and where it starts.
-fn id_section(ix: &[u8]) -> (usize, Vec<([u8; 16], u32)>) {
+fn id_section(ix: &[u8]) -> (usize, IdSection) {
     let count = u32::from_be_bytes(ix[11..15].try_into().unwrap()) as usize;
     let start = 55 + 16 * count;
     let entries = (0..count)
@@ -548,7 +551,7 @@ fn cases() -> Vec<Case> {
 
     // The index's id section, checked exactly: any entry that does not name
     // the event at its position is caught, whatever a sum over it would say.
-    let id_cases: [(&str, fn(&mut Vec<([u8; 16], u32)>)); 6] = [
+    let id_cases: [(&str, fn(&mut IdSection)); 6] = [
         ("an id replaced by a fake one, order kept", |e| {
             let last = e.len() - 1;
             e[last].0[15] = e[last].0[15].wrapping_add(1);
