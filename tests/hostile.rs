@@ -169,6 +169,9 @@ fn rewrite_snapshot(bundle: &Path, f: impl Fn(&mut Snapshot)) {
 /// The entries of an index's id section: (event id, position).
 type IdSection = Vec<([u8; 16], u32)>;
 
+/// Edits an id section.
+type EditIds = fn(&mut IdSection);
+
 /// The id section of an index, as (id, position) pairs, and where it starts.
 fn id_section(ix: &[u8]) -> (usize, IdSection) {
     let count = u32::from_be_bytes(ix[11..15].try_into().unwrap()) as usize;
@@ -551,7 +554,7 @@ fn cases() -> Vec<Case> {
 
     // The index's id section, checked exactly: any entry that does not name
     // the event at its position is caught, whatever a sum over it would say.
-    let id_cases: [(&str, fn(&mut IdSection)); 6] = [
+    let id_cases: [(&str, EditIds); 6] = [
         ("an id replaced by a fake one, order kept", |e| {
             let last = e.len() - 1;
             e[last].0[15] = e[last].0[15].wrapping_add(1);
