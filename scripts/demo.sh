@@ -18,4 +18,9 @@ echo "\$ cathedral inspect --bundle $bundle"
 "$cathedral" inspect --bundle "$bundle"
 echo
 echo "\$ cathedral inspect --bundle $bundle --events --kind NodeFailed"
-"$cathedral" inspect --bundle "$bundle" --events --kind NodeFailed
+failed=$("$cathedral" inspect --bundle "$bundle" --events --kind NodeFailed)
+echo "$failed"
+echo
+echo "# the failing event's payload, decoded from base64:"
+echo "$failed" | sed -E 's/.*"payload":"([^"]*)".*/\1/' | base64 -d
+echo

@@ -64,6 +64,11 @@
 //! ```
 #![warn(missing_docs)]
 
+// The README's examples are compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod bundle;
 mod digest;
 mod error;
