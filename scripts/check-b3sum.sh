@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks every hash a fixture bundle commits to with the independent `b3sum`
-# tool: the manifest's file hashes, and each blob file's stored hash from
-# blobs.cath-list. Installs b3sum with cargo if it is missing.
+# tool: the manifest's file hashes; for each zstd blob, the whole file against
+# its stored hash; for each uncompressed blob, its data (after the 56-byte
+# header) against its name, which its stored hash repeats (FORMAT.md §7).
+# Installs b3sum with cargo if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +27,30 @@ assert len(data) == 15 + 88 * count, "bad blob list size"
 for i in range(count):
     record = data[15 + 88 * i: 15 + 88 * (i + 1)]
     name = record[:32].hex()
-    print(f"{record[32:64].hex()}  blobs/{name[:2]}/{name}")
+    if record[81] == 1:
+        print(f"{record[32:64].hex()}  blobs/{name[:2]}/{name}")
+    else:
+        assert record[32:64] == record[:32], "uncompressed blob: stored hash must be the content hash"
+        pass
 PY
 )
+    raw=$(python3 - "$bundle" <<'PY'
+import struct, sys
+data = open(f"{sys.argv[1]}/blobs.cath-list", "rb").read()
+(count,) = struct.unpack(">I", data[11:15])
+for i in range(count):
+    record = data[15 + 88 * i: 15 + 88 * (i + 1)]
+    if record[81] == 0:
+        print(record[:32].hex())
+PY
+)
+    for name in $raw; do
+        got=$(tail -c +57 "$bundle/blobs/${name:0:2}/$name" | b3sum --no-names)
+        if [ "$got" != "$name" ]; then
+            echo "b3sum DISAGREES with $bundle/blobs/${name:0:2}/$name: content hashes to $got" >&2
+            status=1
+        fi
+    done
     if (cd "$bundle" && printf '%s\n' "$list" | b3sum --check --quiet); then
         echo "b3sum agrees with $bundle ($(printf '%s\n' "$list" | wc -l) files)"
     else

@@ -1,7 +1,7 @@
 //! The blob decoder (header, bounded decompression, content hash) and the blob list.
 #![no_main]
 
-use cathedral_bundle::blob::{decode_blob_to, BlobHeader, BlobListView};
+use cathedral_bundle::format::{decode_blob_to, BlobHeader, BlobList};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,12 +11,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode_blob_to(&header, &mut &data[56..], &mut std::io::sink(), "blob");
         }
     }
-    if let Ok(list) = BlobListView::new(data, "blobs.cath-list", 1 << 20) {
-        let _ = list.check();
-        for i in 0..list.count().min(4096) {
-            if let Ok(record) = list.record(i) {
-                let _ = list.find(&record.header.hash);
-            }
+    if let Ok(list) = BlobList::new(&data, "blobs.cath-list", 1 << 20) {
+        let _ = list.scan();
+        for record in list.records(0..list.count().min(4096)).flatten() {
+            let _ = list.find(&record.header.hash);
         }
     }
 });

@@ -28,6 +28,8 @@ pub(crate) mod model;
 pub(crate) mod signature;
 pub(crate) mod snapshot;
 
+/// What the readers here read from: a file, or bytes in memory.
+pub use crate::fsutil::ReadAt;
 pub use blob::{decode_blob_to, encode_blob, BlobFormat, BlobHeader, BlobList, BlobRecord, Compression, EncodedBlob, ListTotals};
 pub use event::{EventJson, EventRules};
 pub use index::{rebuild as rebuild_index, IndexHeader, IndexReader, Section};
