@@ -6,7 +6,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use support::fixture_gen;
 
 use support::cli::*;
 
@@ -270,7 +269,6 @@ fn malformed_runs_are_refused_naming_file_and_line() {
     assert_ne!(code(&r), 0);
     std::fs::write(&blob, content).unwrap();
     assert_exit(&cathedral(&["bundle", "--store", s_str, "--run", COMPLETED, "--output", o]), 0, "");
-    let _ = fixture_gen::FIXED_TIME;
 }
 
 #[test]

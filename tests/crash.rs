@@ -12,14 +12,20 @@ use cathedral_bundle::store::RunStore;
 use cathedral_bundle::{BundleLoader, Event, EventKind, RunStatus};
 use support::fixture_gen::{noise, run_start, sample_run, uuid_for};
 
-const KILL_POINTS: u32 = 30;
+/// Kill points and run size: a quick default for the suite; the long version
+/// (`CATHEDRAL_CRASH_POINTS=30 CATHEDRAL_CRASH_BLOBS=2000`) runs from
+/// `scripts/soak.sh`. Each point kills one build at a fraction of the time an
+/// uninterrupted one takes, alternating builds from scratch and replacements.
+fn setting(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 /// Records a run with many events and blobs into `store`.
-fn record_large_run(store: &Path) -> String {
+fn record_large_run(store: &Path, blobs: usize) -> String {
     let base = sample_run("crash-large", 2, false, false);
     let m = &base.metadata;
     let mut recorder = RunStore::new(store).record(run_start(&base), &base.workflow, &base.dag).unwrap();
-    for i in 0..25_000u64 {
+    for i in 0..(blobs as u64 * 10) {
         let e = Event::new(
             uuid_for(&format!("crash/{i}")),
             m.run_id,
@@ -30,7 +36,7 @@ fn record_large_run(store: &Path) -> String {
         );
         recorder.append_event(&e).unwrap();
     }
-    for i in 0..2_000usize {
+    for i in 0..blobs {
         recorder.put_blob(&noise(&format!("blob{i}"), 1024 + (i * 37) % 3072)).unwrap();
     }
     recorder.finish(RunStatus::Completed, Some("2026-03-14T16:00:00Z".parse().unwrap())).unwrap();
@@ -54,9 +60,10 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn killed_builds_leave_nothing_or_a_complete_bundle() {
+    let points = setting("CATHEDRAL_CRASH_POINTS", 12);
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let run = record_large_run(&store);
+    let run = record_large_run(&store, setting("CATHEDRAL_CRASH_BLOBS", 300) as usize);
     let outdir = tmp.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("large.cath-bundle");
@@ -68,14 +75,14 @@ fn killed_builds_leave_nothing_or_a_complete_bundle() {
     std::fs::remove_dir_all(&out).unwrap();
 
     let (mut killed, mut complete_after_kill, mut empty_after_kill) = (0, 0, 0);
-    for point in 0..KILL_POINTS {
+    for point in 0..points {
         // Even points build from scratch; odd points replace an existing bundle.
         if point % 2 == 0 && out.exists() {
             std::fs::remove_dir_all(&out).unwrap();
         } else if point % 2 == 1 && !out.exists() {
             assert!(bundle_cmd(&store, &run, &out).status().unwrap().success());
         }
-        let delay = full.mul_f64(f64::from(point) / f64::from(KILL_POINTS)) + Duration::from_millis(2);
+        let delay = full.mul_f64(f64::from(point) / f64::from(points)) + Duration::from_millis(2);
         let mut child = bundle_cmd(&store, &run, &out).spawn().unwrap();
         std::thread::sleep(delay);
         let was_running = child.try_wait().unwrap().is_none();
@@ -97,9 +104,9 @@ fn killed_builds_leave_nothing_or_a_complete_bundle() {
     assert!(BundleLoader::new().verify(&out).unwrap().is_valid());
     assert_eq!(leftovers(&outdir), Vec::<String>::new());
     eprintln!(
-        "crash points: {KILL_POINTS} tried over a {:?} build, {killed} killed mid-build; afterwards {complete_after_kill} complete, {empty_after_kill} empty",
+        "crash points: {points} tried over a {:?} build, {killed} killed mid-build; afterwards {complete_after_kill} complete, {empty_after_kill} empty",
         full
     );
-    assert!(killed >= KILL_POINTS / 2, "too few kills landed mid-build: {killed}");
+    assert!(killed >= points / 2, "too few kills landed mid-build: {killed}");
     assert!(empty_after_kill > 0, "no kill interrupted a build from scratch");
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cathedral_bundle::format::{blob_path, rebuild_index as rebuild, BlobFormat, IndexReader, LogReader};
 use cathedral_bundle::{
-    BuildOptions, BundleBuilder, BundleLoader, Digest, Encoding, Error, Event, EventKind, FindingCode, Limits, LoadError,
+    BuildOptions, BundleBuilder, BundleLoader, Digest, Encoding, Error, FindingCode, Limits, LoadError,
 };
 use support::fixture_gen::{build, fixed_options, noise, sample_run, uuid_for};
 use support::{files_under, fixture_copy};
@@ -298,5 +298,4 @@ fn large_blob_streams_through_windowed_hashing() {
         }
         other => panic!("expected a limit finding, got {other:?}"),
     }
-    let _ = Event::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 0, EventKind::Heartbeat, vec![]);
 }

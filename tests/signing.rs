@@ -108,7 +108,7 @@ fn a_good_signature_verifies_and_is_trusted() {
 #[test]
 fn signed_by_another_key_is_untrusted() {
     let tmp = tempfile::tempdir().unwrap();
-    let ours = keygen(tmp.path(), "ours");
+    keygen(tmp.path(), "ours");
     let theirs = keygen(tmp.path(), "theirs");
     let b = signed_bundle(tmp.path(), "b.cath-bundle", &theirs);
     let o = verify(&b, &["--trusted-key", s(&tmp.path().join("ours.pub"))]);
@@ -116,7 +116,6 @@ fn signed_by_another_key_is_untrusted() {
     expect(&o, 4, "signer is not trusted");
     // No trusted keys at all: still refused, with a hint.
     expect(&verify(&b, &[]), 4, "--trusted-key");
-    let _ = ours;
     assert!(
         matches!(BundleLoader::new().load(&b), Err(cathedral_bundle::LoadError::Signature { report, .. }) if matches!(report.signature, SignatureStatus::Untrusted { .. }))
     );

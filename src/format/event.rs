@@ -551,20 +551,30 @@ mod wire {
     }
 }
 
-/// The JSON form of an event (`schemas/event.schema.json`).
+/// The JSON form of an event (`schemas/event.schema.json`): the fields of
+/// [`Event`] in the same order, as text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct EventJson {
+    /// Hyphenated lowercase UUID.
     pub event_id: String,
+    /// Hyphenated lowercase UUID.
     pub run_id: String,
+    /// Hyphenated lowercase UUID; nil for run-level events.
     pub node_id: String,
+    /// Hyphenated lowercase UUID, or null.
     pub parent_event_id: Option<String>,
+    /// The run's logical clock.
     pub logical_time: u64,
+    /// The variant name.
     pub kind: EventKind,
+    /// Standard base64 with padding.
     pub payload: String,
+    /// 64 lowercase hex characters.
     pub payload_hash: String,
+    /// 64 lowercase hex characters, or null.
     pub prior_state_hash: Option<String>,
+    /// 64 lowercase hex characters, or null.
     pub post_state_hash: Option<String>,
 }
 

@@ -7,6 +7,36 @@ pub mod fixture_gen;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// Names no bundle path may be: traversal, absolute paths, separators of
+/// other systems, NUL, empty components, look-alikes, and control
+/// characters built to redraw a terminal. The one table every test of
+/// hostile names draws from.
+pub const HOSTILE_NAMES: &[&str] = &[
+    "..",
+    "../metadata.json",
+    "/etc/passwd",
+    "a\\b",
+    "a\u{0}b",
+    "a//b",
+    "./dag.json",
+    "",
+    "dag.json/",
+    "ｍetadata.json",
+    "dag\u{2024}json",
+    "blobs/../../x",
+    "C:dag.json",
+    "x\u{1b}[2K\rresult   valid",
+    "a\u{7}b",
+    "bidi\u{202e}txt.json",
+    "line\nbreak",
+];
+
+/// The hostile names that can exist as a file name on this system (one
+/// component, no NUL), to create inside a bundle.
+pub fn hostile_file_names() -> impl Iterator<Item = &'static str> {
+    HOSTILE_NAMES.iter().copied().filter(|n| !n.is_empty() && !n.contains('/') && !n.contains('\0') && *n != "..")
+}
+
 /// The shipped fixture bundle called `name`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles").join(name)
