@@ -18,6 +18,11 @@ impl Digest {
         Digest(*blake3::hash(bytes).as_bytes())
     }
 
+    /// The digest a BLAKE3 hasher finished with.
+    pub(crate) fn finished(hasher: &blake3::Hasher) -> Self {
+        Digest(*hasher.finalize().as_bytes())
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -39,11 +44,6 @@ impl Digest {
     }
 }
 
-impl From<blake3::Hash> for Digest {
-    fn from(h: blake3::Hash) -> Self {
-        Digest(*h.as_bytes())
-    }
-}
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

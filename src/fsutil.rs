@@ -271,7 +271,7 @@ impl<'a> SeqReader<'a> {
 
     /// The hash of every byte read; call after [`SeqReader::skip_to_end`].
     pub fn finish(self) -> Option<Digest> {
-        self.hasher.map(|h| h.finalize().into())
+        self.hasher.map(|h| Digest::finished(&h))
     }
 
     fn refill(&mut self, need: usize) -> Result<(), Error> {
@@ -319,7 +319,7 @@ pub fn hash(src: &dyn ReadAt, start: u64, tick: &(dyn Fn(u64) + Sync)) -> Result
         at += n as u64;
         tick(n as u64);
     }
-    Ok(hasher.finalize().into())
+    Ok(Digest::finished(&hasher))
 }
 
 /// Reads a small file whole: regular files only, refused over `limit` before reading.

@@ -446,7 +446,7 @@ impl BundleBuilder {
         let index_file = out.inner.into_inner().map_err(|e| Error::output(&index_path, e.into_error()))?;
         index_file.sync_all().map_err(|e| Error::output(&index_path, e))?;
         let log = FileEntry { hash: log_hash, size: log_size, optional: false };
-        Ok((log, FileEntry { hash: out.hasher.finalize().into(), size: out.written, optional: false }))
+        Ok((log, FileEntry { hash: Digest::finished(&out.hasher), size: out.written, optional: false }))
     }
 }
 

@@ -404,7 +404,7 @@ pub(crate) fn encode_blob_with<'c>(
     let header_bytes = header.encode();
     let stored_hash = match compression {
         Compression::None => hash,
-        Compression::Zstd => blake3::Hasher::new().update(&header_bytes).update(&data).finalize().into(),
+        Compression::Zstd => Digest::finished(blake3::Hasher::new().update(&header_bytes).update(&data)),
     };
     let record = BlobRecord { header, stored_hash, stored_size: (BLOB_HEADER_LEN + data.len()) as u64 };
     Ok(EncodedBlob { header: header_bytes, data, record })
@@ -450,7 +450,7 @@ pub fn decode_blob_to(header: &BlobHeader, data: &mut impl Read, out: &mut impl 
     if written != header.size {
         return Err(Error::SizeMismatch { file: file.to_string(), what: "content size", expected: header.size, found: written });
     }
-    let actual = Digest::from(hasher.finalize());
+    let actual = Digest::finished(&hasher);
     if actual != header.hash {
         return Err(Error::HashMismatch { file: file.to_string(), what: "content hash", expected: header.hash, found: actual });
     }
