@@ -44,7 +44,6 @@ impl Digest {
     }
 }
 
-
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

@@ -4,8 +4,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
+use std::process::Command;
 
 use support::cli::*;
 
@@ -332,19 +331,7 @@ fn help_version_exit_codes_and_completions() {
 fn closed_pipe_is_not_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let b = bundle(tmp.path(), FAILED, &[]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cathedral"))
-        .args(["inspect", "--bundle", b.to_str().unwrap(), "--events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read one byte, then close the pipe, as `| head -c1` does.
-    use std::io::Read;
-    let mut stdout = child.stdout.take().unwrap();
-    let mut one = [0u8; 1];
-    stdout.read_exact(&mut one).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
+    let out = read_one_byte_then_close(&["inspect", "--bundle", b.to_str().unwrap(), "--events"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -7,9 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use cathedral_bundle::format::{blob_path, rebuild_index as rebuild, BlobFormat, IndexReader, LogReader};
-use cathedral_bundle::{
-    BuildOptions, BundleBuilder, BundleLoader, Digest, Encoding, Error, FindingCode, Limits, LoadError,
-};
+use cathedral_bundle::{BuildOptions, BundleBuilder, BundleLoader, Digest, Encoding, Error, FindingCode, Limits, LoadError};
 use support::fixture_gen::{build, fixed_options, noise, sample_run, uuid_for};
 use support::{files_under, fixture_copy};
 use uuid::Uuid;

@@ -130,18 +130,7 @@ fn inspect_blob_into_a_closed_pipe_exits_0() {
         .max_by_key(|f| fs::metadata(b.join(f)).unwrap().len())
         .unwrap();
     let hash = blob.rsplit('/').next().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cathedral"))
-        .args(["inspect", "--bundle", s(&b), "--blob", hash])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Read;
-    let mut stdout = child.stdout.take().unwrap();
-    let mut one = [0u8; 1];
-    stdout.read_exact(&mut one).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
+    let out = read_one_byte_then_close(&["inspect", "--bundle", s(&b), "--blob", hash]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -242,13 +242,14 @@ pub struct BlobList<'a> {
 impl<'a> BlobList<'a> {
     /// Parses the header; the file must hold exactly `count` records.
     pub fn new(src: &'a dyn ReadAt, file: &'a str, max_blobs: u64) -> Result<Self, Error> {
-        let mut head = vec![0u8; src.len().min(BLOB_LIST_HEADER_LEN as u64) as usize];
-        src.read_at(0, &mut head)?;
-        let version = check_prefix(&head, file, super::BLOB_LIST_MAGIC, "blob list header")?;
-        check_version(file, "blob list version", super::BLOB_LIST_VERSION, version)?;
-        if head.len() < BLOB_LIST_HEADER_LEN {
-            return Err(Error::truncated(file, "blob list header", 0, BLOB_LIST_HEADER_LEN as u64, head.len() as u64));
+        let head = super::FixedHeader {
+            what: "blob list header",
+            magic: super::BLOB_LIST_MAGIC,
+            version_what: "blob list version",
+            version: super::BLOB_LIST_VERSION,
+            len: BLOB_LIST_HEADER_LEN,
         }
+        .read(src, file)?;
         let count = be_u32(&head, super::BLOB_LIST_COUNT_OFFSET);
         if u64::from(count) > max_blobs {
             return Err(Error::limit(file, "blob count", max_blobs, count.into()));

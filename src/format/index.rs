@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 
 use uuid::Uuid;
 
-use super::{be_u32, be_u64, check_exact_len, check_prefix, check_version, partition_point};
+use super::{be_u32, be_u64, check_exact_len, partition_point};
 use super::{INDEX_BYTES_PER_EVENT, INDEX_HEADER_LEN, INDEX_ID_LEN, INDEX_OFFSET_LEN, INDEX_TIME_LEN};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -50,13 +50,14 @@ pub struct IndexReader<'a> {
 impl<'a> IndexReader<'a> {
     /// Parses the header and checks that the file is exactly as long as its count says.
     pub fn new(src: &'a dyn ReadAt, file: &'a str) -> Result<Self, Error> {
-        let mut head = vec![0u8; src.len().min(INDEX_HEADER_LEN as u64) as usize];
-        src.read_at(0, &mut head)?;
-        let version = check_prefix(&head, file, super::INDEX_MAGIC, "index header")?;
-        check_version(file, "index version", super::INDEX_VERSION, version)?;
-        if head.len() < INDEX_HEADER_LEN {
-            return Err(Error::truncated(file, "index header", 0, INDEX_HEADER_LEN as u64, head.len() as u64));
+        let head = super::FixedHeader {
+            what: "index header",
+            magic: super::INDEX_MAGIC,
+            version_what: "index version",
+            version: super::INDEX_VERSION,
+            len: INDEX_HEADER_LEN,
         }
+        .read(src, file)?;
         let count = be_u32(&head, super::INDEX_COUNT_OFFSET);
         let at = super::INDEX_LOG_HASH_OFFSET;
         let log_hash = Digest(head[at..at + 32].try_into().expect("32 bytes"));

@@ -230,6 +230,35 @@ pub(crate) fn check_prefix(bytes: &[u8], file: &str, magic: [u8; MAGIC_LEN], wha
     Ok(be_u32(bytes, VERSION_OFFSET))
 }
 
+/// The fixed-size header of a binary file of one known version: `len` bytes
+/// read from the start of `src`, their magic and version checked.
+pub(crate) struct FixedHeader {
+    /// What the header is called in errors, e.g. "index header".
+    pub what: &'static str,
+    /// The magic.
+    pub magic: [u8; MAGIC_LEN],
+    /// What the version field is called in errors, e.g. "index version".
+    pub version_what: &'static str,
+    /// The one version this reader knows.
+    pub version: u32,
+    /// The header's length.
+    pub len: usize,
+}
+
+impl FixedHeader {
+    /// Reads and checks the header of `src` (named `file` in errors).
+    pub fn read(&self, src: &dyn crate::fsutil::ReadAt, file: &str) -> Result<Vec<u8>, Error> {
+        let mut head = vec![0u8; src.len().min(self.len as u64) as usize];
+        src.read_at(0, &mut head)?;
+        let version = check_prefix(&head, file, self.magic, self.what)?;
+        check_version(file, self.version_what, self.version, version)?;
+        if head.len() < self.len {
+            return Err(Error::truncated(file, self.what, 0, self.len as u64, head.len() as u64));
+        }
+        Ok(head)
+    }
+}
+
 /// Checks a version field against the one version this reader knows.
 pub(crate) fn check_version(file: &str, what: &'static str, expected: u32, found: u32) -> Result<(), Error> {
     if found != expected {

@@ -32,6 +32,27 @@ pub fn assert_exit(o: &Output, expected: i32, stderr_has: &str) {
     assert!(stderr(o).contains(stderr_has), "stderr lacks {stderr_has:?}: {}", stderr(o));
 }
 
+/// Runs `cathedral ARGS`, reads one byte of its stdout, then closes the
+/// pipe as `| head -c1` does, and returns how it ended.
+pub fn read_one_byte_then_close(args: &[&str]) -> Output {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cathedral")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    stdout.read_exact(&mut one).unwrap();
+    drop(stdout);
+    child.wait_with_output().unwrap()
+}
+
+/// The largest blob file of a bundle, as a bundle-relative path.
+pub fn largest_blob(bundle: &Path) -> String {
+    super::files_under(bundle)
+        .into_iter()
+        .filter(|f| f.starts_with("blobs/"))
+        .max_by_key(|f| std::fs::metadata(bundle.join(f)).unwrap().len())
+        .unwrap()
+}
+
 /// Bundles a sample run into `dir/<name>` and returns the path.
 pub fn bundle(dir: &Path, run: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(format!("{run}.cath-bundle"));
