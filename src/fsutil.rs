@@ -207,7 +207,9 @@ impl ReadAt for Contents {
 
 /// A sequential reader over [`ReadAt`] bytes with a bounded buffer, that
 /// can hash every byte it reads exactly once, in order: the bytes checked
-/// are the bytes hashed.
+/// are the bytes hashed. The buffer only grows (to the window, or to the
+/// largest item taken) and can be handed from one reader to the next, so
+/// that reading many files does not allocate and zero a buffer for each.
 pub struct SeqReader<'a> {
     src: &'a dyn ReadAt,
     name: &'a str,
@@ -216,6 +218,8 @@ pub struct SeqReader<'a> {
     buf: Vec<u8>,
     /// Consumed bytes at the front of `buf`.
     start: usize,
+    /// End of the bytes read into `buf`.
+    end: usize,
     hasher: Option<blake3::Hasher>,
     window: usize,
 }
@@ -225,13 +229,24 @@ impl<'a> SeqReader<'a> {
     /// reads when `hash` is set (then `offset` must be 0 for the hash to be
     /// the file's).
     pub fn new(src: &'a dyn ReadAt, name: &'a str, offset: u64, hash: bool) -> Self {
-        SeqReader { src, name, base: offset, buf: Vec::new(), start: 0, hasher: hash.then(blake3::Hasher::new), window: WINDOW }
+        SeqReader { src, name, base: offset, buf: Vec::new(), start: 0, end: 0, hasher: hash.then(blake3::Hasher::new), window: WINDOW }
     }
 
     /// A reader with a smaller buffer, for sections read side by side.
     pub fn with_window(mut self, window: usize) -> Self {
         self.window = window.max(64);
         self
+    }
+
+    /// Reads into `buffer`'s allocation (its contents are overwritten).
+    pub fn with_buffer(mut self, buffer: Vec<u8>) -> Self {
+        self.buf = buffer;
+        self
+    }
+
+    /// The buffer, for the next reader.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Offset of the next unconsumed byte.
@@ -247,7 +262,7 @@ impl<'a> SeqReader<'a> {
     /// The next `n` bytes, consumed. The caller has checked that they exist
     /// (`n <= remaining()`), and bounds `n` (it is buffered whole).
     pub fn take(&mut self, n: usize) -> Result<&[u8], Error> {
-        if self.buf.len() - self.start < n {
+        if self.end - self.start < n {
             self.refill(n)?;
         }
         let at = self.start;
@@ -271,32 +286,41 @@ impl<'a> SeqReader<'a> {
 
     /// The hash of every byte read; call after [`SeqReader::skip_to_end`].
     pub fn finish(self) -> Option<Digest> {
-        self.hasher.map(|h| Digest::finished(&h))
+        self.hash_so_far()
+    }
+
+    /// The hash of every byte read so far.
+    pub fn hash_so_far(&self) -> Option<Digest> {
+        self.hasher.as_ref().map(Digest::finished)
     }
 
     fn refill(&mut self, need: usize) -> Result<(), Error> {
-        // Keep the unconsumed tail, then read at least `need` bytes' worth.
-        self.buf.drain(..self.start);
+        // Keep the unconsumed tail at the front, then fill what follows it.
+        self.buf.copy_within(self.start..self.end, 0);
         self.base += self.start as u64;
+        self.end -= self.start;
         self.start = 0;
-        let have = self.buf.len();
-        let file_left = self.src.len().saturating_sub(self.base + have as u64);
-        // have < need here, so this is positive.
-        let want = (need.max(self.window) - have) as u64;
-        let read = want.min(file_left) as usize;
-        if have + read < need {
-            return Err(Error::Changed { file: self.name.to_string(), offset: self.base + (have + read) as u64, expected: self.src.len() });
+        let file_left = self.src.len().saturating_sub(self.base + self.end as u64);
+        let wanted = need.max(self.window.min(self.end + file_left.min(self.window as u64) as usize));
+        if self.buf.len() < wanted {
+            self.buf.resize(wanted, 0);
         }
-        self.buf.resize(have + read, 0);
-        self.src.read_at(self.base + have as u64, &mut self.buf[have..])?;
+        let read = ((self.buf.len() - self.end) as u64).min(file_left) as usize;
+        if self.end + read < need {
+            let offset = self.base + (self.end + read) as u64;
+            return Err(Error::Changed { file: self.name.to_string(), offset, expected: self.src.len() });
+        }
+        let fresh = self.end..self.end + read;
+        self.src.read_at(self.base + self.end as u64, &mut self.buf[fresh.clone()])?;
         if let Some(h) = &mut self.hasher {
-            let fresh = &self.buf[have..];
-            if fresh.len() >= 1 << 17 {
-                h.update_rayon(fresh);
+            // Both cores for a large window; small windows are hashed where they were read.
+            if read >= 1 << 20 {
+                h.update_rayon(&self.buf[fresh]);
             } else {
-                h.update(fresh);
+                h.update(&self.buf[fresh]);
             }
         }
+        self.end += read;
         Ok(())
     }
 }

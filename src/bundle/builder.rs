@@ -459,20 +459,25 @@ impl Drop for BundleBuilder {
     }
 }
 
-/// Removes staging directories of earlier builds of the same output that no
-/// live build holds (a build that was killed): each live builder holds an
-/// advisory lock on its staging directory. Only directories with this
-/// tool's staging name are considered. Best effort.
+/// Removes what killed builds of the same output left beside it: staging
+/// directories that no live build holds (each live builder holds an advisory
+/// lock on its staging directory), and old bundles swapped aside but not yet
+/// removed, if they still prove to be bundles. Only names this tool gives
+/// are considered. Best effort.
 fn remove_stale_staging(parent: &Path, name: &str) {
     let Ok(entries) = fs::read_dir(parent) else { return };
-    let prefix = format!(".{name}{STAGING_MARKER}");
+    let staging = format!(".{name}{STAGING_MARKER}");
+    let aside = format!(".{name}{}", replace::ASIDE_MARKER);
     for entry in entries.flatten() {
-        if !entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-            continue;
-        }
-        let Ok(dir) = fsutil::open_dir(&entry.path()) else { continue };
-        if fsutil::try_lock(&dir) {
-            let _ = fs::remove_dir_all(entry.path());
+        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let path = entry.path();
+        if file_name.starts_with(&staging) {
+            let Ok(dir) = fsutil::open_dir(&path) else { continue };
+            if fsutil::try_lock(&dir) {
+                let _ = fs::remove_dir_all(&path);
+            }
+        } else if file_name.starts_with(&aside) && replace::prove_bundle(&path).is_ok() {
+            let _ = fs::remove_dir_all(&path);
         }
     }
 }

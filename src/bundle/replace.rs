@@ -109,10 +109,13 @@ pub(crate) fn move_into_place(new: &Path, output: &Path, overwrite: bool) -> Res
     Ok(Some(aside))
 }
 
+/// Marks an old bundle renamed aside: `.<output name>.cath-old-<pid>-<nonce>`.
+pub(crate) const ASIDE_MARKER: &str = ".cath-old-";
+
 fn aside_path(output: &Path) -> PathBuf {
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let nonce: u32 = rand_u32();
-    fsutil::parent_dir(output).join(format!(".{name}.cath-old-{}-{nonce:08x}", std::process::id()))
+    fsutil::parent_dir(output).join(format!(".{name}{ASIDE_MARKER}{}-{nonce:08x}", std::process::id()))
 }
 
 fn rand_u32() -> u32 {

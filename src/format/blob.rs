@@ -435,7 +435,7 @@ pub fn decode_blob_to(header: &BlobHeader, data: &mut impl Read, out: &mut impl 
         }
     };
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; limit.min(1 << 16) as usize];
     let mut written = 0u64;
     loop {
         let n = match reader.read(&mut buf) {

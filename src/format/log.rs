@@ -214,8 +214,10 @@ impl RecordWalk<'_> {
     }
 }
 
-/// Streams events into a new log file. The count is patched in by [`LogWriter::finish`].
-pub(crate) struct LogWriter {
+/// Streams events into a new log file: the writer of the layout above. The
+/// count is patched in by [`LogWriter::finish`]. It applies the limits, not
+/// the event rules: [`crate::BundleBuilder`] writes whole bundles.
+pub struct LogWriter {
     path: PathBuf,
     out: BufWriter<File>,
     encoding: Encoding,
@@ -275,6 +277,11 @@ impl LogWriter {
     /// Bytes written so far, header included.
     pub fn len(&self) -> u64 {
         self.offset
+    }
+
+    /// True when no event was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     /// Patches the count, flushes and syncs; returns the file size.

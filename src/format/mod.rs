@@ -33,7 +33,7 @@ pub use crate::fsutil::ReadAt;
 pub use blob::{decode_blob_to, encode_blob, BlobFormat, BlobHeader, BlobList, BlobRecord, Compression, EncodedBlob, ListTotals};
 pub use event::{EventJson, EventRules};
 pub use index::{rebuild as rebuild_index, IndexHeader, IndexReader, Section};
-pub use log::{LogHeader, LogReader, RecordWalk};
+pub use log::{LogHeader, LogReader, LogWriter, RecordWalk};
 pub use manifest::{FileEntry, Manifest, SignatureField};
 pub use signature::{signed_message, SIGNING_DOMAIN};
 

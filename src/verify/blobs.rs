@@ -16,6 +16,9 @@ use crate::format::blob::{decode_blob_to, BlobHeader, BlobList, BlobRecord, Comp
 use crate::format::{self, blob_path, BLOB_HEADER_LEN};
 use crate::fsutil::{self, ReadFile, SeqReader};
 
+/// Read buffer of one blob check.
+const BLOB_WINDOW: usize = 256 << 10;
+
 /// How many records are read from the list per parallel batch.
 const BATCH: usize = 4096;
 
@@ -50,7 +53,8 @@ impl Verifier<'_> {
             if batch.is_empty() {
                 break;
             }
-            batch.par_iter().for_each(|record| {
+            // Each worker reuses one read buffer for all the blobs it checks.
+            batch.par_iter().for_each_init(Vec::new, |buffer, record| {
                 let rel = blob_path(&record.header.hash);
                 if record.header.size > self.limits.max_blob_size {
                     return self
@@ -58,7 +62,7 @@ impl Verifier<'_> {
                         .error(&rel, Error::limit(&rel, "blob content size", self.limits.max_blob_size, record.header.size));
                 }
                 let Some(dir) = shards.get(record) else { return };
-                match check_blob(dir, record, &rel, tick) {
+                match check_blob(dir, record, &rel, buffer, tick) {
                     Ok(()) => {}
                     Err(Error::NotFound { .. } | Error::FileType { .. }) => return,
                     Err(e) => self.findings.error(&rel, e),
@@ -75,29 +79,50 @@ impl Verifier<'_> {
 /// (which the record also holds as its stored hash); for a zstd blob, the
 /// whole file against the stored hash and, decompressed (bounded), the
 /// content against its name.
-fn check_blob(dir: &OwnedFd, record: &BlobRecord, rel: &str, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+fn check_blob(dir: &OwnedFd, record: &BlobRecord, rel: &str, buffer: &mut Vec<u8>, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
     let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
     if file.size() != record.stored_size {
         return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
     }
     let compressed = record.header.compression == Compression::Zstd;
-    let mut reader = SeqReader::new(&file, rel, 0, compressed);
+    // A window that stays in the core's cache: blobs are checked in parallel
+    // already, and data copied into a cache-resident buffer is hashed from there.
+    let mut reader = SeqReader::new(&file, rel, 0, compressed).with_window(BLOB_WINDOW).with_buffer(std::mem::take(buffer));
+    let result = check_blob_data(&mut reader, record, rel, tick);
+    *buffer = reader.into_buffer();
+    result
+}
+
+/// The part of [`check_blob`] after opening: header, then data.
+fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+    let compressed = record.header.compression == Compression::Zstd;
     // Decoding the header checks every one of its 56 bytes against a fixed
     // value or a field; the fields must equal the record's.
     let header = BlobHeader::decode(reader.take(BLOB_HEADER_LEN)?, rel)?;
     if header != record.header {
         return Err(Error::inconsistent(rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
     }
-    let decoded = decode_blob_to(&header, &mut SeqRead(&mut reader), &mut std::io::sink(), rel);
     tick(record.stored_size);
-    if compressed {
-        // Pin the stored bytes first: a changed file is a hash mismatch,
-        // whatever its data decodes to.
-        reader.skip_to_end()?;
-        let actual = reader.finish().expect("hashing reader");
-        if actual != record.stored_hash {
-            return Err(Error::HashMismatch { file: rel.to_string(), what: "stored hash", expected: record.stored_hash, found: actual });
+    if !compressed {
+        // The data is the content (its size was checked with the file's):
+        // hash it straight from the read buffer.
+        let mut hasher = blake3::Hasher::new();
+        while reader.remaining() > 0 {
+            hasher.update(reader.take(reader.remaining().min(BLOB_WINDOW as u64) as usize)?);
         }
+        let actual = crate::digest::Digest::finished(&hasher);
+        if actual != header.hash {
+            return Err(Error::HashMismatch { file: rel.to_string(), what: "content hash", expected: header.hash, found: actual });
+        }
+        return Ok(());
+    }
+    let decoded = decode_blob_to(&header, &mut SeqRead(reader), &mut std::io::sink(), rel);
+    // Pin the stored bytes first: a changed file is a hash mismatch,
+    // whatever its data decodes to.
+    reader.skip_to_end()?;
+    let actual = reader.hash_so_far().expect("hashing reader");
+    if actual != record.stored_hash {
+        return Err(Error::HashMismatch { file: rel.to_string(), what: "stored hash", expected: record.stored_hash, found: actual });
     }
     decoded.map(|_| ())
 }
