@@ -329,8 +329,11 @@ fn help_version_exit_codes_and_completions() {
 
 #[test]
 fn closed_pipe_is_not_an_error() {
+    // More events than a pipe holds: the writer must meet the closed pipe.
     let tmp = tempfile::tempdir().unwrap();
-    let b = bundle(tmp.path(), FAILED, &[]);
+    let b = tmp.path().join("large.cath-bundle");
+    let (run, _) = support::fixture_gen::large_run("pipe", 2_000, 16);
+    support::fixture_gen::build(&run, &b, cathedral_bundle::BuildOptions::default());
     let out = read_one_byte_then_close(&["inspect", "--bundle", b.to_str().unwrap(), "--events"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));

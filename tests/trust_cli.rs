@@ -99,11 +99,7 @@ fn force_replaces_only_what_is_provably_a_bundle() {
 fn inspect_blob_shows_nothing_before_it_is_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let b = bundle(tmp.path(), FAILED, &[]);
-    let blob = support::files_under(&b)
-        .into_iter()
-        .filter(|f| f.starts_with("blobs/"))
-        .max_by_key(|f| fs::metadata(b.join(f)).unwrap().len())
-        .unwrap();
+    let blob = largest_blob(&b);
     let hash = blob.rsplit('/').next().unwrap().to_string();
     // Change the content's last byte: the file size and the list stay as they were.
     let mut bytes = fs::read(b.join(&blob)).unwrap();
@@ -122,14 +118,13 @@ fn inspect_blob_shows_nothing_before_it_is_checked() {
 
 #[test]
 fn inspect_blob_into_a_closed_pipe_exits_0() {
+    // A blob larger than a pipe holds: the writer must meet the closed pipe.
     let tmp = tempfile::tempdir().unwrap();
-    let b = bundle(tmp.path(), FAILED, &[]);
-    let blob = support::files_under(&b)
-        .into_iter()
-        .filter(|f| f.starts_with("blobs/"))
-        .max_by_key(|f| fs::metadata(b.join(f)).unwrap().len())
-        .unwrap();
-    let hash = blob.rsplit('/').next().unwrap();
+    let b = tmp.path().join("large.cath-bundle");
+    let (run, blob) = support::fixture_gen::large_run("pipe", 0, 4 << 20);
+    support::fixture_gen::build(&run, &b, cathedral_bundle::BuildOptions::default());
+    let hash = cathedral_bundle::Digest::of(&blob).to_hex();
+    let hash = hash.as_str();
     let out = read_one_byte_then_close(&["inspect", "--bundle", s(&b), "--blob", hash]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -143,6 +143,25 @@ pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -
     SampleRun { metadata, workflow, dag, events, blobs, snapshot }
 }
 
+/// `sample_run` grown past what a pipe buffers: `extra` heartbeat events of
+/// 200-byte payloads before the run's last event, and one incompressible
+/// blob of `blob_size` bytes (returned with the run).
+pub fn large_run(name: &str, extra: u64, blob_size: usize) -> (SampleRun, Vec<u8>) {
+    let mut run = sample_run(name, 2, false, false);
+    let (run_id, node) = (run.metadata.run_id, run.dag.nodes[0].id);
+    let time = run.events.last().unwrap().logical_time;
+    let last = run.events.pop().unwrap();
+    for i in 0..extra {
+        let id = uuid_for(&format!("{name}/filler/{i}"));
+        run.events.push(Event::new(id, run_id, node, time, EventKind::Heartbeat, noise(&format!("{name}/{i}"), 200)));
+    }
+    run.events.push(last);
+    run.metadata.event_count = run.events.len() as u64;
+    let blob = noise(&format!("{name}/blob"), blob_size);
+    run.blobs.push((blob.clone(), BlobFormat::Raw));
+    (run, blob)
+}
+
 /// Builds `run` into a bundle at `out`.
 pub fn build(run: &SampleRun, out: &Path, options: BuildOptions) -> BuildSummary {
     let mut b = BundleBuilder::create(out, options).expect("create");
