@@ -357,6 +357,12 @@ pub fn open_dir(path: &Path) -> Result<OwnedFd, Error> {
     rustix::fs::open(path, flags, Mode::empty()).map_err(|e| open_error(&path.display().to_string(), e))
 }
 
+/// Opens the directory `leaf` inside the directory `dir` without following a link.
+pub fn open_dir_at(dir: &OwnedFd, leaf: &str, name: &str) -> Result<OwnedFd, Error> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, leaf, flags, Mode::empty()).map_err(|e| open_error(name, e))
+}
+
 /// The directory holding `path` ("." for a bare name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

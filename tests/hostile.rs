@@ -837,6 +837,29 @@ fn files_truncated_while_read_are_errors_not_crashes() {
     }
 }
 
+/// A linked `blobs/` is reported, and nothing is read through it: the
+/// (changed) blobs it points at are never hashed.
+#[test]
+fn nothing_is_read_through_a_linked_blob_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = fixture_copy(SMALL, tmp.path());
+    let outside = tmp.path().join("outside");
+    fs::rename(bundle.join("blobs"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, bundle.join("blobs")).unwrap();
+    // Change every blob outside: a verifier that read them through the link would report mismatches.
+    for blob in walkdir::WalkDir::new(&outside).into_iter().map(|e| e.unwrap()).filter(|e| e.file_type().is_file()) {
+        let mut bytes = fs::read(blob.path()).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(blob.path(), bytes).unwrap();
+    }
+    let report = verify(&bundle);
+    assert!(report.findings.iter().any(|f| f.path == "blobs" && f.code == Symlink), "{:#?}", report.findings);
+    let read_through =
+        |f: &&cathedral_bundle::Finding| f.path.starts_with("blobs/") && matches!(f.code, HashMismatch | Malformed | Inconsistent);
+    assert!(!report.findings.iter().any(|f| read_through(&f)), "a blob was read through the link: {:#?}", report.findings);
+}
+
 #[test]
 fn decompression_is_bounded_by_its_own_limit() {
     let bundle = support::fixture(ZSTD);

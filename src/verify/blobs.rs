@@ -22,22 +22,26 @@ const BLOB_WINDOW: usize = 256 << 10;
 /// How many records are read from the list per parallel batch.
 const BATCH: usize = 4096;
 
-/// Shard directories opened once each, without following links, so that
-/// blob files are opened with a one-component `openat`.
+/// `blobs/` and its shard directories, each opened once with a
+/// one-component lookup that never follows a link, so that no blob is read
+/// through a linked `blobs/` or shard.
 struct ShardDirs {
-    root: std::path::PathBuf,
+    blobs: Option<OwnedFd>,
     dirs: Vec<OnceLock<Option<OwnedFd>>>,
 }
 
 impl ShardDirs {
     fn new(root: &std::path::Path) -> Self {
-        ShardDirs { root: root.join(format::BLOB_DIR), dirs: (0..256).map(|_| OnceLock::new()).collect() }
+        let blobs = fsutil::open_dir(&root.join(format::BLOB_DIR)).ok();
+        ShardDirs { blobs, dirs: (0..256).map(|_| OnceLock::new()).collect() }
     }
 
     /// The shard of `record`; None if it is absent or not a real directory (the walk reports why).
     fn get(&self, record: &BlobRecord) -> Option<&OwnedFd> {
+        let blobs = self.blobs.as_ref()?;
         let hex = record.header.hash.to_hex();
-        self.dirs[usize::from(record.header.hash.0[0])].get_or_init(|| fsutil::open_dir(&self.root.join(&hex[..2])).ok()).as_ref()
+        let shard = &hex[..2];
+        self.dirs[usize::from(record.header.hash.0[0])].get_or_init(|| fsutil::open_dir_at(blobs, shard, shard).ok()).as_ref()
     }
 }
 
