@@ -648,10 +648,16 @@ fn cases() -> Vec<Case> {
     }));
 
     // Every field of a blob-list record is checked.
-    cases.push(case("an uncompressed blob's stored hash lies", SMALL, &[Malformed], |b| {
+    cases.push(case("an uncompressed blob's stored hash lies", SMALL, &[HashMismatch], |b| {
         let p = blob_paths(b)[0].clone();
         rewrite_blob(b, &p, |_, record| record[32] ^= 1);
-        "blobs.cath-list".into()
+        p
+    }));
+    cases.push(case("an uncompressed blob's stored hash is another file's whole-file hash", SMALL, &[HashMismatch], |b| {
+        let p = blob_paths(b)[0].clone();
+        let other = read(b, &blob_paths(b)[1]);
+        rewrite_blob(b, &p, |_, record| record[32..64].copy_from_slice(Digest::of(&other).as_bytes()));
+        p
     }));
     cases.push(case("a zstd blob's stored hash lies", ZSTD, &[HashMismatch], |b| {
         let p = zstd_blob(b);
@@ -835,6 +841,29 @@ fn files_truncated_while_read_are_errors_not_crashes() {
         assert!(results.last().unwrap().is_err(), "round {round}: reading a truncated log succeeded");
         assert!(opened.event(opened.event_count() - 1).is_err());
     }
+}
+
+/// Bundles from earlier writers hold the whole-file hash of uncompressed
+/// blobs as their stored hash: they still verify, and that hash is checked.
+#[test]
+fn whole_file_stored_hashes_of_earlier_writers_verify_and_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = fixture_copy(SMALL, tmp.path());
+    for p in blob_paths(&bundle) {
+        let file = read(&bundle, &p);
+        if file[12] == 0 {
+            rewrite_blob(&bundle, &p, |file, record| record[32..64].copy_from_slice(Digest::of(file).as_bytes()));
+        }
+    }
+    assert!(verify(&bundle).is_valid(), "{:#?}", verify(&bundle).findings);
+    let p = blob_paths(&bundle)[0].clone();
+    let mut file = read(&bundle, &p);
+    assert_eq!(file[12], 0);
+    let last = file.len() - 1;
+    file[last] ^= 1;
+    fs::write(bundle.join(&p), &file).unwrap();
+    let report = verify(&bundle);
+    assert!(report.findings.iter().any(|f| f.path == p && f.code == HashMismatch), "{:#?}", report.findings);
 }
 
 /// A linked `blobs/` is reported, and nothing is read through it: the

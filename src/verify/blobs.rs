@@ -80,18 +80,20 @@ impl Verifier<'_> {
 
 /// Checks one blob file in one sequential read: its size and header against
 /// the record; for an uncompressed blob, its data against the content hash
-/// (which the record also holds as its stored hash); for a zstd blob, the
-/// whole file against the stored hash and, decompressed (bounded), the
-/// content against its name.
+/// (and the whole file against the stored hash where the record holds a
+/// whole-file hash); for a zstd blob, the whole file against the stored hash
+/// and, decompressed (bounded), the content against its name.
 fn check_blob(dir: &OwnedFd, record: &BlobRecord, rel: &str, buffer: &mut Vec<u8>, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
     let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
     if file.size() != record.stored_size {
         return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
     }
-    let compressed = record.header.compression == Compression::Zstd;
+    // The whole file is hashed for a zstd blob, and for an uncompressed one
+    // whose record holds the whole-file hash (earlier writers).
+    let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
     // A window that stays in the core's cache: blobs are checked in parallel
     // already, and data copied into a cache-resident buffer is hashed from there.
-    let mut reader = SeqReader::new(&file, rel, 0, compressed).with_window(BLOB_WINDOW).with_buffer(std::mem::take(buffer));
+    let mut reader = SeqReader::new(&file, rel, 0, whole).with_window(BLOB_WINDOW).with_buffer(std::mem::take(buffer));
     let result = check_blob_data(&mut reader, record, rel, tick);
     *buffer = reader.into_buffer();
     result
@@ -118,7 +120,12 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
         if actual != header.hash {
             return Err(Error::HashMismatch { file: rel.to_string(), what: "content hash", expected: header.hash, found: actual });
         }
-        return Ok(());
+        return match reader.hash_so_far() {
+            Some(file_hash) if file_hash != record.stored_hash => {
+                Err(Error::HashMismatch { file: rel.to_string(), what: "stored hash", expected: record.stored_hash, found: file_hash })
+            }
+            _ => Ok(()),
+        };
     }
     let decoded = decode_blob_to(&header, &mut SeqRead(reader), &mut std::io::sink(), rel);
     // Pin the stored bytes first: a changed file is a hash mismatch,
