@@ -224,6 +224,12 @@ def main():
     biggest = work / f"events-{largest}.cath-bundle"
     _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", biggest], 1)
     res.add(f"peak RSS, verify-bundle, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+    # Event-heavy verification (hash, decode, event rules, exact index check) against hashing the log alone.
+    ours, ref = interleaved([
+        ([BIN, "verify-bundle", "--quiet", "--bundle", biggest], None),
+        (["b3sum", "--no-names", biggest / "events.cath-log"], None),
+    ], rep)
+    res.add(f"verify-bundle, {largest} events vs b3sum of the log", ours, ref, ours / ref, None, None, "s")
     _, rss = timed([BIN, "inspect", "--bundle", biggest, "--events"], 1)
     res.add(f"peak RSS, inspect --events, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
     _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], 1)
