@@ -8,7 +8,7 @@
 //! [`Error::Changed`].
 
 use std::fs::{File, Metadata};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -88,6 +88,13 @@ impl ReadFile {
     /// The size when opened.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Reads the file from its start to the size it had when opened, in
+    /// order; a file cut short underneath ends early.
+    pub fn into_read(self) -> std::io::Take<File> {
+        let size = self.size;
+        self.file.take(size)
     }
 
     /// Reads the whole file, refusing one over `limit` bytes before reading.
@@ -224,6 +231,18 @@ pub struct SeqReader<'a> {
     window: usize,
 }
 
+/// A sequential reader is an [`std::io::Read`] too (for decoders); a file
+/// that changed underneath is then an [`std::io::Error`] whose source is
+/// [`Error::Changed`].
+impl std::io::Read for SeqReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.remaining().min(buf.len() as u64).min(1 << 16) as usize;
+        let bytes = self.next_bytes(n).map_err(std::io::Error::other)?;
+        buf[..n].copy_from_slice(bytes);
+        Ok(n)
+    }
+}
+
 impl<'a> SeqReader<'a> {
     /// Reads `src` (named `name` in errors) from `offset` on; hashes what it
     /// reads when `hash` is set (then `offset` must be 0 for the hash to be
@@ -261,7 +280,7 @@ impl<'a> SeqReader<'a> {
 
     /// The next `n` bytes, consumed. The caller has checked that they exist
     /// (`n <= remaining()`), and bounds `n` (it is buffered whole).
-    pub fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+    pub fn next_bytes(&mut self, n: usize) -> Result<&[u8], Error> {
         if self.end - self.start < n {
             self.refill(n)?;
         }
@@ -270,7 +289,7 @@ impl<'a> SeqReader<'a> {
         Ok(&self.buf[at..at + n])
     }
 
-    /// The `n` bytes consumed last (by the latest [`SeqReader::take`] of at least `n`).
+    /// The `n` bytes consumed last (by the latest [`SeqReader::next_bytes`] of at least `n`).
     pub fn last(&self, n: usize) -> &[u8] {
         &self.buf[self.start - n..self.start]
     }
@@ -279,7 +298,7 @@ impl<'a> SeqReader<'a> {
     pub fn skip_to_end(&mut self) -> Result<(), Error> {
         while self.remaining() > 0 {
             let n = self.remaining().min(self.window as u64) as usize;
-            self.take(n)?;
+            self.next_bytes(n)?;
         }
         Ok(())
     }
@@ -325,25 +344,16 @@ impl<'a> SeqReader<'a> {
     }
 }
 
-/// BLAKE3 of `src` from `start` to its end, read in bounded windows.
-/// `tick` receives each amount hashed.
-pub fn hash(src: &dyn ReadAt, start: u64, tick: &(dyn Fn(u64) + Sync)) -> Result<Digest, Error> {
-    let mut hasher = blake3::Hasher::new();
-    let len = src.len();
-    let mut buf = vec![0u8; len.saturating_sub(start).min(WINDOW as u64) as usize];
-    let mut at = start;
-    while at < len {
-        let n = (len - at).min(WINDOW as u64) as usize;
-        src.read_at(at, &mut buf[..n])?;
-        if n >= 1 << 17 {
-            hasher.update_rayon(&buf[..n]);
-        } else {
-            hasher.update(&buf[..n]);
-        }
-        at += n as u64;
+/// BLAKE3 of the whole of `src` (named `name` in errors), read in bounded
+/// windows. `tick` receives each amount hashed.
+pub fn hash(src: &dyn ReadAt, name: &str, tick: &(dyn Fn(u64) + Sync)) -> Result<Digest, Error> {
+    let mut reader = SeqReader::new(src, name, 0, true);
+    while reader.remaining() > 0 {
+        let n = reader.remaining().min(WINDOW as u64) as usize;
+        reader.next_bytes(n)?;
         tick(n as u64);
     }
-    Ok(Digest::finished(&hasher))
+    Ok(reader.finish().expect("a hashing reader"))
 }
 
 /// Reads a small file whole: regular files only, refused over `limit` before reading.
@@ -468,7 +478,7 @@ mod tests {
         let mut r = SeqReader::new(&data, "d", 0, true).with_window(1000);
         let mut got = Vec::new();
         for n in [1usize, 999, 1500, 7, 3000] {
-            got.extend_from_slice(r.take(n).unwrap());
+            got.extend_from_slice(r.next_bytes(n).unwrap());
         }
         r.skip_to_end().unwrap();
         assert_eq!(got, data[..got.len()]);
@@ -479,7 +489,7 @@ mod tests {
     fn reading_past_the_end_is_an_error_not_a_panic() {
         let data = vec![1u8; 10];
         let mut r = SeqReader::new(&data, "d", 0, false);
-        assert!(matches!(r.take(11), Err(Error::Changed { .. })));
+        assert!(matches!(r.next_bytes(11), Err(Error::Changed { .. })));
         let mut buf = [0u8; 4];
         assert!(data.read_at(8, &mut buf).is_err());
         assert!(data.read_at(u64::MAX, &mut buf).is_err());

@@ -301,8 +301,7 @@ impl BundleBuilder {
         Ok(hash)
     }
 
-    /// Refuses a bundle growing past the total size limit, or past the
-    /// limit on the declared content of compressed blobs.
+    /// Refuses a bundle growing past the total size limit.
     fn check_total(&self) -> Result<(), Error> {
         let total = self.blob_bytes + self.log.as_ref().map_or(0, LogWriter::len);
         let limit = self.options.limits.max_total_size;
@@ -430,7 +429,7 @@ impl BundleBuilder {
         let staging = self.staging.clone();
         let log_size = self.log.take().expect("log is open until build").finish()?;
         let log_path = staging.join(format::EVENTS_FILE);
-        let log_hash = fsutil::hash(&ReadFile::open(&log_path, format::EVENTS_FILE)?, 0, &|_| {})?;
+        let log_hash = fsutil::hash(&ReadFile::open(&log_path, format::EVENTS_FILE)?, format::EVENTS_FILE, &|_| {})?;
         self.ids.sort_unstable();
         if let Some(pair) = self.ids.windows(2).find(|w| w[0].0 == w[1].0) {
             let detail = format!("event id {} was added twice (events {} and {})", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1);

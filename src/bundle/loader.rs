@@ -17,7 +17,7 @@ use crate::format::manifest::Manifest;
 use crate::format::model::{Dag, Metadata, Snapshot};
 use crate::format::signature::{PublicKey, SignatureStatus};
 use crate::format::{self, blob_path, BLOB_HEADER_LEN};
-use crate::fsutil::{ReadAt, ReadFile};
+use crate::fsutil::{ReadAt, ReadFile, SeqReader};
 use crate::limits::Limits;
 use crate::verify::{Progress, Verified, Verifier, VerifyMode, VerifyReport};
 
@@ -364,7 +364,7 @@ impl ReplayBundle {
         if header != record.header {
             return Err(Error::inconsistent(&rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
         }
-        let mut data = std::io::BufReader::new(ReadFromOffset { file: &file, at: BLOB_HEADER_LEN as u64 });
+        let mut data = SeqReader::new(&file, &rel, BLOB_HEADER_LEN as u64, false).with_window(1 << 20);
         let n = decode_blob_to(&header, &mut data, sink, &rel)?;
         sink.flush().map_err(|e| Error::output("<temporary file>", e))?;
         Ok(n)
@@ -375,20 +375,5 @@ impl ReplayBundle {
         let mut out = Vec::new();
         self.read_blob(hash, &mut out)?;
         Ok(out)
-    }
-}
-
-/// [`std::io::Read`] over a [`ReadFile`] from an offset, to its size when opened.
-struct ReadFromOffset<'a> {
-    file: &'a ReadFile,
-    at: u64,
-}
-
-impl std::io::Read for ReadFromOffset<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.size().saturating_sub(self.at).min(buf.len() as u64) as usize;
-        self.file.read_at(self.at, &mut buf[..n]).map_err(std::io::Error::other)?;
-        self.at += n as u64;
-        Ok(n)
     }
 }

@@ -306,7 +306,7 @@ impl<'a> BlobList<'a> {
         let mut reader = SeqReader::new(src, file, self.record_offset(range.start), false).with_window(window);
         range.map(move |_| {
             let at = reader.position();
-            BlobRecord::decode(reader.take(BLOB_LIST_RECORD_LEN)?, file, at)
+            BlobRecord::decode(reader.next_bytes(BLOB_LIST_RECORD_LEN)?, file, at)
         })
     }
 

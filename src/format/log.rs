@@ -139,7 +139,7 @@ impl<'a> LogReader<'a> {
     pub fn walk(&self, hash: bool) -> RecordWalk<'a> {
         let mut reader = SeqReader::new(self.src, self.file, 0, hash);
         // The header was checked; read it so that it is hashed too.
-        let _ = reader.take(LOG_HEADER_LEN);
+        let _ = reader.next_bytes(LOG_HEADER_LEN);
         RecordWalk { reader, header: self.header, file: self.file, max_record_len: self.max_record_len, position: 0, failed: false }
     }
 
@@ -194,10 +194,10 @@ impl RecordWalk<'_> {
         if available < RECORD_PREFIX_LEN as u64 {
             return Err(Error::truncated(self.file, "record length", offset, RECORD_PREFIX_LEN as u64, available));
         }
-        let len = be_u32(self.reader.take(RECORD_PREFIX_LEN)?, 0);
+        let len = be_u32(self.reader.next_bytes(RECORD_PREFIX_LEN)?, 0);
         let n = check_record_len(self.file, offset, len, available, self.max_record_len)?;
         self.position += 1;
-        self.reader.take(n)?;
+        self.reader.next_bytes(n)?;
         Ok(Some((offset, n)))
     }
 

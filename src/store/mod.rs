@@ -262,13 +262,7 @@ impl StoredRun {
         let file = ReadFile::open(&path, &path.display().to_string())?;
         // A JSON line is at most about 4/3 of its record (base64 payload) plus the other fields.
         let max_line = limits.max_record_len.saturating_mul(2).saturating_add(1024);
-        Ok(EventLines {
-            reader: BufReader::with_capacity(1 << 20, FileRead { remaining: file.size(), file }),
-            path,
-            line: String::new(),
-            number: 0,
-            max_line,
-        })
+        Ok(EventLines { reader: BufReader::with_capacity(1 << 20, file.into_read()), path, line: String::new(), number: 0, max_line })
     }
 
     /// The content hashes of the run's blobs, sorted. The blob directory
@@ -311,26 +305,9 @@ impl StoredRun {
     }
 }
 
-/// [`Read`] over a [`ReadFile`], to the size it had when opened.
-struct FileRead {
-    file: ReadFile,
-    remaining: u64,
-}
-
-impl Read for FileRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use crate::fsutil::ReadAt;
-        let at = self.file.size() - self.remaining;
-        let n = self.remaining.min(buf.len() as u64) as usize;
-        self.file.read_at(at, &mut buf[..n]).map_err(std::io::Error::other)?;
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
-
 /// The events of a run, line by line; see [`StoredRun::events`].
 pub struct EventLines {
-    reader: BufReader<FileRead>,
+    reader: BufReader<std::io::Take<std::fs::File>>,
     path: PathBuf,
     line: String,
     number: usize,

@@ -3,7 +3,6 @@
 //! any read; its header, stored bytes and content are compared with the
 //! blob list's record.
 
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -104,7 +103,7 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
     let compressed = record.header.compression == Compression::Zstd;
     // Decoding the header checks every one of its 56 bytes against a fixed
     // value or a field; the fields must equal the record's.
-    let header = BlobHeader::decode(reader.take(BLOB_HEADER_LEN)?, rel)?;
+    let header = BlobHeader::decode(reader.next_bytes(BLOB_HEADER_LEN)?, rel)?;
     if header != record.header {
         return Err(Error::inconsistent(rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
     }
@@ -114,7 +113,7 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
         // hash it straight from the read buffer.
         let mut hasher = blake3::Hasher::new();
         while reader.remaining() > 0 {
-            hasher.update(reader.take(reader.remaining().min(BLOB_WINDOW as u64) as usize)?);
+            hasher.update(reader.next_bytes(reader.remaining().min(BLOB_WINDOW as u64) as usize)?);
         }
         let actual = crate::digest::Digest::finished(&hasher);
         if actual != header.hash {
@@ -127,7 +126,7 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
             _ => Ok(()),
         };
     }
-    let decoded = decode_blob_to(&header, &mut SeqRead(reader), &mut std::io::sink(), rel);
+    let decoded = decode_blob_to(&header, reader, &mut std::io::sink(), rel);
     // Pin the stored bytes first: a changed file is a hash mismatch,
     // whatever its data decodes to.
     reader.skip_to_end()?;
@@ -136,16 +135,4 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
         return Err(Error::HashMismatch { file: rel.to_string(), what: "stored hash", expected: record.stored_hash, found: actual });
     }
     decoded.map(|_| ())
-}
-
-/// [`std::io::Read`] over a [`SeqReader`], for the decoder.
-struct SeqRead<'r, 'a>(&'r mut SeqReader<'a>);
-
-impl Read for SeqRead<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.0.remaining().min(buf.len() as u64).min(1 << 16) as usize;
-        let bytes = self.0.take(n).map_err(std::io::Error::other)?;
-        buf[..n].copy_from_slice(bytes);
-        Ok(n)
-    }
 }

@@ -176,7 +176,7 @@ impl Verifier<'_> {
             false
         };
         for i in 0..count {
-            let (id, position) = match section.take(INDEX_ID_LEN) {
+            let (id, position) = match section.next_bytes(INDEX_ID_LEN) {
                 Ok(b) => decode_id_entry(b),
                 Err(e) => {
                     self.findings.error(INDEX, e);
@@ -211,11 +211,11 @@ impl Verifier<'_> {
 /// The index's `offsets` and `times` entries for event `position` match the
 /// record walked at `offset`.
 fn check_entry(ix: &mut IndexCheck<'_>, position: u32, offset: u64, event: &Event) -> Result<(), Error> {
-    let indexed = be_u64(ix.offsets.take(8)?, 0);
+    let indexed = be_u64(ix.offsets.next_bytes(8)?, 0);
     if indexed != offset {
         return Err(Error::inconsistent(INDEX, "record offset", offset, format!("{indexed} (event {position})")));
     }
-    let time = be_u64(ix.times.take(8)?, 0);
+    let time = be_u64(ix.times.next_bytes(8)?, 0);
     if time != event.logical_time {
         return Err(Error::inconsistent(INDEX, "logical time", event.logical_time, format!("{time} (event {position})")));
     }

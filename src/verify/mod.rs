@@ -327,11 +327,16 @@ impl<'a> Verifier<'a> {
 
     /// Opens a listed file found by the walk; its size was compared there.
     fn open_present(&self, manifest: &Manifest, present: &BTreeMap<String, tree::Present>, name: &str) -> Option<ReadFile> {
-        let path = &present.get(name)?.path;
+        self.open_committed(&present.get(name)?.path, name, manifest.files[name].size)
+    }
+
+    /// Opens a listed file and checks, on the descriptor, that it has its committed size.
+    fn open_committed(&self, path: &Path, name: &str, size: u64) -> Option<ReadFile> {
         let file = self.findings.ok(name, ReadFile::open(path, name))?;
-        let expected = manifest.files[name].size;
-        if file.size() != expected {
-            return self.findings.ok(name, Err(Error::SizeMismatch { file: name.into(), what: "size", expected, found: file.size() }));
+        if file.size() != size {
+            return self
+                .findings
+                .ok(name, Err(Error::SizeMismatch { file: name.into(), what: "size", expected: size, found: file.size() }));
         }
         Some(file)
     }
@@ -344,19 +349,13 @@ impl<'a> Verifier<'a> {
         if entry.size > limit {
             return self.findings.ok(name, Err(Error::limit(name, "file size", limit, entry.size)));
         }
-        let file = self.findings.ok(name, ReadFile::open(&self.root.join(name), name))?;
-        if file.size() != entry.size {
-            return self
-                .findings
-                .ok(name, Err(Error::SizeMismatch { file: name.into(), what: "size", expected: entry.size, found: file.size() }));
-        }
+        let file = self.open_committed(&self.root.join(name), name, entry.size)?;
         let contents = self.findings.ok(name, Contents::load(file))?;
         if self.mode == VerifyMode::Full {
-            let actual = self.findings.ok(name, fsutil::hash(&contents, 0, &|_| {}))?;
+            let actual = self.findings.ok(name, fsutil::hash(&contents, name, &|_| {}))?;
             if actual != entry.hash {
-                return self
-                    .findings
-                    .ok(name, Err(Error::HashMismatch { file: name.into(), what: "hash", expected: entry.hash, found: actual }));
+                let mismatch = Error::HashMismatch { file: name.into(), what: "hash", expected: entry.hash, found: actual };
+                return self.findings.ok(name, Err(mismatch));
             }
         }
         Some(contents)
@@ -365,7 +364,7 @@ impl<'a> Verifier<'a> {
     /// Hashes a listed file against the manifest; reports a mismatch.
     fn check_hash(&self, name: &str, file: &ReadFile, manifest: &Manifest, tick: &(dyn Fn(u64) + Sync)) {
         let expected = manifest.files[name].hash;
-        match fsutil::hash(file, 0, tick) {
+        match fsutil::hash(file, name, tick) {
             Ok(actual) if actual != expected => {
                 self.findings.error(name, Error::HashMismatch { file: name.into(), what: "hash", expected, found: actual })
             }
