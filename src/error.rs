@@ -27,6 +27,8 @@ pub enum FileKind {
     Fifo,
     /// A Unix socket.
     Socket,
+    /// A hard link (an archive entry that names another entry).
+    HardLink,
     /// A block device.
     BlockDevice,
     /// A character device.
@@ -43,6 +45,7 @@ impl FileKind {
             FileKind::Directory => "directory",
             FileKind::Fifo => "FIFO",
             FileKind::Socket => "socket",
+            FileKind::HardLink => "hard link",
             FileKind::BlockDevice => "block device",
             FileKind::CharDevice => "character device",
             FileKind::Other => "special file",

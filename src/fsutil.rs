@@ -212,6 +212,142 @@ impl ReadAt for Contents {
     }
 }
 
+/// Bytes written once and then read at any offset: held in memory up to
+/// [`Contents::MEMORY_LIMIT`], in an anonymous temporary file (removed when
+/// closed, whatever happens) beyond that. Used where a stream must be kept
+/// for later checks: the blob list and index of an archive.
+pub struct Spool {
+    name: String,
+    memory: Vec<u8>,
+    file: Option<File>,
+    len: u64,
+}
+
+impl Spool {
+    /// An empty spool; `name` names it in errors.
+    pub fn new(name: &str) -> Self {
+        Spool { name: name.to_string(), memory: Vec::new(), file: None, len: 0 }
+    }
+
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.file.is_none() && self.len + bytes.len() as u64 > Contents::MEMORY_LIMIT {
+            let mut file = tempfile::tempfile().map_err(|e| Error::output("temporary file", e))?;
+            file.write_all(&self.memory).map_err(|e| Error::output("temporary file", e))?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(f) => f.write_all(bytes).map_err(|e| Error::output("temporary file", e))?,
+            None => self.memory.extend_from_slice(bytes),
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The bytes written, to be read at any offset.
+    pub fn into_contents(self) -> Contents {
+        match self.file {
+            Some(file) => Contents::File(ReadFile { file, size: self.len, name: self.name }),
+            None => Contents::Memory(self.memory),
+        }
+    }
+}
+
+/// A stream read once, in order, seen as [`ReadAt`] so that the readers
+/// built on it ([`SeqReader`], the log walk) work on archive entries too.
+/// Reads must move forward: the first bytes are kept (headers are parsed
+/// before the walk that hashes them re-reads them), a gap is skipped, and a
+/// read behind the stream's position is a bug reported as an error.
+pub struct Forward<'a> {
+    name: String,
+    len: u64,
+    state: std::sync::Mutex<ForwardState<'a>>,
+}
+
+struct ForwardState<'a> {
+    src: &'a mut (dyn Read + Send),
+    head: Vec<u8>,
+    position: u64,
+}
+
+/// Bytes kept from the start of a [`Forward`] stream.
+const FORWARD_HEAD: u64 = 64;
+
+impl<'a> Forward<'a> {
+    /// `src` holds exactly `len` bytes; `name` names it in errors.
+    pub fn new(src: &'a mut (dyn Read + Send), len: u64, name: &str) -> Result<Self, Error> {
+        let mut head = vec![0u8; len.min(FORWARD_HEAD) as usize];
+        read_stream(src, &mut head, name, 0, len)?;
+        let position = head.len() as u64;
+        Ok(Forward { name: name.to_string(), len, state: std::sync::Mutex::new(ForwardState { src, head, position }) })
+    }
+
+    /// Reads and discards what was not read yet.
+    pub fn drain(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let left = self.len - state.position;
+        let copied = std::io::copy(&mut (&mut *state.src).take(left), &mut std::io::sink()).map_err(|e| stream_error(&self.name, e))?;
+        state.position += copied;
+        if copied < left {
+            return Err(Error::Changed { file: self.name.clone(), offset: state.position, expected: self.len });
+        }
+        Ok(())
+    }
+}
+
+impl ReadAt for Forward<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut done = 0usize;
+        if offset < state.head.len() as u64 {
+            let from = offset as usize;
+            done = buf.len().min(state.head.len() - from);
+            buf[..done].copy_from_slice(&state.head[from..from + done]);
+        }
+        if done == buf.len() {
+            return Ok(());
+        }
+        let at = offset + done as u64;
+        if at < state.position {
+            return Err(Error::io(&self.name, std::io::Error::other(format!("read at {at} behind the stream ({})", state.position))));
+        }
+        let gap = at - state.position;
+        let skipped = std::io::copy(&mut (&mut *state.src).take(gap), &mut std::io::sink()).map_err(|e| stream_error(&self.name, e))?;
+        state.position += skipped;
+        let position = state.position;
+        read_stream(state.src, &mut buf[done..], &self.name, position, self.len)?;
+        state.position += (buf.len() - done) as u64;
+        Ok(())
+    }
+}
+
+/// Fills `buf` from a stream at `offset`; an early end is [`Error::Changed`].
+fn read_stream(src: &mut (dyn Read + Send), buf: &mut [u8], name: &str, offset: u64, len: u64) -> Result<(), Error> {
+    let mut done = 0;
+    while done < buf.len() {
+        match src.read(&mut buf[done..]) {
+            Ok(0) => return Err(Error::Changed { file: name.to_string(), offset: offset + done as u64, expected: len }),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(stream_error(name, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A stream's error: the library error it carries, or an I/O error.
+pub fn stream_error(name: &str, e: std::io::Error) -> Error {
+    match e.downcast::<Error>() {
+        Ok(inner) => inner,
+        Err(e) => Error::io(name, e),
+    }
+}
+
 /// A sequential reader over [`ReadAt`] bytes with a bounded buffer, that
 /// can hash every byte it reads exactly once, in order: the bytes checked
 /// are the bytes hashed. The buffer only grows (to the window, or to the

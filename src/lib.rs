@@ -80,7 +80,10 @@ pub mod store;
 mod text;
 mod verify;
 
-pub use bundle::{BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, ReplayBundle};
+pub use bundle::{
+    is_archive, ArchiveBundle, ArchiveWatch, BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, PackOptions, PackSummary,
+    ReplayBundle,
+};
 pub use digest::Digest;
 pub use error::{Error, FileKind, Result};
 pub use format::event::{Encoding, Event, EventKind};

@@ -302,11 +302,14 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn missing_bundle_exits_3_and_not_a_directory_exits_2() {
+fn missing_bundle_exits_3_and_a_file_that_is_not_an_archive_exits_1() {
     assert_exit(&cathedral(&["verify-bundle", "--bundle", "/nonexistent/b.cath-bundle"]), 3, "not found");
     assert_exit(&cathedral(&["inspect", "--bundle", "/nonexistent/b.cath-bundle"]), 3, "not found");
     let file = tempfile::NamedTempFile::new().unwrap();
-    assert_exit(&cathedral(&["verify-bundle", "--bundle", file.path().to_str().unwrap()]), 2, "not a bundle directory");
+    // A regular file is read as an archive: one that is not a zstd frame is a finding.
+    let o = cathedral(&["verify-bundle", "--bundle", file.path().to_str().unwrap()]);
+    assert_exit(&o, 1, "");
+    assert!(stdout(&o).contains("bad_magic") && stdout(&o).contains("zstd"), "{}", stdout(&o));
 }
 
 #[test]

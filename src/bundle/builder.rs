@@ -25,9 +25,6 @@ use crate::fsutil::{self, ReadFile};
 use crate::limits::Limits;
 use crate::text::Timestamp;
 
-/// Marks staging directories: `.<output name>.cath-tmp-<nonce>`.
-const STAGING_MARKER: &str = ".cath-tmp-";
-
 /// How a bundle is built.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -163,14 +160,7 @@ impl BundleBuilder {
         let name = name.to_string_lossy().into_owned();
         let parent = fsutil::parent_dir(&output);
         fs::create_dir_all(&parent).map_err(|e| Error::output(&parent, e))?;
-        remove_stale_staging(&parent, &name);
-        let staging = tempfile::Builder::new()
-            .prefix(&format!(".{name}{STAGING_MARKER}"))
-            .tempdir_in(&parent)
-            .map_err(|e| Error::output(&parent, e))?
-            .keep();
-        let lock = File::open(&staging).map_err(|e| Error::output(&staging, e))?;
-        fsutil::try_lock(&lock);
+        let (staging, lock) = replace::staging_dir(&parent, &name)?;
         let mut builder = BundleBuilder {
             output,
             staging: staging.clone(),
@@ -454,29 +444,6 @@ impl Drop for BundleBuilder {
         if !self.finished {
             // A build that did not finish leaves nothing behind.
             let _ = fs::remove_dir_all(&self.staging);
-        }
-    }
-}
-
-/// Removes what killed builds of the same output left beside it: staging
-/// directories that no live build holds (each live builder holds an advisory
-/// lock on its staging directory), and old bundles swapped aside but not yet
-/// removed, if they still prove to be bundles. Only names this tool gives
-/// are considered. Best effort.
-fn remove_stale_staging(parent: &Path, name: &str) {
-    let Ok(entries) = fs::read_dir(parent) else { return };
-    let staging = format!(".{name}{STAGING_MARKER}");
-    let aside = format!(".{name}{}", replace::ASIDE_MARKER);
-    for entry in entries.flatten() {
-        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
-        let path = entry.path();
-        if file_name.starts_with(&staging) {
-            let Ok(dir) = fsutil::open_dir(&path) else { continue };
-            if fsutil::try_lock(&dir) {
-                let _ = fs::remove_dir_all(&path);
-            }
-        } else if file_name.starts_with(&aside) && replace::prove_bundle(&path).is_ok() {
-            let _ = fs::remove_dir_all(&path);
         }
     }
 }

@@ -117,8 +117,30 @@ impl<'p> BundleLoader<'p> {
 
     /// Verifies the bundle at `path` and reports every finding. `Err` only
     /// when `path` cannot be examined at all (absent, not a directory).
+    /// An archive (a regular file, `.cath-bundle.tar.zst`) is verified in
+    /// one streaming pass, always fully.
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<VerifyReport, Error> {
-        Ok(Verifier::new(path.as_ref(), self.mode, &self.limits, &self.trusted, self.progress).run()?.0)
+        let path = path.as_ref();
+        if is_archive(path) {
+            return Ok(self.verify_archive(path, crate::verify::archive::Taps::default())?.0);
+        }
+        Ok(Verifier::new(path, self.mode, &self.limits, &self.trusted, self.progress).run()?.0)
+    }
+
+    pub(crate) fn limits_ref(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn trusted_ref(&self) -> &[PublicKey] {
+        &self.trusted
+    }
+
+    pub(crate) fn progress_ref(&self) -> Option<&'p dyn Progress> {
+        self.progress
+    }
+
+    pub(crate) fn enforces_signature(&self) -> bool {
+        self.enforce_signature
     }
 
     /// True when `report` passes this loader's signature policy.
@@ -140,6 +162,12 @@ impl<'p> BundleLoader<'p> {
         }
         ReplayBundle::open(path, self.limits, self.mode, report, verified).map_err(LoadError::from)
     }
+}
+
+/// True when `path` names a regular file (not a link): a bundle archive
+/// rather than a bundle directory.
+pub fn is_archive(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// Blobs up to this size are checked in memory before they are shown;

@@ -1,9 +1,12 @@
 //! Writing and reading bundles: [`BundleBuilder`] writes one atomically,
 //! [`BundleLoader`] verifies one and opens it as a [`ReplayBundle`].
 
+mod archive;
 mod builder;
 mod loader;
 mod replace;
 
+pub use archive::{ArchiveBundle, ArchiveWatch, PackOptions, PackSummary};
 pub use builder::{BuildOptions, BuildSummary, BundleBuilder};
-pub use loader::{BundleLoader, LoadError, ReplayBundle};
+pub use loader::{is_archive, BundleLoader, LoadError, ReplayBundle};
+pub(crate) use replace::staging_dir;

@@ -109,6 +109,58 @@ pub(crate) fn move_into_place(new: &Path, output: &Path, overwrite: bool) -> Res
     Ok(Some(aside))
 }
 
+/// Marks a directory or file being written beside its output:
+/// `.<output name>.cath-tmp-<random>`.
+pub(crate) const STAGING_MARKER: &str = ".cath-tmp-";
+
+/// A fresh staging directory beside the output `name` in `parent`, locked
+/// while it is in use; stale ones of killed writers are removed first.
+pub(crate) fn staging_dir(parent: &Path, name: &str) -> Result<(PathBuf, fs::File), Error> {
+    remove_stale_staging(parent, name);
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}{STAGING_MARKER}"))
+        .tempdir_in(parent)
+        .map_err(|e| Error::output(parent, e))?
+        .keep();
+    let lock = fs::File::open(&staging).map_err(|e| Error::output(&staging, e))?;
+    fsutil::try_lock(&lock);
+    Ok((staging, lock))
+}
+
+/// A fresh staging file beside the output `name` in `parent`, locked while
+/// it is in use, removed when dropped.
+pub(crate) fn staging_file(parent: &Path, name: &str) -> Result<tempfile::NamedTempFile, Error> {
+    remove_stale_staging(parent, name);
+    let tmp =
+        tempfile::Builder::new().prefix(&format!(".{name}{STAGING_MARKER}")).tempfile_in(parent).map_err(|e| Error::output(parent, e))?;
+    fsutil::try_lock(tmp.as_file());
+    Ok(tmp)
+}
+
+/// Removes what killed builds of the same output left beside it: staging
+/// directories that no live build holds (each live builder holds an advisory
+/// lock on its staging directory), and old bundles swapped aside but not yet
+/// removed, if they still prove to be bundles. Only names this tool gives
+/// are considered. Best effort.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    let staging = format!(".{name}{STAGING_MARKER}");
+    let aside = format!(".{name}{}", ASIDE_MARKER);
+    for entry in entries.flatten() {
+        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let path = entry.path();
+        if file_name.starts_with(&staging) {
+            // A directory (bundle, unpack) or a file (pack); both are locked while in use.
+            let Ok(held) = fs::File::open(&path) else { continue };
+            if fsutil::try_lock(&held) {
+                let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            }
+        } else if file_name.starts_with(&aside) && prove_bundle(&path).is_ok() {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// Marks an old bundle renamed aside: `.<output name>.cath-old-<pid>-<nonce>`.
 pub(crate) const ASIDE_MARKER: &str = ".cath-old-";
 

@@ -2,12 +2,15 @@
 
 mod bundle;
 mod completions;
+mod import;
 mod inspect;
 mod keygen;
 mod limits;
 mod output;
+mod pack;
 mod progress;
 mod trust;
+mod unpack;
 mod verify;
 
 use std::process::ExitCode;
@@ -57,6 +60,15 @@ enum Command {
     /// Show what a bundle holds: summary, events, one event, a blob, the snapshot.
     #[command(after_help = EXIT_CODES)]
     Inspect(inspect::Args),
+    /// Pack a bundle directory into one .cath-bundle.tar.zst archive, verified as it is written.
+    #[command(after_help = EXIT_CODES)]
+    Pack(pack::Args),
+    /// Unpack a .cath-bundle.tar.zst archive into a bundle directory, verified before it is placed.
+    #[command(after_help = EXIT_CODES)]
+    Unpack(unpack::Args),
+    /// Recreate the run a bundle (directory or archive) holds in a run store, after verifying it.
+    #[command(after_help = EXIT_CODES)]
+    Import(import::Args),
     /// Create an Ed25519 signing key pair.
     #[command(after_help = KEYGEN_EXIT_CODES)]
     Keygen(keygen::Args),
@@ -107,6 +119,9 @@ pub fn main() -> ExitCode {
         Command::Bundle(args) => bundle::run(args, cli.quiet),
         Command::VerifyBundle(args) => verify::run(args, cli.quiet),
         Command::Inspect(args) => inspect::run(args, cli.quiet),
+        Command::Pack(args) => pack::run(args, cli.quiet),
+        Command::Unpack(args) => unpack::run(args, cli.quiet),
+        Command::Import(args) => import::run(args, cli.quiet),
         Command::Keygen(args) => keygen::run(args, cli.quiet),
         Command::Completions(args) => completions::run(args),
     };

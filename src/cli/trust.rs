@@ -33,3 +33,28 @@ impl TrustArgs {
         Ok(loader.trusted_keys(keys).require_signature(self.require_signature))
     }
 }
+
+/// The outcome of a command refused by verification: findings are printed
+/// (escaped) and exit 1; an unacceptable signature exits 4.
+pub fn refused(error: cathedral_bundle::LoadError, refusing: &str) -> Result<super::Outcome, Error> {
+    use cathedral_bundle::{escape_for_terminal, LoadError};
+    match error {
+        LoadError::Invalid { report, .. } => {
+            eprintln!("cathedral: {refusing}: the bundle is invalid. Findings:");
+            for f in &report.findings {
+                eprintln!("  {}", escape_for_terminal(&f.to_string()));
+            }
+            if report.findings_omitted > 0 {
+                eprintln!("  ... and {} more", report.findings_omitted);
+            }
+            Ok(super::Outcome::Invalid)
+        }
+        LoadError::Signature { report, .. } => {
+            let status = escape_for_terminal(&report.signature.to_string()).into_owned();
+            eprintln!("cathedral: {refusing}: signature {status}{HINT}");
+            Ok(super::Outcome::Untrusted)
+        }
+        LoadError::Error(e) => Err(e),
+        other => Err(Error::InvalidInput { what: "bundle", detail: other.to_string() }),
+    }
+}

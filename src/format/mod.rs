@@ -18,6 +18,7 @@
 //! snapshot.cath-snap magic "CATHSNP" [7] | version u32 | postcard snapshot (rest of file)
 //! ```
 
+pub mod archive;
 pub(crate) mod blob;
 pub(crate) mod event;
 pub(crate) mod index;

@@ -338,26 +338,59 @@ impl fmt::Display for SignatureStatus {
     }
 }
 
+/// Where `MANIFEST.sig` is read from: a bundle directory, or the bytes of
+/// an archive entry (None when the archive has none).
+pub(crate) enum SignatureSource<'a> {
+    /// `MANIFEST.sig` in this bundle directory.
+    Dir(&'a Path),
+    /// The archive entry's text, if it had one.
+    Entry(Option<&'a [u8]>),
+}
+
+impl SignatureSource<'_> {
+    /// The file's text; [`Error::NotFound`] when there is none.
+    fn read(&self) -> Result<String, Error> {
+        match self {
+            SignatureSource::Dir(root) => read_text(&root.join(SIGNATURE_FILE)),
+            SignatureSource::Entry(None) => Err(Error::NotFound { file: SIGNATURE_FILE.into() }),
+            SignatureSource::Entry(Some(bytes)) => {
+                let path = Path::new(SIGNATURE_FILE);
+                if bytes.len() as u64 > MAX_TEXT_FILE {
+                    return Err(key_error(path, format!("{} bytes, larger than any key or signature file ({MAX_TEXT_FILE})", bytes.len())));
+                }
+                String::from_utf8(bytes.to_vec()).map_err(|_| key_error(path, "not UTF-8 text"))
+            }
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            SignatureSource::Dir(root) => root.join(SIGNATURE_FILE),
+            SignatureSource::Entry(_) => PathBuf::from(SIGNATURE_FILE),
+        }
+    }
+}
+
 /// Checks the signature of a bundle whose manifest bytes have been read.
 /// `declared` is what the manifest says (read even if it does not parse);
 /// `bundle_id` is the manifest's, when it parses. `reformatted` says whether
 /// the manifest re-serialises to other bytes (only for the message).
 pub(crate) fn check(
-    root: &Path,
+    source: &SignatureSource<'_>,
     manifest_bytes: &[u8],
     declared: &SignatureField,
     bundle_id: Option<(Uuid, bool)>,
     trusted: &[PublicKey],
 ) -> SignatureStatus {
-    let path = root.join(SIGNATURE_FILE);
+    let path = source.path();
     match declared {
         SignatureField::Unsigned => return SignatureStatus::Unsigned,
         SignatureField::Malformed(detail) => return SignatureStatus::Malformed { detail: detail.clone() },
-        SignatureField::Unknown if fs::symlink_metadata(&path).is_err() => return SignatureStatus::Unsigned,
         SignatureField::Unknown | SignatureField::Signed => {}
     }
-    let text = match read_text(&path) {
+    let text = match source.read() {
         Ok(t) => t,
+        Err(Error::NotFound { .. }) if *declared == SignatureField::Unknown => return SignatureStatus::Unsigned,
         Err(Error::NotFound { .. }) => return SignatureStatus::Missing,
         Err(Error::InvalidKey { detail, .. }) => return SignatureStatus::Malformed { detail },
         Err(e) => return SignatureStatus::Malformed { detail: e.to_string() },

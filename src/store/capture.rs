@@ -5,12 +5,15 @@ use std::path::Path;
 use uuid::Uuid;
 
 use super::{RunState, RunStore, RUN_FILE, SNAPSHOT_FILE};
-use crate::bundle::{BuildOptions, BuildSummary, BundleBuilder};
+use crate::bundle::{BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, PackOptions};
 use crate::error::Error;
 use crate::format::blob::BlobFormat;
 use crate::format::model::RunStatus;
 
-/// Validates run `id` of `store` and writes it into a bundle at `output`.
+/// Validates run `id` of `store` and writes it into a bundle at `output`:
+/// a directory, or, when the name ends in `.cath-bundle.tar.zst`, an
+/// archive (built beside it, then packed and verified; the directory is
+/// removed whatever happens).
 ///
 /// Validation: `run.json`, `dag.json` and `snapshot.json` parse strictly; the
 /// run is finished (no `.recording` marker, status not `running`); every
@@ -28,6 +31,32 @@ pub fn bundle_run(
     options: BuildOptions,
     progress: &dyn Fn(u64),
 ) -> Result<BuildSummary, Error> {
+    let output = output.as_ref();
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.ends_with(crate::format::archive::ARCHIVE_SUFFIX) {
+        crate::format::archive::top_for_archive(&name)?;
+        let parent = crate::fsutil::parent_dir(output);
+        std::fs::create_dir_all(&parent).map_err(|e| Error::output(&parent, e))?;
+        let (scratch, _lock) = crate::bundle::staging_dir(&parent, &name)?;
+        let (overwrite, limits) = (options.overwrite, options.limits);
+        let result = bundle_dir(store, id, &scratch.join("run.cath-bundle"), options.overwrite(false), progress).and_then(|mut summary| {
+            let loader = BundleLoader::new().limits(limits).enforce_signature(false);
+            let packed = loader.pack(scratch.join("run.cath-bundle"), output, PackOptions::default().overwrite(overwrite));
+            packed.map_err(|e| match e {
+                LoadError::Error(e) => e,
+                other => Error::input("bundle", other.to_string()),
+            })?;
+            summary.path = output.to_path_buf();
+            Ok(summary)
+        });
+        let _ = std::fs::remove_dir_all(&scratch);
+        return result;
+    }
+    bundle_dir(store, id, output, options, progress)
+}
+
+/// [`bundle_run`] into a bundle directory.
+fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions, progress: &dyn Fn(u64)) -> Result<BuildSummary, Error> {
     let run = store.open(id)?;
     let dir = run.dir().display().to_string();
     if run.state()? == RunState::Recording {

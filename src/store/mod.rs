@@ -16,6 +16,7 @@
 //! Nothing here follows a symbolic link inside a run.
 
 mod capture;
+mod import;
 mod recorder;
 
 use std::fs;
@@ -33,6 +34,7 @@ use crate::fsutil::{self, ReadFile};
 use crate::limits::Limits;
 use crate::text::Timestamp;
 pub use capture::bundle_run;
+pub use import::ImportSummary;
 pub use recorder::RunRecorder;
 
 /// File names inside a run directory.

@@ -16,7 +16,7 @@ use crate::format::{self, blob_path, BLOB_HEADER_LEN};
 use crate::fsutil::{self, ReadFile, SeqReader};
 
 /// Read buffer of one blob check.
-const BLOB_WINDOW: usize = 256 << 10;
+pub(super) const BLOB_WINDOW: usize = 256 << 10;
 
 /// How many records are read from the list per parallel batch.
 const BATCH: usize = 4096;
@@ -93,13 +93,21 @@ fn check_blob(dir: &OwnedFd, record: &BlobRecord, rel: &str, buffer: &mut Vec<u8
     // A window that stays in the core's cache: blobs are checked in parallel
     // already, and data copied into a cache-resident buffer is hashed from there.
     let mut reader = SeqReader::new(&file, rel, 0, whole).with_window(BLOB_WINDOW).with_buffer(std::mem::take(buffer));
-    let result = check_blob_data(&mut reader, record, rel, tick);
+    let result = check_blob_data(&mut reader, record, rel, tick, None);
     *buffer = reader.into_buffer();
     result
 }
 
-/// The part of [`check_blob`] after opening: header, then data.
-fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+/// The part of [`check_blob`] after opening: header, then data. The
+/// content is also written to `out`, when given (the caller trusts it only
+/// if this returns Ok).
+pub(super) fn check_blob_data<'w>(
+    reader: &mut SeqReader<'_>,
+    record: &BlobRecord,
+    rel: &str,
+    tick: &(dyn Fn(u64) + Sync),
+    mut out: Option<&mut (dyn std::io::Write + Send + 'w)>,
+) -> Result<(), Error> {
     let compressed = record.header.compression == Compression::Zstd;
     // Decoding the header checks every one of its 56 bytes against a fixed
     // value or a field; the fields must equal the record's.
@@ -113,7 +121,11 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
         // hash it straight from the read buffer.
         let mut hasher = blake3::Hasher::new();
         while reader.remaining() > 0 {
-            hasher.update(reader.next_bytes(reader.remaining().min(BLOB_WINDOW as u64) as usize)?);
+            let bytes = reader.next_bytes(reader.remaining().min(BLOB_WINDOW as u64) as usize)?;
+            hasher.update(bytes);
+            if let Some(out) = out.as_mut() {
+                out.write_all(bytes).map_err(|e| Error::output("blob content", e))?;
+            }
         }
         let actual = crate::digest::Digest::finished(&hasher);
         if actual != header.hash {
@@ -126,7 +138,10 @@ fn check_blob_data(reader: &mut SeqReader<'_>, record: &BlobRecord, rel: &str, t
             _ => Ok(()),
         };
     }
-    let decoded = decode_blob_to(&header, reader, &mut std::io::sink(), rel);
+    let decoded = match out {
+        Some(mut out) => decode_blob_to(&header, reader, &mut out, rel),
+        None => decode_blob_to(&header, reader, &mut std::io::sink(), rel),
+    };
     // Pin the stored bytes first: a changed file is a hash mismatch,
     // whatever its data decodes to.
     reader.skip_to_end()?;

@@ -35,6 +35,9 @@ const SECTION_WINDOW: usize = 1 << 20;
 const LOG: &str = format::EVENTS_FILE;
 const INDEX: &str = format::INDEX_FILE;
 
+/// Sees every event that passed the event rules, with its position.
+pub(crate) type EventTap<'a> = &'a (dyn Fn(u32, &Event) + Sync);
+
 /// What the log check needs from the other files.
 pub(super) struct LogContext<'a> {
     /// The manifest's hash of the log.
@@ -45,6 +48,8 @@ pub(super) struct LogContext<'a> {
     pub nodes: Option<&'a HashSet<Uuid>>,
     /// The blob list, when it is usable.
     pub list: Option<&'a BlobList<'a>>,
+    /// Sees every event that passed the event rules, with its position.
+    pub on_event: Option<EventTap<'a>>,
 }
 
 /// The index while it is still trusted: the first problem found in it stops
@@ -113,6 +118,9 @@ impl Verifier<'_> {
             if let Err(e) = self.check_event(&mut rules, &event, cx) {
                 self.findings.error(LOG, e);
                 break;
+            }
+            if let Some(on_event) = cx.on_event {
+                on_event(position, &event);
             }
             if let Some(ix) = &mut index {
                 if let Err(e) = check_entry(ix, position, offset, &event) {

@@ -14,6 +14,7 @@
 //!    against the index, exactly; the index is hashed alongside.
 //! 6. Cross-file rules: counts, references, the snapshot against the log.
 
+pub(crate) mod archive;
 mod blobs;
 mod events;
 pub(crate) mod report;
@@ -35,6 +36,7 @@ use crate::format::signature::{self, PublicKey, SignatureStatus};
 use crate::format::{self, json};
 use crate::fsutil::{self, Contents, ReadFile};
 use crate::limits::Limits;
+pub(crate) use events::EventTap;
 use report::Findings;
 pub use report::{Finding, FindingCode, Progress, VerifyMode, VerifyReport, VerifyStats};
 
@@ -174,7 +176,11 @@ impl<'a> Verifier<'a> {
 
     /// The documents, parsed from the bytes that were hashed.
     fn documents(&self, manifest: &Manifest, present: &BTreeMap<String, tree::Present>, stats: &mut VerifyStats) -> Documents {
-        let docs = self.read_documents(manifest, present, stats);
+        self.parse_documents(&self.read_documents(manifest, present, stats))
+    }
+
+    /// Parses the documents that were read and hashed.
+    fn parse_documents(&self, docs: &BTreeMap<&'static str, Vec<u8>>) -> Documents {
         let metadata = docs.get(format::METADATA_FILE).and_then(|b| self.parse_doc::<Metadata>(format::METADATA_FILE, b));
         let dag = docs
             .get(format::DAG_FILE)
@@ -222,7 +228,13 @@ impl<'a> Verifier<'a> {
             return (log, index);
         }
         let tick = self.tick();
-        let cx = events::LogContext { log_hash, run_id: docs.metadata.as_ref().map(|m| m.run_id), nodes: docs.nodes.as_ref(), list };
+        let cx = events::LogContext {
+            log_hash,
+            run_id: docs.metadata.as_ref().map(|m| m.run_id),
+            nodes: docs.nodes.as_ref(),
+            list,
+            on_event: None,
+        };
         let (decoded, _) = rayon::join(
             || match (&log, log_file) {
                 (Some(l), _) => Some(self.check_log(l, index.as_ref(), &cx, &tick)),
@@ -267,15 +279,7 @@ impl<'a> Verifier<'a> {
         let bytes = ReadFile::open(&self.root.join(name), name).and_then(|f| f.read_all("file size", self.limits.max_document_size));
         let manifest_bytes = self.findings.ok(name, bytes)?;
         stats.files += 1;
-        let parsed = Manifest::parse(&manifest_bytes);
-        let identity = parsed.as_ref().ok().map(|m| (m.bundle_id, m.to_bytes() != manifest_bytes));
-        *signature = signature::check(self.root, &manifest_bytes, &SignatureField::of(&manifest_bytes), identity, self.trusted);
-        let manifest = self.findings.ok(name, parsed)?;
-        let problems = manifest.check();
-        if !problems.is_empty() {
-            problems.into_iter().for_each(|e| self.findings.error(name, e));
-            return None;
-        }
+        let manifest = self.check_manifest(&manifest_bytes, &signature::SignatureSource::Dir(self.root), signature)?;
 
         let list_limit =
             self.limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64);
@@ -284,22 +288,46 @@ impl<'a> Verifier<'a> {
         if self.mode == VerifyMode::Full {
             stats.bytes_hashed += blob_list.as_ref().map_or(0, fsutil::ReadAt::len);
         }
-        let totals = blob_list.as_ref().and_then(|c| {
-            let list = self.findings.ok(format::BLOB_LIST_FILE, BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs))?;
-            if u64::from(list.count()) != manifest.blob_count {
-                self.findings.push(
-                    Finding::new(format::MANIFEST_FILE, FindingCode::Inconsistent, "blob_count differs from the blob list")
-                        .with_values(list.count(), manifest.blob_count),
-                );
-            }
-            self.findings.ok(format::BLOB_LIST_FILE, list.scan())
-        });
+        let totals = blob_list.as_ref().and_then(|c| self.check_list(&manifest, c));
         let blob_list = blob_list.filter(|_| totals.is_some());
         let totals = totals.unwrap_or_default();
         if !self.within_limits(&manifest, &manifest_bytes, &totals) {
             return None;
         }
         Some(Opened { manifest, manifest_bytes, blob_list, totals })
+    }
+
+    /// The manifest's bytes, parsed strictly and checked (§2), and the
+    /// signature over them (§13). None when nothing else can be trusted.
+    fn check_manifest(
+        &self,
+        manifest_bytes: &[u8],
+        source: &signature::SignatureSource<'_>,
+        signature: &mut SignatureStatus,
+    ) -> Option<Manifest> {
+        let name = format::MANIFEST_FILE;
+        let parsed = Manifest::parse(manifest_bytes);
+        let identity = parsed.as_ref().ok().map(|m| (m.bundle_id, m.to_bytes() != manifest_bytes));
+        *signature = signature::check(source, manifest_bytes, &SignatureField::of(manifest_bytes), identity, self.trusted);
+        let manifest = self.findings.ok(name, parsed)?;
+        let problems = manifest.check();
+        if !problems.is_empty() {
+            problems.into_iter().for_each(|e| self.findings.error(name, e));
+            return None;
+        }
+        Some(manifest)
+    }
+
+    /// The blob list's layout, order and count (§7); its totals for the limits.
+    fn check_list(&self, manifest: &Manifest, contents: &Contents) -> Option<ListTotals> {
+        let list = self.findings.ok(format::BLOB_LIST_FILE, BlobList::new(contents, format::BLOB_LIST_FILE, self.limits.max_blobs))?;
+        if u64::from(list.count()) != manifest.blob_count {
+            self.findings.push(
+                Finding::new(format::MANIFEST_FILE, FindingCode::Inconsistent, "blob_count differs from the blob list")
+                    .with_values(list.count(), manifest.blob_count),
+            );
+        }
+        self.findings.ok(format::BLOB_LIST_FILE, list.scan())
     }
 
     /// Committed sizes and declared content, against the limits, before any
@@ -413,8 +441,12 @@ impl<'a> Verifier<'a> {
         index: Option<&IndexReader<'_>>,
         list: Option<&BlobList<'_>>,
     ) {
+        self.cross_file_counts(docs, log.map(|l| l.header().count), index, list);
+    }
+
+    /// [`Verifier::check_cross_file`] given the log's count.
+    fn cross_file_counts(&self, docs: &Documents, count: Option<u32>, index: Option<&IndexReader<'_>>, list: Option<&BlobList<'_>>) {
         let (metadata, dag, nodes, snapshot) = (docs.metadata.as_ref(), docs.dag.as_ref(), docs.nodes.as_ref(), docs.snapshot.as_ref());
-        let count = log.map(|l| l.header().count);
         if let (Some(m), Some(count)) = (metadata, count) {
             if m.event_count != u64::from(count) {
                 self.findings.error(format::METADATA_FILE, Error::inconsistent(format::METADATA_FILE, "event_count", count, m.event_count));
