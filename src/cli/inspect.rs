@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use cathedral_bundle::format::Compression;
-use cathedral_bundle::{escape_for_terminal, BundleLoader, Digest, Error, EventKind, LoadError, ReplayBundle, Uuid, VerifyMode};
+use cathedral_bundle::format::{BlobRecord, Compression, Manifest};
+use cathedral_bundle::{
+    escape_for_terminal, is_archive, ArchiveBundle, BundleLoader, Digest, Encoding, Error, EventKind, LoadError, Metadata, ReplayBundle, Snapshot, Uuid,
+    VerifyMode, VerifyReport,
+};
 use serde_json::json;
 
 use super::output::{human_bytes, Output};
@@ -12,7 +15,7 @@ use super::Outcome;
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("what").args(["events", "event", "time", "blob", "snapshot"]))]
 pub struct Args {
-    /// The bundle directory.
+    /// The bundle: a directory or a .cath-bundle.tar.zst archive (read in one verifying pass).
     #[arg(long)]
     bundle: PathBuf,
     /// Print events as JSON lines (the run store's event form).
@@ -76,6 +79,9 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
     let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
+    if is_archive(&args.bundle) {
+        return archive::run(&args, &loader);
+    }
     let bundle = match loader.load(&args.bundle) {
         Ok(b) => b,
         Err(LoadError::Invalid { report, .. }) => {
@@ -123,15 +129,22 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
         let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
         text.push(b'\n');
         out.write_bytes(&text)?;
-    } else if args.json {
-        let mut text = serde_json::to_vec_pretty(&summary_json(&bundle)?).expect("summary serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
     } else {
-        out.write_bytes(summary_text(&bundle)?.as_bytes())?;
+        write_summary(&mut out, &Summary::of_bundle(&bundle)?, args.json)?;
     }
     out.commit()?;
     Ok(Outcome::Ok)
+}
+
+/// The summary or its JSON form.
+fn write_summary(out: &mut Output, summary: &Summary<'_>, json: bool) -> Result<(), Error> {
+    if json {
+        let mut text = serde_json::to_vec_pretty(&summary_json(summary)).expect("summary serialises");
+        text.push(b'\n');
+        out.write_bytes(&text)
+    } else {
+        out.write_bytes(summary_text(summary).as_bytes())
+    }
 }
 
 struct BlobTotals {
@@ -141,9 +154,9 @@ struct BlobTotals {
     content: u64,
 }
 
-fn blob_totals(bundle: &ReplayBundle) -> Result<BlobTotals, Error> {
+fn blob_totals(records: impl Iterator<Item = Result<BlobRecord, Error>>) -> Result<BlobTotals, Error> {
     let mut t = BlobTotals { count: 0, zstd: 0, stored: 0, content: 0 };
-    for record in bundle.blob_records() {
+    for record in records {
         let record = record?;
         t.count += 1;
         t.zstd += u64::from(record.header.compression == Compression::Zstd);
@@ -153,58 +166,108 @@ fn blob_totals(bundle: &ReplayBundle) -> Result<BlobTotals, Error> {
     Ok(t)
 }
 
-fn time_range(bundle: &ReplayBundle) -> Result<Option<(u64, u64)>, Error> {
-    let n = bundle.event_count();
-    if n == 0 {
-        return Ok(None);
-    }
-    let first = bundle.event(0)?.expect("in range").logical_time;
-    let last = bundle.event(n - 1)?.expect("in range").logical_time;
-    Ok(Some((first, last)))
+/// What the summary shows, from a bundle directory or an archive.
+pub(super) struct Summary<'a> {
+    path: &'a std::path::Path,
+    manifest: &'a Manifest,
+    manifest_len: u64,
+    report: &'a VerifyReport,
+    verified: VerifyMode,
+    metadata: &'a Metadata,
+    events: u32,
+    encoding: Encoding,
+    range: Option<(u64, u64)>,
+    nodes: usize,
+    blobs: BlobTotals,
+    snapshot: Option<&'a Snapshot>,
 }
 
-fn summary_json(bundle: &ReplayBundle) -> Result<serde_json::Value, Error> {
-    let m = bundle.manifest();
-    let blobs = blob_totals(bundle)?;
-    let range = time_range(bundle)?;
-    let size: u64 = m.files.values().map(|f| f.size).sum::<u64>() + blobs.stored + bundle.manifest_bytes().len() as u64;
-    Ok(json!({
-        "bundle": bundle.path().display().to_string(),
+impl<'a> Summary<'a> {
+    fn of_bundle(b: &'a ReplayBundle) -> Result<Self, Error> {
+        let n = b.event_count();
+        let range = match n {
+            0 => None,
+            n => Some((b.event(0)?.expect("in range").logical_time, b.event(n - 1)?.expect("in range").logical_time)),
+        };
+        Ok(Summary {
+            path: b.path(),
+            manifest: b.manifest(),
+            manifest_len: b.manifest_bytes().len() as u64,
+            report: b.report(),
+            verified: b.verified(),
+            metadata: b.metadata(),
+            events: n,
+            encoding: b.encoding(),
+            range,
+            nodes: b.dag().nodes.len(),
+            blobs: blob_totals(b.blob_records())?,
+            snapshot: b.snapshot(),
+        })
+    }
+
+    pub(super) fn of_archive(b: &'a ArchiveBundle) -> Result<Self, Error> {
+        let n = b.event_count();
+        let range = match n {
+            0 => None,
+            n => Some((b.event_time(0)?.expect("in range"), b.event_time(n - 1)?.expect("in range"))),
+        };
+        Ok(Summary {
+            path: b.path(),
+            manifest: b.manifest(),
+            manifest_len: b.manifest_bytes().len() as u64,
+            report: b.report(),
+            verified: VerifyMode::Full,
+            metadata: b.metadata(),
+            events: n,
+            encoding: b.encoding(),
+            range,
+            nodes: b.dag().nodes.len(),
+            blobs: blob_totals(b.blob_records())?,
+            snapshot: b.snapshot(),
+        })
+    }
+
+    fn size(&self) -> u64 {
+        self.manifest.files.values().map(|f| f.size).sum::<u64>() + self.blobs.stored + self.manifest_len
+    }
+}
+
+fn summary_json(s: &Summary<'_>) -> serde_json::Value {
+    let m = s.manifest;
+    json!({
+        "bundle": s.path.display().to_string(),
         "bundle_id": m.bundle_id.to_string(),
         "created_at": m.created_at,
         "bundle_version": m.bundle_version,
-                "signature": bundle.report().signature,
-        "verified": bundle.verified(),
-        "metadata": bundle.metadata(),
+        "signature": s.report.signature,
+        "verified": s.verified,
+        "metadata": s.metadata,
         "events": {
-            "count": bundle.event_count(),
-            "encoding": bundle.encoding().name(),
-            "first_logical_time": range.map(|r| r.0),
-            "last_logical_time": range.map(|r| r.1),
+            "count": s.events,
+            "encoding": s.encoding.name(),
+            "first_logical_time": s.range.map(|r| r.0),
+            "last_logical_time": s.range.map(|r| r.1),
         },
-        "nodes": bundle.dag().nodes.len(),
-        "blobs": { "count": blobs.count, "zstd": blobs.zstd, "stored_bytes": blobs.stored, "content_bytes": blobs.content },
-        "snapshot": bundle.snapshot().map(|s| json!({ "logical_time": s.logical_time, "log_position": s.log_position, "nodes": s.nodes.len() })),
-        "size_bytes": size,
-    }))
+        "nodes": s.nodes,
+        "blobs": { "count": s.blobs.count, "zstd": s.blobs.zstd, "stored_bytes": s.blobs.stored, "content_bytes": s.blobs.content },
+        "snapshot": s.snapshot.map(|s| json!({ "logical_time": s.logical_time, "log_position": s.log_position, "nodes": s.nodes.len() })),
+        "size_bytes": s.size(),
+    })
 }
 
-fn summary_text(bundle: &ReplayBundle) -> Result<String, Error> {
-    let m = bundle.manifest();
-    let md = bundle.metadata();
-    let blobs = blob_totals(bundle)?;
-    let size: u64 = m.files.values().map(|f| f.size).sum::<u64>() + blobs.stored + bundle.manifest_bytes().len() as u64;
+fn summary_text(s: &Summary<'_>) -> String {
+    let (m, md, blobs) = (s.manifest, s.metadata, &s.blobs);
     let mut t = String::new();
     // Values come from the bundle: escaped, so that a name cannot redraw the screen.
     let mut line = |k: &str, v: String| t += &format!("{k:<10} {}\n", escape_for_terminal(&v));
-    line("bundle", bundle.path().display().to_string());
+    line("bundle", s.path.display().to_string());
     line("bundle id", m.bundle_id.to_string());
     line("created", m.created_at.to_string());
     line("format", format!("{} {}", m.format, m.bundle_version));
-    line("signature", bundle.report().signature.to_string());
+    line("signature", s.report.signature.to_string());
     line(
         "verified",
-        match bundle.verified() {
+        match s.verified {
             VerifyMode::Full => "full: every byte hashed before reading".into(),
             VerifyMode::Fast => "fast: structure and sizes only, contents NOT hashed".into(),
         },
@@ -216,12 +279,12 @@ fn summary_text(bundle: &ReplayBundle) -> Result<String, Error> {
     line("completed", md.completed_at.as_ref().map_or_else(|| "-".into(), |t| t.to_string()));
     line("platform", format!("{}/{}", md.platform.os, md.platform.arch));
     line("engine", format!("cathedral {}", md.cathedral_version));
-    let events = match time_range(bundle)? {
-        Some((a, b)) => format!("{} ({}), logical time {a}..{b}", bundle.event_count(), bundle.encoding()),
-        None => format!("0 ({})", bundle.encoding()),
+    let events = match s.range {
+        Some((a, b)) => format!("{} ({}), logical time {a}..{b}", s.events, s.encoding),
+        None => format!("0 ({})", s.encoding),
     };
     line("events", events);
-    line("nodes", bundle.dag().nodes.len().to_string());
+    line("nodes", s.nodes.to_string());
     line(
         "blobs",
         format!(
@@ -235,11 +298,100 @@ fn summary_text(bundle: &ReplayBundle) -> Result<String, Error> {
     );
     line(
         "snapshot",
-        match bundle.snapshot() {
+        match s.snapshot {
             Some(s) => format!("at logical time {}, log position {}, {} nodes", s.logical_time, s.log_position, s.nodes.len()),
             None => "none".into(),
         },
     );
-    line("size", format!("{} in {} files", human_bytes(size), m.files.len() as u64 + 1 + blobs.count));
-    Ok(t)
+    line("size", format!("{} in {} files", human_bytes(s.size()), m.files.len() as u64 + 1 + blobs.count));
+    t
+}
+
+/// `inspect` on an archive: one verifying pass that captures what was
+/// asked for, shown only once the whole archive verified.
+mod archive {
+    use std::io::{Seek, Write};
+    use std::sync::Mutex;
+
+    use cathedral_bundle::{ArchiveWatch, BundleLoader, Error, Event};
+
+    use super::{write_summary, Args, Output, Outcome, Summary};
+
+    /// Captured output past this size waits in an anonymous temporary file.
+    const MEMORY: usize = 64 << 20;
+
+    pub fn run(args: &Args, loader: &BundleLoader<'_>) -> Result<Outcome, Error> {
+        let spool = Mutex::new(tempfile::spooled_tempfile(MEMORY));
+        let found: Mutex<Option<Event>> = Mutex::new(None);
+        let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
+        let printed = Mutex::new(0u64);
+        let select = |position: u32, event: &Event| {
+            if args.events {
+                let mut n = printed.lock().unwrap_or_else(|p| p.into_inner());
+                let wanted = position >= args.from
+                    && args.limit.is_none_or(|l| *n < l)
+                    && args.kind.is_none_or(|k| k == event.kind)
+                    && args.node.is_none_or(|id| id == event.node_id);
+                if wanted {
+                    *n += 1;
+                    let line = format!("{}\n", event.to_json_line());
+                    if let Err(e) = spool.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes()) {
+                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                }
+                return;
+            }
+            let hit = args.event.is_some_and(|id| id == event.event_id) || args.time.is_some_and(|t| event.logical_time >= t);
+            let mut slot = found.lock().unwrap_or_else(|p| p.into_inner());
+            if hit && slot.is_none() {
+                *slot = Some(event.clone());
+            }
+        };
+        let mut blob_out = tempfile::spooled_tempfile(MEMORY);
+        let mut watch = ArchiveWatch::new();
+        if args.events || args.event.is_some() || args.time.is_some() {
+            watch = watch.events(&select);
+        }
+        if let Some(hash) = args.blob {
+            watch = watch.blob(hash, &mut blob_out);
+        }
+        let bundle = match loader.open_archive(&args.bundle, watch) {
+            Ok(b) => b,
+            Err(e) => return super::super::trust::refused(e, "refusing to show the bundle"),
+        };
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(Error::Output { file: "temporary file".into(), source: e });
+        }
+        let mut out = Output::open(args.output.as_deref(), args.force)?;
+        if args.events {
+            copy_spool(spool.into_inner().unwrap_or_else(|p| p.into_inner()), &mut out)?;
+        } else if args.event.is_some() || args.time.is_some() {
+            let what = match (args.event, args.time) {
+                (Some(id), _) => format!("event {id}"),
+                (_, time) => format!("event at logical time {}", time.unwrap_or_default()),
+            };
+            let event = found.into_inner().unwrap_or_else(|p| p.into_inner()).ok_or(Error::NotFound { file: what })?;
+            out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
+        } else if let Some(hash) = args.blob {
+            if !bundle.blob_records().any(|r| r.is_ok_and(|r| r.header.hash == hash)) {
+                return Err(Error::NotFound { file: format!("blob {hash}") });
+            }
+            copy_spool(blob_out, &mut out)?;
+        } else if args.snapshot {
+            let snapshot = bundle.snapshot().ok_or_else(|| Error::NotFound { file: "snapshot.cath-snap".into() })?;
+            let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
+            text.push(b'\n');
+            out.write_bytes(&text)?;
+        } else {
+            write_summary(&mut out, &Summary::of_archive(&bundle)?, args.json)?;
+        }
+        out.commit()?;
+        Ok(Outcome::Ok)
+    }
+
+    fn copy_spool(mut spool: tempfile::SpooledTempFile, out: &mut Output) -> Result<(), Error> {
+        spool.rewind().map_err(|e| Error::Output { file: "temporary file".into(), source: e })?;
+        std::io::copy(&mut spool, out).map_err(|e| Error::Output { file: "output".into(), source: e })?;
+        Ok(())
+    }
 }

@@ -11,7 +11,7 @@ use super::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The bundle directory.
+    /// The bundle: a directory or a .cath-bundle.tar.zst archive (verified in one streaming pass, always fully).
     #[arg(long)]
     bundle: PathBuf,
     /// Print one JSON report (schemas/verify-report.schema.json).
