@@ -14,7 +14,8 @@ pub struct Args {
     /// Run id, in full or as a unique prefix.
     #[arg(long)]
     run: String,
-    /// Where to write the bundle (a directory, conventionally NAME.cath-bundle).
+    /// Where to write the bundle: a directory (NAME.cath-bundle), or an
+    /// archive when the name ends in .cath-bundle.tar.zst.
     #[arg(long)]
     output: PathBuf,
     /// The run store.
@@ -33,15 +34,36 @@ pub struct Args {
     /// else there is refused and left untouched).
     #[arg(long)]
     force: bool,
+    /// The bundle id to record (default: a random UUID); with --created-at, captures are reproducible.
+    #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+    bundle_id: Option<cathedral_bundle::Uuid>,
+    /// The creation time to record, RFC 3339 UTC (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    created_at: Option<cathedral_bundle::Timestamp>,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
+}
+
+fn parse_uuid(s: &str) -> Result<cathedral_bundle::Uuid, String> {
+    cathedral_bundle::parse_uuid("bundle id", s).map_err(|e| e.to_string())
+}
+
+fn parse_time(s: &str) -> Result<cathedral_bundle::Timestamp, String> {
+    cathedral_bundle::Timestamp::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let signing_key = args.sign_key.as_deref().map(SecretKey::load).transpose()?.map(std::sync::Arc::new);
     let store = RunStore::new(&args.store);
     let run_id = store.resolve(&args.run)?;
-    let options = BuildOptions::default()
+    let mut options = BuildOptions::default();
+    if let Some(id) = args.bundle_id {
+        options = options.bundle_id(id);
+    }
+    if let Some(at) = args.created_at.clone() {
+        options = options.created_at(at);
+    }
+    let options = options
         .encoding(args.encoding.parse::<Encoding>()?)
         .compression_level((args.compression_level > 0).then_some(args.compression_level))
         .overwrite(args.force)

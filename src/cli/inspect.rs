@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use cathedral_bundle::format::{BlobRecord, Compression, Manifest};
 use cathedral_bundle::{
-    escape_for_terminal, is_archive, ArchiveBundle, BundleLoader, Digest, Encoding, Error, EventKind, LoadError, Metadata, ReplayBundle, Snapshot, Uuid,
-    VerifyMode, VerifyReport,
+    escape_for_terminal, is_archive, ArchiveBundle, BundleLoader, Digest, Encoding, Error, EventKind, LoadError, Metadata, ReplayBundle,
+    Snapshot, Uuid, VerifyMode, VerifyReport,
 };
 use serde_json::json;
 
@@ -315,7 +315,7 @@ mod archive {
 
     use cathedral_bundle::{ArchiveWatch, BundleLoader, Error, Event};
 
-    use super::{write_summary, Args, Output, Outcome, Summary};
+    use super::{write_summary, Args, Outcome, Output, Summary};
 
     /// Captured output past this size waits in an anonymous temporary file.
     const MEMORY: usize = 64 << 20;

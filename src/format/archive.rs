@@ -114,7 +114,12 @@ pub fn top_for_archive(file_name: &str) -> Result<String, Error> {
 /// not starting with `.`, at most [`MAX_TOP_LEN`] bytes.
 pub fn check_top(top: &str) -> Result<(), Error> {
     let path = BundlePath::parse(top)?;
-    if path.as_str().contains('/') || top.starts_with('.') || !top.ends_with(TOP_SUFFIX) || top.len() == TOP_SUFFIX.len() || top.len() > MAX_TOP_LEN {
+    if path.as_str().contains('/')
+        || top.starts_with('.')
+        || !top.ends_with(TOP_SUFFIX)
+        || top.len() == TOP_SUFFIX.len()
+        || top.len() > MAX_TOP_LEN
+    {
         return Err(Error::InvalidPath {
             name: top.to_string(),
             reason: "the top directory must be one name ending in .cath-bundle, not starting with '.', at most 90 bytes",
@@ -171,9 +176,18 @@ pub fn parse_header(block: &[u8; BLOCK], offset: u64, archive: &str) -> Result<E
             return Err(Error::malformed(&at(&raw_name), "tar header", offset, detail));
         }
     };
+    if raw_name.starts_with('/') || raw_name.split('/').any(|c| c == "..") {
+        return Err(Error::InvalidPath {
+            name: raw_name,
+            reason: "absolute or with a '..' component: it could escape the output directory",
+        });
+    }
     let size = h.entry_size().map_err(|e| Error::malformed(&at(&raw_name), "tar header", offset, format!("size field: {e}")))?;
     let expected = header(&raw_name, kind, size).map_err(|e| Error::malformed(&at(&raw_name), "tar header", offset, e.to_string()))?;
-    if let Some((field, start, len)) = FIELDS.iter().copied().find(|(_, s, l)| block[*s..s + l] != expected[*s..s + l]) {
+    // The checksum is compared last: a changed field changes it too, and the field says more.
+    let differs = |(_, s, l): &(&str, usize, usize)| block[*s..s + l] != expected[*s..s + l];
+    let first = FIELDS.iter().copied().filter(|f| f.0 != "chksum").find(differs).or_else(|| FIELDS.iter().copied().find(differs));
+    if let Some((field, start, len)) = first {
         let shown = |b: &[u8]| {
             let end = b.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
             let text: String = b[..end].escape_ascii().to_string();

@@ -253,4 +253,16 @@ pub fn write_bundles(dir: &Path) {
     for (name, run, encoding, level) in fixture_specs() {
         build(&run, &bundles.join(name), fixed_options(name, encoding, level));
     }
+    write_archives(dir);
+}
+
+/// The shipped archive: `dir/archives/small-postcard.cath-bundle.tar.zst`,
+/// packed from the fixture bundle of that name.
+pub fn write_archives(dir: &Path) {
+    let archives = dir.join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let name = "small-postcard.cath-bundle";
+    let out = archives.join(format!("{name}.tar.zst"));
+    let options = cathedral_bundle::PackOptions::default().overwrite(true);
+    cathedral_bundle::BundleLoader::new().pack(dir.join("bundles").join(name), out, options).expect("the fixture packs");
 }
