@@ -120,10 +120,43 @@ def blob_files(bundle):
     return sorted(glob.glob(f"{bundle}/blobs/*/*"))
 
 
+def archives(cfg, work, res, rep, section):
+    """8. Archives: pack, verify and unpack of a bundle of large blobs and of
+    an event-heavy one, against tar, zstd and b3sum on the same data."""
+    section("8. archives")
+    for label, bundle in (("large blobs", work / "arch-large.cath-bundle"), ("events + blobs", work / "arch-mix.cath-bundle")):
+        if label == "large blobs":
+            sh([GEN, "blobs-bundle", bundle, str(cfg["large_count"]), str(cfg["large_size"]), str(cfg["large_size"])])
+        else:
+            store = work / "arch-store"
+            run = sh([GEN, "store", store, str(cfg["big_events"]), str(cfg["big_blobs"]), "1024", "16384", "mix"], capture_output=True, text=True).stdout.strip()
+            sh([BIN, "bundle", "--quiet", "--store", store, "--run", run, "--output", bundle])
+        size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
+        what = f"{label}, {size / MIB:.0f} MiB"
+        ours, tar = interleaved([
+            (lambda i, b=bundle: [BIN, "pack", "--quiet", "--bundle", b, "--output", work / f"p-{b.stem}-{i}.cath-bundle.tar.zst"], None),
+            (lambda i, b=bundle: ["tar", "--zstd", "-cf", work / f"t-{b.stem}-{i}.tar.zst", "-C", b.parent, b.name], None),
+        ], rep)
+        res.add(f"pack ({what}) vs tar --zstd -cf", ours, tar, ours / tar, "<= 1.1x", ours / tar <= 1.1, "s")
+        archive = work / f"v-{bundle.name}.tar.zst"
+        sh([BIN, "pack", "--quiet", "--bundle", bundle, "--output", archive])
+        ours, ref = interleaved([
+            ([BIN, "verify-bundle", "--quiet", "--bundle", archive], None),
+            (f"zstd -dc {archive} | b3sum --no-names", None),
+        ], rep)
+        res.add(f"verify archive ({what}) vs zstd -dc | b3sum", ours, ref, ours / ref, "<= 1.2x", ours / ref <= 1.2, "s")
+        ours, ref = interleaved([
+            (lambda i, a=archive: [BIN, "unpack", "--quiet", "--bundle", a, "--output", work / f"u-{a.stem}-{i}.cath-bundle"], None),
+            (lambda i, a=archive: f"mkdir {work}/x-{a.stem}-{i} && tar --zstd -xf {a} -C {work}/x-{a.stem}-{i} && sync", None),
+        ], rep)
+        res.add(f"unpack ({what}) vs tar --zstd -xf + sync", ours, ref, ours / ref, "<= 1.2x", ours / ref <= 1.2, "s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
+    ap.add_argument("--archives", action="store_true", help="only the archive section (8), at full size")
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
     rep = cfg["repeat"]
@@ -132,6 +165,14 @@ def main():
     res = Results(judged=not args.smoke)
     began = time.perf_counter()
     print(f"work directory: {work}", flush=True)
+    if args.archives:
+        def quick(title):
+            os.sync()
+            print(title, flush=True)
+        archives(cfg, work, res, rep, quick)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return
 
     def section(title):
         # Start each section with no dirty pages left over from the previous one.
@@ -254,6 +295,8 @@ def main():
         (f"find {zdir} -type f -print0 | sort -z | xargs -0 zstd -d -q -c | b3sum --no-names", None),
     ], rep)
     res.add("verify (decompressing) vs zstd -d piped into b3sum", ours, ref, ours / ref, None, None, "s")
+
+    archives(cfg, work, res, rep, section)
 
     elapsed = time.perf_counter() - began
     out = dict(smoke=args.smoke, elapsed_s=elapsed, machine=dict(cpus=os.cpu_count()), results=res.rows)

@@ -22,9 +22,17 @@ seed index fixtures/bundles/*/events.cath-idx
 seed manifest fixtures/bundles/*/MANIFEST.json fixtures/bundles/*/metadata.json fixtures/bundles/*/dag.json
 seed blob fixtures/bundles/*/blobs/*/* fixtures/bundles/*/blobs.cath-list
 seed snapshot fixtures/bundles/*/snapshot.cath-snap
+# Archives: the file as is (first byte odd), and its tar stream (first byte even).
+mkdir -p fuzz/corpus/archive
+for f in fixtures/archives/*.tar.zst; do
+    { printf '\001'; cat "$f"; } >"fuzz/corpus/archive/seed-raw-$(basename "$f")"
+    if command -v zstd >/dev/null; then
+        { printf '\000'; zstd -dc "$f"; } >"fuzz/corpus/archive/seed-tar-$(basename "$f")"
+    fi
+done
 
 status=0
-for target in event_log index manifest blob snapshot; do
+for target in event_log index manifest blob snapshot archive; do
     log="fuzz/$target.log"
     if (cd fuzz && cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576) >"$log" 2>&1; then
         runs=$(grep -oE 'Done [0-9]+ runs' "$log" | tail -1 | grep -oE '[0-9]+' || echo "?")

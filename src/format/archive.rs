@@ -576,6 +576,24 @@ mod tests {
         assert_eq!((parsed.kind, parsed.name, parsed.size), (EntryKind::File, blob, 7));
     }
 
+    /// The header bytes ARCHIVE.md §2 states, field by field.
+    #[test]
+    fn header_bytes_are_the_documented_ones() {
+        let h = header("x.cath-bundle/dag.json", EntryKind::File, 916).unwrap();
+        assert_eq!(&h[..22], b"x.cath-bundle/dag.json");
+        assert_eq!(&h[100..108], b"0000644\0");
+        assert_eq!(&h[108..124], b"0000000\x000000000\0");
+        assert_eq!(&h[124..136], b"00000001624\0");
+        assert_eq!(&h[136..148], b"07033241600\0");
+        assert_eq!(h[156], b'0');
+        assert_eq!(&h[257..265], b"ustar\x0000");
+        assert!(h[157..257].iter().chain(&h[265..345]).chain(&h[345..512]).all(|&b| b == 0));
+        let sum: u32 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
+        assert_eq!(&h[148..156], format!("{sum:07o}\0").as_bytes());
+        let d = header("x.cath-bundle/", EntryKind::Dir, 0).unwrap();
+        assert_eq!((&d[100..108], d[156]), (&b"0000755\0"[..], b'5'));
+    }
+
     #[test]
     fn top_names() {
         assert!(top_for_archive("run.cath-bundle.tar.zst").is_ok());

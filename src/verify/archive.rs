@@ -213,7 +213,7 @@ impl Verifier<'_> {
         let mut entry = next;
         while let Some(header) = entry {
             if self.archive_entry(pass, &manifest, &manifest_bytes, header, stats, on_event, blob).is_err() {
-                return Some((manifest, manifest_bytes)).filter(|_| false);
+                return None;
             }
             entry = match pass.tar.next_entry() {
                 Ok(e) => e,
