@@ -155,6 +155,11 @@ impl ArchiveBundle {
     pub fn event_time(&self, position: u32) -> Result<Option<u64>, Error> {
         self.index()?.time(position)
     }
+    /// The record of blob `hash`, if the bundle holds it.
+    pub fn blob_record(&self, hash: &Digest) -> Result<Option<BlobRecord>, Error> {
+        BlobList::new(&self.verified.blob_list, format::BLOB_LIST_FILE, u64::MAX)?.find(hash)
+    }
+
     /// Every blob record, in hash order.
     pub fn blob_records(&self) -> impl Iterator<Item = Result<BlobRecord, Error>> + '_ {
         let list = BlobList::new(&self.verified.blob_list, format::BLOB_LIST_FILE, u64::MAX);

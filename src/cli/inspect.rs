@@ -124,16 +124,20 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     } else if let Some(hash) = args.blob {
         bundle.read_blob(&hash, &mut out)?;
     } else if args.snapshot {
-        let snapshot =
-            bundle.snapshot().ok_or_else(|| Error::NotFound { file: args.bundle.join("snapshot.cath-snap").display().to_string() })?;
-        let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        write_snapshot(&mut out, bundle.snapshot(), &args.bundle)?;
     } else {
         write_summary(&mut out, &Summary::of_bundle(&bundle)?, args.json)?;
     }
     out.commit()?;
     Ok(Outcome::Ok)
+}
+
+/// The snapshot as JSON; a bundle without one is "not found".
+fn write_snapshot(out: &mut Output, snapshot: Option<&Snapshot>, bundle: &std::path::Path) -> Result<(), Error> {
+    let snapshot = snapshot.ok_or_else(|| Error::NotFound { file: bundle.join("snapshot.cath-snap").display().to_string() })?;
+    let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
+    text.push(b'\n');
+    out.write_bytes(&text)
 }
 
 /// The summary or its JSON form.
@@ -373,15 +377,12 @@ mod archive {
             let event = found.into_inner().unwrap_or_else(|p| p.into_inner()).ok_or(Error::NotFound { file: what })?;
             out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
         } else if let Some(hash) = args.blob {
-            if !bundle.blob_records().any(|r| r.is_ok_and(|r| r.header.hash == hash)) {
+            if bundle.blob_record(&hash)?.is_none() {
                 return Err(Error::NotFound { file: format!("blob {hash}") });
             }
             copy_spool(blob_out, &mut out)?;
         } else if args.snapshot {
-            let snapshot = bundle.snapshot().ok_or_else(|| Error::NotFound { file: "snapshot.cath-snap".into() })?;
-            let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
-            text.push(b'\n');
-            out.write_bytes(&text)?;
+            super::write_snapshot(&mut out, bundle.snapshot(), &args.bundle)?;
         } else {
             write_summary(&mut out, &Summary::of_archive(&bundle)?, args.json)?;
         }
