@@ -187,6 +187,21 @@ impl Contents {
     /// Files up to this size are read into memory.
     pub const MEMORY_LIMIT: u64 = 16 << 20;
 
+    /// A spool for bytes that arrive as a stream (the blob list and index of
+    /// an archive): in memory up to [`Contents::MEMORY_LIMIT`], in an
+    /// anonymous temporary file beyond, removed when closed whatever happens.
+    pub fn spool() -> tempfile::SpooledTempFile {
+        tempfile::spooled_tempfile(Self::MEMORY_LIMIT as usize)
+    }
+
+    /// What was written to a [`Contents::spool`], to be read at any offset.
+    pub fn from_spool(spool: tempfile::SpooledTempFile, name: &str) -> Result<Self, Error> {
+        match spool.into_inner() {
+            tempfile::SpooledData::InMemory(cursor) => Ok(Contents::Memory(cursor.into_inner())),
+            tempfile::SpooledData::OnDisk(file) => Ok(Contents::File(ReadFile::from_fd(OwnedFd::from(file), name)?)),
+        }
+    }
+
     /// Reads `file` into memory if it is small; keeps the descriptor otherwise.
     pub fn load(file: ReadFile) -> Result<Self, Error> {
         if file.size() <= Self::MEMORY_LIMIT {
@@ -208,48 +223,6 @@ impl ReadAt for Contents {
         match self {
             Contents::Memory(v) => v.read_at(offset, buf),
             Contents::File(f) => f.read_at(offset, buf),
-        }
-    }
-}
-
-/// Bytes written once and then read at any offset: held in memory up to
-/// [`Contents::MEMORY_LIMIT`], in an anonymous temporary file (removed when
-/// closed, whatever happens) beyond that. Used where a stream must be kept
-/// for later checks: the blob list and index of an archive.
-pub struct Spool {
-    name: String,
-    memory: Vec<u8>,
-    file: Option<File>,
-    len: u64,
-}
-
-impl Spool {
-    /// An empty spool; `name` names it in errors.
-    pub fn new(name: &str) -> Self {
-        Spool { name: name.to_string(), memory: Vec::new(), file: None, len: 0 }
-    }
-
-    /// Appends `bytes`.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        if self.file.is_none() && self.len + bytes.len() as u64 > Contents::MEMORY_LIMIT {
-            let mut file = tempfile::tempfile().map_err(|e| Error::output("temporary file", e))?;
-            file.write_all(&self.memory).map_err(|e| Error::output("temporary file", e))?;
-            self.memory = Vec::new();
-            self.file = Some(file);
-        }
-        match &mut self.file {
-            Some(f) => f.write_all(bytes).map_err(|e| Error::output("temporary file", e))?,
-            None => self.memory.extend_from_slice(bytes),
-        }
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// The bytes written, to be read at any offset.
-    pub fn into_contents(self) -> Contents {
-        match self.file {
-            Some(file) => Contents::File(ReadFile { file, size: self.len, name: self.name }),
-            None => Contents::Memory(self.memory),
         }
     }
 }

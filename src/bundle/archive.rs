@@ -121,27 +121,27 @@ impl ArchiveBundle {
     }
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
-        &self.verified.manifest
+        &self.verified.docs.manifest
     }
     /// The manifest's exact bytes.
     pub fn manifest_bytes(&self) -> &[u8] {
-        &self.verified.manifest_bytes
+        &self.verified.docs.manifest_bytes
     }
     /// The run metadata.
     pub fn metadata(&self) -> &Metadata {
-        &self.verified.metadata
+        &self.verified.docs.metadata
     }
     /// The workflow source.
     pub fn workflow(&self) -> &str {
-        &self.verified.workflow
+        &self.verified.docs.workflow
     }
     /// The DAG.
     pub fn dag(&self) -> &Dag {
-        &self.verified.dag
+        &self.verified.docs.dag
     }
     /// The snapshot, if the bundle has one.
     pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.verified.snapshot.as_ref()
+        self.verified.docs.snapshot.as_ref()
     }
     /// How the log's records are encoded.
     pub fn encoding(&self) -> Encoding {
@@ -229,7 +229,7 @@ impl<'p> BundleLoader<'p> {
                 Verifier::new(output, VerifyMode::Full, self.limits_ref(), self.trusted_ref(), self.progress_ref())
                     .run_archive(Box::new(stream), Taps::default())
             });
-            let written = write_archive(bundle, &top, tmp.as_file(), options.level, tx);
+            let written = write_archive(bundle, &top, tmp.as_file(), options.level, self.limits_ref().max_document_size, tx);
             (written, verifier.join().expect("the verifier does not panic"))
         });
         let (report, verified) = verdict?;
@@ -351,15 +351,19 @@ impl<W: Write> Write for Tee<W> {
 
 /// Writes the canonical tar of the bundle at `bundle` into `out`,
 /// compressed, and into `verifier`; returns the tar's size.
-fn write_archive(bundle: &Path, top: &str, out: &File, level: i32, verifier: ChunkSender) -> Result<u64, Error> {
+fn write_archive(bundle: &Path, top: &str, out: &File, level: i32, max_document_size: u64, verifier: ChunkSender) -> Result<u64, Error> {
     let mut compressor = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, out), level)
         .map_err(|e| Error::Compression { file: "archive".into(), source: e })?;
     compressor.include_checksum(true).map_err(|e| Error::Compression { file: "archive".into(), source: e })?;
     let tee = Tee { compressor, verifier: Some(verifier), buf: Vec::with_capacity(TEE_CHUNK), written: 0 };
     let mut tar = TarWriter::new(tee, top)?;
     tar.dir("")?;
-    let manifest_bytes = copy_file(&mut tar, bundle, format::MANIFEST_FILE)?;
-    let manifest = Manifest::parse(&manifest_bytes.unwrap_or_default())?;
+    // The manifest is read whole: the writer needs it to know what follows.
+    let name = format::MANIFEST_FILE;
+    let manifest_bytes = ReadFile::open(&bundle.join(name), name)?.read_all("file size", max_document_size)?;
+    tar.file(name, manifest_bytes.len() as u64)?;
+    tar.write_all(&manifest_bytes).map_err(|e| Error::output("archive", e))?;
+    let manifest = Manifest::parse(&manifest_bytes)?;
     if manifest.signature.is_some() {
         match copy_file(&mut tar, bundle, format::SIGNATURE_FILE) {
             Err(Error::NotFound { .. }) => {}
@@ -395,22 +399,16 @@ fn write_archive(bundle: &Path, top: &str, out: &File, level: i32, verifier: Chu
     Ok(written)
 }
 
-/// Copies one file of the bundle into the tar (no link followed); returns
-/// the bytes of the manifest, which the writer needs.
-fn copy_file<W: Write>(tar: &mut TarWriter<W>, bundle: &Path, rel: &str) -> Result<Option<Vec<u8>>, Error> {
+/// Copies one file of the bundle into the tar (no link followed).
+fn copy_file<W: Write>(tar: &mut TarWriter<W>, bundle: &Path, rel: &str) -> Result<(), Error> {
     let file = ReadFile::open(&bundle.join(rel), rel)?;
     let size = file.size();
     tar.file(rel, size)?;
-    if rel == format::MANIFEST_FILE {
-        let bytes = file.read_all("file size", crate::limits::Limits::default().max_document_size)?;
-        tar.write_all(&bytes).map_err(|e| Error::output("archive", e))?;
-        return Ok(Some(bytes));
-    }
     let copied = std::io::copy(&mut file.into_read(), tar).map_err(|e| Error::output("archive", e))?;
     if copied != size {
         return Err(Error::Changed { file: rel.to_string(), offset: copied, expected: size });
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Writes checked entries into a fresh staging directory. Names were

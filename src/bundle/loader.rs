@@ -192,7 +192,7 @@ impl std::fmt::Debug for ReplayBundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayBundle")
             .field("root", &self.root)
-            .field("bundle_id", &self.verified.manifest.bundle_id)
+            .field("bundle_id", &self.verified.docs.manifest.bundle_id)
             .finish_non_exhaustive()
     }
 }
@@ -227,32 +227,32 @@ impl ReplayBundle {
 
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
-        &self.verified.manifest
+        &self.verified.docs.manifest
     }
 
     /// The manifest's exact bytes.
     pub fn manifest_bytes(&self) -> &[u8] {
-        &self.verified.manifest_bytes
+        &self.verified.docs.manifest_bytes
     }
 
     /// Run metadata.
     pub fn metadata(&self) -> &Metadata {
-        &self.verified.metadata
+        &self.verified.docs.metadata
     }
 
     /// Workflow source.
     pub fn workflow(&self) -> &str {
-        &self.verified.workflow
+        &self.verified.docs.workflow
     }
 
     /// The compiled DAG.
     pub fn dag(&self) -> &Dag {
-        &self.verified.dag
+        &self.verified.docs.dag
     }
 
     /// The snapshot, if the bundle has one.
     pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.verified.snapshot.as_ref()
+        self.verified.docs.snapshot.as_ref()
     }
 
     fn log(&self) -> LogReader<'_> {

@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use super::blobs::{check_blob_data, BLOB_WINDOW};
 use super::events::{EventTap, LogContext};
 use super::report::{Finding, FindingCode};
-use super::{Documents, Verifier};
+use super::{Documents, VerifiedDocs, Verifier};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::archive::{EntryHeader, EntryKind, TarReader};
@@ -30,10 +30,9 @@ use crate::format::event::Encoding;
 use crate::format::index::IndexReader;
 use crate::format::log::LogReader;
 use crate::format::manifest::Manifest;
-use crate::format::model::{Dag, Metadata, Snapshot};
 use crate::format::signature::{self, SignatureStatus};
 use crate::format::{self, blob_path, is_shard_name};
-use crate::fsutil::{self, Contents, Forward, SeqReader, Spool};
+use crate::fsutil::{self, Contents, Forward, SeqReader};
 
 use super::report::{VerifyMode, VerifyReport, VerifyStats};
 
@@ -69,12 +68,7 @@ pub(crate) struct Taps<'a> {
 
 /// What a valid archive held, for callers that show or import it.
 pub(crate) struct ArchiveVerified {
-    pub manifest: Manifest,
-    pub manifest_bytes: Vec<u8>,
-    pub metadata: Metadata,
-    pub workflow: String,
-    pub dag: Dag,
-    pub snapshot: Option<Snapshot>,
+    pub docs: VerifiedDocs,
     pub encoding: Encoding,
     pub index: Contents,
     pub blob_list: Contents,
@@ -99,12 +93,26 @@ struct Pass<'t> {
     seen: BTreeSet<String>,
     docs: BTreeMap<&'static str, Vec<u8>>,
     parsed: Option<Documents>,
-    list: Option<Contents>,
+    /// The blob list, once it passed its checks, and its count.
+    list: Option<CheckedList>,
     index: Option<Contents>,
     /// Event count, when the log's header parsed.
     events: Option<(u32, Encoding)>,
     blobs: BlobCursor,
     skipped: u64,
+}
+
+/// A blob list that passed its checks (layout, order, count, limits):
+/// read without parsing its header again.
+struct CheckedList {
+    contents: Contents,
+    count: u32,
+}
+
+impl CheckedList {
+    fn reader(&self) -> BlobList<'_> {
+        BlobList::with_count(&self.contents, format::BLOB_LIST_FILE, self.count)
+    }
 }
 
 /// The merge-join of blob entries with the blob list.
@@ -400,14 +408,13 @@ impl Verifier<'_> {
         if !pass.blobs.dir_seen {
             self.findings.push(Finding::new(format::BLOB_DIR, FindingCode::Missing, "the blobs/ directory entry is absent"));
         }
-        if let Some(contents) = &pass.list {
-            if let Ok(list) = BlobList::new(contents, format::BLOB_LIST_FILE, self.limits.max_blobs) {
-                self.missing_blobs(&list, pass.blobs.next, list.count());
-            }
+        if let Some(list) = pass.list.as_ref().map(CheckedList::reader) {
+            self.missing_blobs(&list, pass.blobs.next, list.count());
         }
         // Cross-file rules need the log's count; without a log there is nothing to compare.
         if let (Some(docs), Some((count, _))) = (pass.parsed.as_ref(), pass.events) {
-            self.archive_cross_file(docs, count, pass.index.as_ref(), pass.list.as_ref());
+            let list = pass.list.as_ref().map(CheckedList::reader);
+            self.archive_cross_file(docs, count, pass.index.as_ref(), list.as_ref());
         }
     }
 
@@ -462,16 +469,9 @@ impl Verifier<'_> {
             }
             _ => {
                 let limit = if name == format::SNAPSHOT_FILE { self.limits.max_snapshot_size } else { self.limits.max_document_size };
-                if let Some(bytes) = self.read_entry(pass, name, header.size, limit) {
-                    stats.bytes_hashed += bytes.len() as u64;
-                    (self.tick())(bytes.len() as u64);
-                    let actual = Digest::of(&bytes);
-                    if actual != entry.hash {
-                        self.findings
-                            .error(name, Error::HashMismatch { file: name.into(), what: "hash", expected: entry.hash, found: actual });
-                    } else {
-                        pass.docs.insert(name, bytes);
-                    }
+                let bytes = self.read_entry(pass, name, header.size, limit);
+                if let Some(bytes) = bytes.and_then(|b| self.hashed_document(name, entry.hash, b, stats)) {
+                    pass.docs.insert(name, bytes);
                 }
                 Ok(())
             }
@@ -483,7 +483,7 @@ impl Verifier<'_> {
     fn spool_entry(&self, pass: &mut Pass<'_>, name: &'static str, expected: Digest, stats: &mut VerifyStats) -> Option<Contents> {
         let size = pass.tar.remaining();
         pass.with_sink(|s| s.begin(name, size));
-        let mut spool = Spool::new(name);
+        let mut spool = Contents::spool();
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let tick = self.tick();
@@ -494,16 +494,15 @@ impl Verifier<'_> {
                 Err(e) => return self.findings.ok(name, Err(fsutil::stream_error(name, e))),
             };
             hasher.update(&buf[..n]);
-            self.findings.ok(name, spool.write(&buf[..n]))?;
+            self.findings.ok(name, spool.write_all(&buf[..n]).map_err(|e| Error::output("temporary file", e)))?;
             tick(n as u64);
         }
         pass.with_sink(|s| s.end());
         stats.bytes_hashed += size;
-        let actual = Digest::finished(&hasher);
-        if actual != expected {
-            return self.findings.ok(name, Err(Error::HashMismatch { file: name.into(), what: "hash", expected, found: actual }));
+        if !self.committed(name, expected, Digest::finished(&hasher)) {
+            return None;
         }
-        Some(spool.into_contents())
+        self.findings.ok(name, Contents::from_spool(spool, name))
     }
 
     /// The blob list: kept, hashed, checked, and the limits applied.
@@ -523,7 +522,7 @@ impl Verifier<'_> {
         }
         let hash = manifest.files[format::BLOB_LIST_FILE].hash;
         let Some(contents) = self.spool_entry(pass, format::BLOB_LIST_FILE, hash, stats) else { return Ok(()) };
-        let Some(totals) = self.check_list(manifest, &contents) else { return Ok(()) };
+        let Some((count, totals)) = self.check_list(manifest, &contents) else { return Ok(()) };
         if !self.within_limits(manifest, manifest_bytes, &totals) {
             return Err(Stop);
         }
@@ -532,7 +531,7 @@ impl Verifier<'_> {
             p.start(listed.saturating_add(totals.stored));
             p.advance(stats.bytes_hashed);
         }
-        pass.list = Some(contents);
+        pass.list = Some(CheckedList { contents, count });
         Ok(())
     }
 
@@ -554,7 +553,7 @@ impl Verifier<'_> {
         let mut body = Body { tar, sink: sink.as_deref_mut(), sink_error };
         let Some(stream) = self.findings.ok(name, Forward::new(&mut body, header.size, name)) else { return };
         let docs = parsed.as_ref().expect("parsed above");
-        let list = list.as_ref().and_then(|c| BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs).ok());
+        let list = list.as_ref().map(CheckedList::reader);
         let index = index.as_ref().and_then(|c| self.findings.ok(format::INDEX_FILE, IndexReader::new(c, format::INDEX_FILE)));
         let log_hash = manifest.files[name].hash;
         let tick = self.tick();
@@ -572,13 +571,8 @@ impl Verifier<'_> {
             }
             Err(e) => {
                 self.findings.error(name, e);
-                match fsutil::hash(&stream, name, &tick) {
-                    Ok(actual) if actual != log_hash => self
-                        .findings
-                        .error(name, Error::HashMismatch { file: name.into(), what: "hash", expected: log_hash, found: actual }),
-                    Ok(_) => {}
-                    Err(e) => self.findings.error(name, e),
-                }
+                // A log whose header does not parse is still hashed, to say whether it is the committed one.
+                self.check_hash(name, &stream, log_hash, &tick);
             }
         }
         stats.bytes_hashed += header.size;
@@ -607,11 +601,7 @@ impl Verifier<'_> {
             self.findings.push(Finding::new(rel, FindingCode::Malformed, "duplicate or out-of-order shard directory entry"));
             return Ok(());
         }
-        let holds = pass
-            .list
-            .as_ref()
-            .and_then(|c| BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs).ok())
-            .map(|list| list.range_with_first_byte(byte).map(|r| !r.is_empty()).unwrap_or(false));
+        let holds = pass.list.as_ref().map(|list| list.reader().range_with_first_byte(byte).map(|r| !r.is_empty()).unwrap_or(false));
         if holds == Some(false) {
             self.findings.push(Finding::new(rel, FindingCode::Unlisted, "a shard directory that holds no listed blob"));
         }
@@ -641,13 +631,14 @@ impl Verifier<'_> {
         if pass.blobs.shard != Some(hash.0[0]) {
             self.findings.push(Finding::new(rel, FindingCode::Malformed, "blob entry not preceded by its shard directory entry"));
         }
-        let contents = pass.list.take();
-        let result = match contents.as_ref().map(|c| BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs)) {
-            Some(Ok(list)) => self.join_blob(pass, &list, rel, hash, header, stats, blob),
+        // Taken out for the join, which needs the pass mutably; put back after.
+        let checked = pass.list.take();
+        let result = match &checked {
+            Some(list) => self.join_blob(pass, &list.reader(), rel, hash, header, stats, blob),
             // Without a usable list nothing can be checked (the list's finding says why).
-            _ => self.skip(pass, header),
+            None => self.skip(pass, header),
         };
-        pass.list = contents;
+        pass.list = checked;
         result
     }
 
@@ -722,10 +713,9 @@ impl Verifier<'_> {
     }
 
     /// The cross-file rules, with the log's count from its header.
-    fn archive_cross_file(&self, docs: &Documents, count: u32, index: Option<&Contents>, list: Option<&Contents>) {
+    fn archive_cross_file(&self, docs: &Documents, count: u32, index: Option<&Contents>, list: Option<&BlobList<'_>>) {
         let index = index.and_then(|c| IndexReader::new(c, format::INDEX_FILE).ok());
-        let list = list.and_then(|c| BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs).ok());
-        self.cross_file_counts(docs, Some(count), index.as_ref(), list.as_ref());
+        self.cross_file_counts(docs, Some(count), index.as_ref(), list);
     }
 
     /// A valid archive's contents, for the caller.
@@ -733,19 +723,8 @@ impl Verifier<'_> {
         if !self.findings.is_empty() {
             return None;
         }
-        let docs = pass.parsed.take()?;
-        let Documents { metadata: Some(metadata), dag: Some(dag), workflow: Some(workflow), snapshot, .. } = docs else { return None };
+        let docs = pass.parsed.take()?.verified(manifest, manifest_bytes)?;
         let (_, encoding) = pass.events?;
-        Some(ArchiveVerified {
-            manifest,
-            manifest_bytes,
-            metadata,
-            workflow,
-            dag,
-            snapshot,
-            encoding,
-            index: pass.index.take()?,
-            blob_list: pass.list.take()?,
-        })
+        Some(ArchiveVerified { docs, encoding, index: pass.index.take()?, blob_list: pass.list.take()?.contents })
     }
 }

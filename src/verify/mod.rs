@@ -40,16 +40,21 @@ pub(crate) use events::EventTap;
 use report::Findings;
 pub use report::{Finding, FindingCode, Progress, VerifyMode, VerifyReport, VerifyStats};
 
-/// Everything a successful verification read, for `ReplayBundle`. The log
-/// and index are the descriptors that were verified: later reads go to the
-/// same files even if the paths are replaced.
-pub(crate) struct Verified {
+/// The documents of a valid bundle, directory or archive.
+pub(crate) struct VerifiedDocs {
     pub manifest: Manifest,
     pub manifest_bytes: Vec<u8>,
     pub metadata: Metadata,
     pub workflow: String,
     pub dag: Dag,
     pub snapshot: Option<Snapshot>,
+}
+
+/// Everything a successful verification read, for `ReplayBundle`. The log
+/// and index are the descriptors that were verified: later reads go to the
+/// same files even if the paths are replaced.
+pub(crate) struct Verified {
+    pub docs: VerifiedDocs,
     pub log: ReadFile,
     pub index: ReadFile,
     pub blob_list: Contents,
@@ -74,6 +79,14 @@ struct Documents {
     workflow: Option<String>,
     snapshot: Option<Snapshot>,
     nodes: Option<HashSet<Uuid>>,
+}
+
+impl Documents {
+    /// The documents of a bundle that had no finding (each one parsed).
+    fn verified(self, manifest: Manifest, manifest_bytes: Vec<u8>) -> Option<VerifiedDocs> {
+        let Documents { metadata: Some(metadata), dag: Some(dag), workflow: Some(workflow), snapshot, .. } = self else { return None };
+        Some(VerifiedDocs { manifest, manifest_bytes, metadata, workflow, dag, snapshot })
+    }
 }
 
 /// What the first passes established, for the later ones.
@@ -169,9 +182,9 @@ impl<'a> Verifier<'a> {
         if !self.findings.is_empty() {
             return Ok(None);
         }
-        let Documents { metadata: Some(metadata), dag: Some(dag), workflow: Some(workflow), snapshot, .. } = docs else { return Ok(None) };
+        let Some(docs) = docs.verified(manifest, manifest_bytes) else { return Ok(None) };
         let (Some(log), Some(index), Some(blob_list)) = (log_file, index_file, blob_list) else { return Ok(None) };
-        Ok(Some(Verified { manifest, manifest_bytes, metadata, workflow, dag, snapshot, log, index, blob_list }))
+        Ok(Some(Verified { docs, log, index, blob_list }))
     }
 
     /// The documents, parsed from the bytes that were hashed.
@@ -240,12 +253,12 @@ impl<'a> Verifier<'a> {
                 (Some(l), _) => Some(self.check_log(l, index.as_ref(), &cx, &tick)),
                 // A log whose header does not parse is still hashed, to say whether it is the committed one.
                 (None, Some(f)) => {
-                    self.check_hash(format::EVENTS_FILE, f, manifest, &tick);
+                    self.check_hash(format::EVENTS_FILE, f, log_hash, &tick);
                     None
                 }
                 (None, None) => None,
             },
-            || index_file.map(|f| self.check_hash(format::INDEX_FILE, f, manifest, &tick)),
+            || index_file.map(|f| self.check_hash(format::INDEX_FILE, f, manifest.files[format::INDEX_FILE].hash, &tick)),
         );
         stats.events = decoded.unwrap_or(stats.events);
         stats.bytes_hashed += [log_file, index_file].iter().flatten().map(|f| f.size()).sum::<u64>();
@@ -288,7 +301,7 @@ impl<'a> Verifier<'a> {
         if self.mode == VerifyMode::Full {
             stats.bytes_hashed += blob_list.as_ref().map_or(0, fsutil::ReadAt::len);
         }
-        let totals = blob_list.as_ref().and_then(|c| self.check_list(&manifest, c));
+        let totals = blob_list.as_ref().and_then(|c| self.check_list(&manifest, c)).map(|(_, totals)| totals);
         let blob_list = blob_list.filter(|_| totals.is_some());
         let totals = totals.unwrap_or_default();
         if !self.within_limits(&manifest, &manifest_bytes, &totals) {
@@ -318,8 +331,8 @@ impl<'a> Verifier<'a> {
         Some(manifest)
     }
 
-    /// The blob list's layout, order and count (§7); its totals for the limits.
-    fn check_list(&self, manifest: &Manifest, contents: &Contents) -> Option<ListTotals> {
+    /// The blob list's layout, order and count (§7); its count, and its totals for the limits.
+    fn check_list(&self, manifest: &Manifest, contents: &Contents) -> Option<(u32, ListTotals)> {
         let list = self.findings.ok(format::BLOB_LIST_FILE, BlobList::new(contents, format::BLOB_LIST_FILE, self.limits.max_blobs))?;
         if u64::from(list.count()) != manifest.blob_count {
             self.findings.push(
@@ -327,7 +340,7 @@ impl<'a> Verifier<'a> {
                     .with_values(list.count(), manifest.blob_count),
             );
         }
-        self.findings.ok(format::BLOB_LIST_FILE, list.scan())
+        self.findings.ok(format::BLOB_LIST_FILE, list.scan()).map(|totals| (list.count(), totals))
     }
 
     /// Committed sizes and declared content, against the limits, before any
@@ -381,24 +394,39 @@ impl<'a> Verifier<'a> {
         let contents = self.findings.ok(name, Contents::load(file))?;
         if self.mode == VerifyMode::Full {
             let actual = self.findings.ok(name, fsutil::hash(&contents, name, &|_| {}))?;
-            if actual != entry.hash {
-                let mismatch = Error::HashMismatch { file: name.into(), what: "hash", expected: entry.hash, found: actual };
-                return self.findings.ok(name, Err(mismatch));
+            if !self.committed(name, entry.hash, actual) {
+                return None;
             }
         }
         Some(contents)
     }
 
-    /// Hashes a listed file against the manifest; reports a mismatch.
-    fn check_hash(&self, name: &str, file: &ReadFile, manifest: &Manifest, tick: &(dyn Fn(u64) + Sync)) {
-        let expected = manifest.files[name].hash;
-        match fsutil::hash(file, name, tick) {
-            Ok(actual) if actual != expected => {
-                self.findings.error(name, Error::HashMismatch { file: name.into(), what: "hash", expected, found: actual })
+    /// Compares a listed file's hash with the committed one; reports a
+    /// mismatch. True when they agree.
+    fn committed(&self, name: &str, expected: Digest, actual: Digest) -> bool {
+        if actual != expected {
+            self.findings.error(name, Error::HashMismatch { file: name.into(), what: "hash", expected, found: actual });
+        }
+        actual == expected
+    }
+
+    /// Hashes all of a listed file against its committed hash; reports a
+    /// mismatch or a failed read.
+    fn check_hash(&self, name: &str, src: &dyn fsutil::ReadAt, expected: Digest, tick: &(dyn Fn(u64) + Sync)) {
+        match fsutil::hash(src, name, tick) {
+            Ok(actual) => {
+                self.committed(name, expected, actual);
             }
-            Ok(_) => {}
             Err(e) => self.findings.error(name, e),
         }
+    }
+
+    /// A document's bytes, hashed (counted and shown as progress) against
+    /// the committed hash; None, with a finding, when they differ.
+    fn hashed_document(&self, name: &str, expected: Digest, bytes: Vec<u8>, stats: &mut VerifyStats) -> Option<Vec<u8>> {
+        stats.bytes_hashed += bytes.len() as u64;
+        (self.tick())(bytes.len() as u64);
+        self.committed(name, expected, Digest::of(&bytes)).then_some(bytes)
     }
 
     /// Reads the small listed documents whole (bounded), hashing them in full mode.
@@ -413,16 +441,10 @@ impl<'a> Verifier<'a> {
             let Some(file) = self.open_present(manifest, present, name) else { continue };
             stats.files += 1;
             let limit = if name == format::SNAPSHOT_FILE { self.limits.max_snapshot_size } else { self.limits.max_document_size };
-            let Some(bytes) = self.findings.ok(name, file.read_all("file size", limit)) else { continue };
+            let Some(mut bytes) = self.findings.ok(name, file.read_all("file size", limit)) else { continue };
             if self.mode == VerifyMode::Full {
-                let expected = manifest.files[name].hash;
-                let actual = Digest::of(&bytes);
-                stats.bytes_hashed += bytes.len() as u64;
-                (self.tick())(bytes.len() as u64);
-                if actual != expected {
-                    self.findings.error(name, Error::HashMismatch { file: name.into(), what: "hash", expected, found: actual });
-                    continue;
-                }
+                let Some(hashed) = self.hashed_document(name, manifest.files[name].hash, bytes, stats) else { continue };
+                bytes = hashed;
             }
             docs.insert(name, bytes);
         }
