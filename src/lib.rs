@@ -76,6 +76,7 @@ pub mod format;
 mod fsutil;
 mod limits;
 mod path;
+pub mod replay;
 pub mod store;
 mod text;
 mod verify;

@@ -117,6 +117,14 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// At most `max` characters of `text`, with `…` when cut.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
+    }
+}
+
 /// Untrusted text made safe for a terminal: control characters (escape
 /// sequences included) are shown as `\u{..}` escapes, so a name read from a
 /// bundle cannot redraw the screen. JSON output does not need this.

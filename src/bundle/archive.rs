@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::loader::{BundleLoader, LoadError};
+use super::loader::{BundleLoader, LoadError, ReplayBundle};
 use super::replace;
 use crate::digest::Digest;
 use crate::error::Error;
@@ -273,6 +273,17 @@ impl<'p> BundleLoader<'p> {
             let _ = fs::remove_dir_all(&staging);
         }
         placed
+    }
+
+    /// Unpacks the archive at `path` into a fresh temporary directory,
+    /// verifying it, and opens the result.
+    pub(super) fn load_archive(&self, path: &Path) -> Result<ReplayBundle, LoadError> {
+        let tmp = std::env::temp_dir();
+        let scratch = tempfile::Builder::new().prefix(".cath-open-").tempdir_in(&tmp).map_err(|e| Error::output(&tmp, e))?;
+        let report = self.unpack_into(path, scratch.path())?;
+        let (_, verified) = Verifier::new(scratch.path(), VerifyMode::Fast, self.limits_ref(), self.trusted_ref(), None).run()?;
+        let verified = verified.ok_or_else(|| Error::input("archive", "the unpacked archive does not open"))?;
+        ReplayBundle::open_unpacked(scratch, *self.limits_ref(), report, verified).map_err(LoadError::from)
     }
 
     fn unpack_into(&self, archive: &Path, staging: &Path) -> Result<VerifyReport, LoadError> {

@@ -151,8 +151,15 @@ impl<'p> BundleLoader<'p> {
     /// Verifies the bundle and opens it. Any finding is a
     /// [`LoadError::Invalid`] carrying the whole report; an intact bundle
     /// whose signature is not acceptable is a [`LoadError::Signature`].
+    ///
+    /// An archive is unpacked, verified in one streaming pass (always
+    /// fully), into a private temporary directory under the system's
+    /// temporary directory, which is removed when the bundle is dropped.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<ReplayBundle, LoadError> {
         let path = path.as_ref();
+        if is_archive(path) {
+            return self.load_archive(path);
+        }
         let (report, verified) = Verifier::new(path, self.mode, &self.limits, &self.trusted, self.progress).run()?;
         let Some(verified) = verified else {
             return Err(LoadError::Invalid { path: path.to_path_buf(), report: Box::new(report) });
@@ -186,6 +193,8 @@ pub struct ReplayBundle {
     log_header: LogHeader,
     index_header: IndexHeader,
     blob_count: u32,
+    /// The temporary directory an archive was unpacked into, removed on drop.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for ReplayBundle {
@@ -202,10 +211,24 @@ impl ReplayBundle {
         let log_header = LogReader::new(&verified.log, format::EVENTS_FILE, &limits)?.header();
         let index_header = IndexReader::new(&verified.index, format::INDEX_FILE)?.header();
         let blob_count = BlobList::new(&verified.blob_list, format::BLOB_LIST_FILE, limits.max_blobs)?.count();
-        Ok(ReplayBundle { root: root.to_path_buf(), limits, mode, report, verified, log_header, index_header, blob_count })
+        Ok(ReplayBundle { root: root.to_path_buf(), limits, mode, report, verified, log_header, index_header, blob_count, _scratch: None })
     }
 
-    /// The bundle directory.
+    /// Opens a bundle unpacked (and verified fully) into `scratch`, which
+    /// lives as long as the bundle.
+    pub(super) fn open_unpacked(
+        scratch: tempfile::TempDir,
+        limits: Limits,
+        report: VerifyReport,
+        verified: Verified,
+    ) -> Result<Self, Error> {
+        let mut bundle = ReplayBundle::open(scratch.path(), limits, VerifyMode::Full, report, verified)?;
+        bundle._scratch = Some(scratch);
+        Ok(bundle)
+    }
+
+    /// The bundle directory (for an archive, the temporary directory it
+    /// was unpacked into).
     pub fn path(&self) -> &Path {
         &self.root
     }
@@ -329,6 +352,11 @@ impl ReplayBundle {
             Some(p) => Ok(self.event(p)?.map(|e| (p, e))),
             None => Ok(None),
         }
+    }
+
+    /// Position of the event with `id`, through the index, without reading the log.
+    pub fn position_of_id(&self, id: &Uuid) -> Result<Option<u32>, Error> {
+        self.index().position_of_id(id)
     }
 
     /// Position of the first event whose logical time is at least `time`.

@@ -6,9 +6,11 @@ mod import;
 mod inspect;
 mod keygen;
 mod limits;
+mod open;
 mod output;
 mod pack;
 mod progress;
+mod replay;
 mod trust;
 mod unpack;
 mod verify;
@@ -69,6 +71,9 @@ enum Command {
     /// Recreate the run a bundle (directory or archive) holds in a run store, after verifying it.
     #[command(after_help = EXIT_CODES)]
     Import(import::Args),
+    /// Replay a run: fold its events into its state and report every rule it breaks (exit 1 when it breaks one).
+    #[command(after_help = EXIT_CODES)]
+    Replay(replay::Args),
     /// Create an Ed25519 signing key pair.
     #[command(after_help = KEYGEN_EXIT_CODES)]
     Keygen(keygen::Args),
@@ -122,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Pack(args) => pack::run(args, cli.quiet),
         Command::Unpack(args) => unpack::run(args, cli.quiet),
         Command::Import(args) => import::run(args, cli.quiet),
+        Command::Replay(args) => replay::run(args, cli.quiet),
         Command::Keygen(args) => keygen::run(args, cli.quiet),
         Command::Completions(args) => completions::run(args),
     };

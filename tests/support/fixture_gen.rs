@@ -84,7 +84,8 @@ pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -
     };
     push(EventKind::RunCreated, Uuid::nil(), format!("{{\"workflow\":\"{name}\"}}").into_bytes(), &mut events);
     push(EventKind::RunStarted, Uuid::nil(), b"{}".to_vec(), &mut events);
-    let mut node_states = Vec::new();
+    // Where each node's NodeCompleted ended, for the snapshot.
+    let mut completed_at = Vec::new();
     for (i, node) in node_ids.iter().enumerate() {
         let fails = failed && i + 1 == nodes;
         push(EventKind::NodeScheduled, *node, format!("{{\"node\":\"step_{i}\"}}").into_bytes(), &mut events);
@@ -103,16 +104,10 @@ pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -
         if fails {
             push(EventKind::ToolFailed, *node, b"{\"error\":\"exit status 2\"}".to_vec(), &mut events);
             push(EventKind::NodeFailed, *node, b"{\"error\":\"tool transform failed\"}".to_vec(), &mut events);
-            node_states.push(NodeState {
-                node_id: *node,
-                status: NodeStatus::Failed,
-                output_hash: None,
-                error: Some("tool transform failed".into()),
-            });
         } else {
             push(EventKind::ToolCompleted, *node, format!("{{\"output\":\"{json_hash}\"}}").into_bytes(), &mut events);
             push(EventKind::NodeCompleted, *node, b"{}".to_vec(), &mut events);
-            node_states.push(NodeState { node_id: *node, status: NodeStatus::Completed, output_hash: Some(json_hash), error: None });
+            completed_at.push((events.len(), json_hash));
         }
         if i == 0 {
             push(EventKind::Heartbeat, Uuid::nil(), vec![], &mut events);
@@ -123,10 +118,24 @@ pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -
     if let Some((first, _)) = blobs.first().cloned() {
         blobs.push((first, BlobFormat::Json));
     }
-    let snapshot = with_snapshot.then(|| Snapshot {
-        logical_time: events[events.len() / 2].logical_time,
-        log_position: (events.len() / 2) as u64,
-        nodes: node_states,
+    // The state right after the middle node completed: the nodes before it
+    // completed with their outputs, the rest pending (REPLAY.md §5).
+    let snapshot = with_snapshot.then(|| {
+        let done = completed_at.len().div_ceil(2).max(1).min(completed_at.len());
+        let position = completed_at.get(done.wrapping_sub(1)).map_or(2, |(p, _)| *p);
+        let status = |i: usize| match completed_at.get(i) {
+            Some((_, hash)) if i < done => (NodeStatus::Completed, Some(*hash)),
+            _ => (NodeStatus::Pending, None),
+        };
+        Snapshot {
+            logical_time: events[position - 1].logical_time,
+            log_position: position as u64,
+            nodes: node_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| NodeState { node_id: *id, status: status(i).0, output_hash: status(i).1, error: None })
+                .collect(),
+        }
     });
     let metadata = Metadata {
         run_id,
@@ -148,12 +157,12 @@ pub fn sample_run(name: &str, nodes: usize, failed: bool, with_snapshot: bool) -
 /// blob of `blob_size` bytes (returned with the run).
 pub fn large_run(name: &str, extra: u64, blob_size: usize) -> (SampleRun, Vec<u8>) {
     let mut run = sample_run(name, 2, false, false);
-    let (run_id, node) = (run.metadata.run_id, run.dag.nodes[0].id);
+    let run_id = run.metadata.run_id;
     let time = run.events.last().unwrap().logical_time;
     let last = run.events.pop().unwrap();
     for i in 0..extra {
         let id = uuid_for(&format!("{name}/filler/{i}"));
-        run.events.push(Event::new(id, run_id, node, time, EventKind::Heartbeat, noise(&format!("{name}/{i}"), 200)));
+        run.events.push(Event::new(id, run_id, Uuid::nil(), time, EventKind::Heartbeat, noise(&format!("{name}/{i}"), 200)));
     }
     run.events.push(last);
     run.metadata.event_count = run.events.len() as u64;
