@@ -7,5 +7,5 @@ mod fixture_gen;
 fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "fixtures".into());
     fixture_gen::write_all(std::path::Path::new(&dir));
-    println!("fixtures written under {dir}/bundles and {dir}/store");
+    println!("fixtures written under {dir}/bundles, {dir}/archives, {dir}/store and {dir}/replay");
 }

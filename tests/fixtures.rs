@@ -10,8 +10,11 @@ fn regenerating_fixtures_changes_no_byte() {
     let tmp = tempfile::tempdir().unwrap();
     fixture_gen::write_all(tmp.path());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    let names: Vec<String> =
-        fixture_gen::fixture_specs().into_iter().map(|(n, ..)| format!("bundles/{n}")).chain(["store".to_string()]).collect();
+    let names: Vec<String> = fixture_gen::fixture_specs()
+        .into_iter()
+        .map(|(n, ..)| format!("bundles/{n}"))
+        .chain(["store".to_string(), "replay".to_string()])
+        .collect();
     for name in &names {
         let shipped = root.join(name);
         let fresh = tmp.path().join(name);

@@ -105,7 +105,7 @@ fn report_text(bundle: &ReplayBundle, report: &ReplayReport) -> String {
     let _ = writeln!(t, "nodes:");
     let width = report.state.nodes.iter().map(|n| e(&n.name).chars().count()).max().unwrap_or(0);
     for n in &report.state.nodes {
-        let mut line = format!("  {:width$}  {:9}", e(&n.name), format!("{:?}", n.status).to_lowercase());
+        let mut line = format!("  {:width$}  {:9}", e(&n.name), n.status.name());
         if let Some(h) = n.output_hash {
             let _ = write!(line, "  output {h}");
         }

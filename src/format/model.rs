@@ -171,6 +171,25 @@ pub enum NodeStatus {
     Skipped,
 }
 
+impl NodeStatus {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeStatus::Pending => "pending",
+            NodeStatus::Scheduled => "scheduled",
+            NodeStatus::Running => "running",
+            NodeStatus::Completed => "completed",
+            NodeStatus::Failed => "failed",
+            NodeStatus::Skipped => "skipped",
+        }
+    }
+
+    /// True for completed, failed and skipped: nothing follows them.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, NodeStatus::Completed | NodeStatus::Failed | NodeStatus::Skipped)
+    }
+}
+
 /// One node in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

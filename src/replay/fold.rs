@@ -34,21 +34,6 @@ fn scope(kind: EventKind) -> Scope {
     }
 }
 
-fn is_terminal(status: NodeStatus) -> bool {
-    matches!(status, NodeStatus::Completed | NodeStatus::Failed | NodeStatus::Skipped)
-}
-
-fn status_name(status: NodeStatus) -> &'static str {
-    match status {
-        NodeStatus::Pending => "pending",
-        NodeStatus::Scheduled => "scheduled",
-        NodeStatus::Running => "running",
-        NodeStatus::Completed => "completed",
-        NodeStatus::Failed => "failed",
-        NodeStatus::Skipped => "skipped",
-    }
-}
-
 /// What the fold keeps per node beyond its [`NodeRun`].
 #[derive(Clone, Default)]
 struct NodeAux {
@@ -58,6 +43,8 @@ struct NodeAux {
     tools_unknown: bool,
     /// An event after the node's end was reported already.
     after_end_reported: bool,
+    /// Position of its last lifecycle event (`Node*`) replayed.
+    last_lifecycle: Option<u64>,
 }
 
 /// The previous event's post state hash, as far as it is known.
@@ -160,14 +147,7 @@ impl<'b> Fold<'b> {
         let nodes = dag
             .nodes
             .iter()
-            .map(|n| NodeRun {
-                node_id: n.id,
-                name: n.name.clone(),
-                status: NodeStatus::Pending,
-                output_hash: None,
-                error: None,
-                last_event: None,
-            })
+            .map(|n| NodeRun { node_id: n.id, name: n.name.clone(), status: NodeStatus::Pending, output_hash: None, error: None })
             .collect::<Vec<_>>();
         Ok(Fold {
             bundle,
@@ -352,7 +332,7 @@ impl<'b> Fold<'b> {
             for n in exits {
                 let status = self.state.nodes[n].status;
                 if status != NodeStatus::Completed {
-                    let detail = format!("the run completed, but its exit node is {}", status_name(status));
+                    let detail = format!("the run completed, but its exit node is {}", status.name());
                     self.violate(Rule::RunOutcome, e, Some(n), detail);
                 }
             }
@@ -385,11 +365,11 @@ impl<'b> Fold<'b> {
     fn apply_to_node(&mut self, e: &Event, n: usize) -> Result<(), Error> {
         use EventKind::*;
         let status = self.state.nodes[n].status;
-        if is_terminal(status) {
+        if status.is_terminal() {
             if !self.aux[n].after_end_reported {
                 self.aux[n].after_end_reported = true;
-                let at = self.state.nodes[n].last_event.map_or_else(String::new, |p| format!(" at position {p}"));
-                self.violate(Rule::NodeLifecycle, e, Some(n), format!("{} after the node ended ({}{at})", e.kind, status_name(status)));
+                let at = self.aux[n].last_lifecycle.map_or_else(String::new, |p| format!(" at position {p}"));
+                self.violate(Rule::NodeLifecycle, e, Some(n), format!("{} after the node ended ({}{at})", e.kind, status.name()));
             }
             return Ok(());
         }
@@ -420,13 +400,12 @@ impl<'b> Fold<'b> {
     fn transition(&mut self, e: &Event, n: usize, from: &[NodeStatus], to: NodeStatus) {
         let status = self.state.nodes[n].status;
         if !from.contains(&status) {
-            let expected = from.iter().map(|s| status_name(*s)).collect::<Vec<_>>().join(" or ");
-            let detail = format!("{} while the node is {}; it must be {expected}", e.kind, status_name(status));
+            let expected = from.iter().map(|s| s.name()).collect::<Vec<_>>().join(" or ");
+            let detail = format!("{} while the node is {}; it must be {expected}", e.kind, status.name());
             self.violate(Rule::NodeLifecycle, e, Some(n), detail);
         }
-        let node = &mut self.state.nodes[n];
-        node.status = to;
-        node.last_event = Some(self.state.position);
+        self.state.nodes[n].status = to;
+        self.aux[n].last_lifecycle = Some(self.state.position);
     }
 
     fn check_dependencies_completed(&mut self, e: &Event, n: usize) {
@@ -437,7 +416,7 @@ impl<'b> Fold<'b> {
                 let detail = format!(
                     "scheduled while its dependency {} is {}; a node is scheduled only after every dependency completed",
                     self.state.nodes[d].name,
-                    status_name(status)
+                    status.name()
                 );
                 self.violate(Rule::DagOrder, e, Some(n), detail);
             }
@@ -455,7 +434,7 @@ impl<'b> Fold<'b> {
     fn apply_tool(&mut self, e: &Event, n: usize) -> Result<(), Error> {
         let status = self.state.nodes[n].status;
         if status != NodeStatus::Running {
-            let detail = format!("{} while the node is {}; tool events occur only while it runs", e.kind, status_name(status));
+            let detail = format!("{} while the node is {}; tool events occur only while it runs", e.kind, status.name());
             self.violate(Rule::ToolLifecycle, e, Some(n), detail);
         }
         let aux = &mut self.aux[n];
@@ -508,16 +487,20 @@ impl<'b> Fold<'b> {
                 Some(s) => (s.status, s.output_hash, s.error.as_deref()),
                 None => (NodeStatus::Pending, None, None),
             };
-            if (status, output, error) != (node.status, node.output_hash, node.error.as_deref()) {
-                let show = |s: NodeStatus, o: Option<Digest>, e: Option<&str>| {
-                    format!("{} (output {}, error {:?})", status_name(s), o.map_or("none".into(), |d| d.to_hex()), e.unwrap_or(""))
-                };
-                let detail = format!(
-                    "the snapshot says {}, the events say {}",
-                    show(status, output, error),
-                    show(node.status, node.output_hash, node.error.as_deref())
-                );
-                details.push((Some(i), detail));
+            let mut differs = Vec::new();
+            if status != node.status {
+                differs.push(format!("status: the snapshot says {}, the events say {}", status.name(), node.status.name()));
+            }
+            if output != node.output_hash {
+                let show = |o: Option<Digest>| o.map_or("none".to_string(), |d| d.to_hex());
+                differs.push(format!("output: the snapshot says {}, the events say {}", show(output), show(node.output_hash)));
+            }
+            if error != node.error.as_deref() {
+                let show = |e: Option<&str>| e.map_or("none".to_string(), |e| format!("{:?}", crate::text::clip(e, 80)));
+                differs.push(format!("error: the snapshot says {}, the events say {}", show(error), show(node.error.as_deref())));
+            }
+            if !differs.is_empty() {
+                details.push((Some(i), differs.join("; ")));
             }
         }
         let matches = details.is_empty();

@@ -51,6 +51,21 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, in REPLAY.md order.
+    pub const ALL: [Rule; 11] = [
+        Rule::RunStructure,
+        Rule::RunOutcome,
+        Rule::NodeReference,
+        Rule::Causality,
+        Rule::StateChain,
+        Rule::StateHashAbsent,
+        Rule::NodeLifecycle,
+        Rule::ToolLifecycle,
+        Rule::DagOrder,
+        Rule::OutputReference,
+        Rule::Snapshot,
+    ];
+
     /// The rule's code, as in JSON.
     pub fn code(self) -> &'static str {
         match self {
@@ -155,8 +170,6 @@ pub struct NodeRun {
     pub output_hash: Option<Digest>,
     /// Its error, once it failed.
     pub error: Option<String>,
-    /// Position of its last lifecycle event (`Node*`).
-    pub last_event: Option<u64>,
 }
 
 /// The run's state after some prefix of its log.

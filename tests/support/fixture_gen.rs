@@ -253,6 +253,7 @@ pub fn write_store(dir: &Path) {
 pub fn write_all(dir: &Path) {
     write_bundles(dir);
     write_store(dir);
+    write_broken(dir);
 }
 
 /// Writes every fixture bundle under `dir/bundles/`.
@@ -274,4 +275,174 @@ pub fn write_archives(dir: &Path) {
     let out = archives.join(format!("{name}.tar.zst"));
     let options = cathedral_bundle::PackOptions::default().overwrite(true);
     cathedral_bundle::BundleLoader::new().pack(dir.join("bundles").join(name), out, options).expect("the fixture packs");
+}
+
+/// A run that breaks exactly one replay rule (REPLAY.md §4), where replay
+/// must report it.
+pub struct BrokenRun {
+    pub name: &'static str,
+    pub run: SampleRun,
+    /// The rule's code.
+    pub rule: &'static str,
+    /// Position of the first violation (`None`: about the whole log).
+    pub position: Option<u64>,
+    /// Replayed with `--strict`.
+    pub strict: bool,
+}
+
+/// Re-links a run after its events were edited: each event's parent is the
+/// one before it, the state hashes chain again (the formula of
+/// `sample_run`), and logical times count from 1.
+pub fn relink(run: &mut SampleRun) {
+    let mut state = Digest::of(run.metadata.workflow_name.as_bytes());
+    let mut parent = None;
+    for (i, e) in run.events.iter_mut().enumerate() {
+        e.logical_time = i as u64 + 1;
+        e.parent_event_id = parent;
+        e.prior_state_hash = Some(state);
+        state = Digest::of(&[state.as_bytes().as_slice(), e.event_id.as_bytes()].concat());
+        e.post_state_hash = Some(state);
+        parent = Some(e.event_id);
+    }
+    run.metadata.event_count = run.events.len() as u64;
+}
+
+fn set_payload(e: &mut Event, payload: &[u8]) {
+    e.payload = payload.to_vec();
+    e.payload_hash = Digest::of(payload);
+}
+
+/// The broken runs. Each starts from `sample_run("broken", 3, ..)`, whose
+/// events are: 0 RunCreated, 1 RunStarted; node 0: 2 NodeScheduled,
+/// 3 NodeStarted, 4 ToolInvoked, 5 BlobStored, 6 ToolCompleted,
+/// 7 NodeCompleted, 8 Heartbeat (run-level); node 1: 9–14 the same; node 2:
+/// 15–20; 21 RunCompleted.
+pub fn broken_runs() -> Vec<BrokenRun> {
+    let base = || sample_run("broken", 3, false, false);
+    let node = |run: &SampleRun, i: usize| run.dag.nodes[i].id;
+    let edit = |f: &dyn Fn(&mut SampleRun)| {
+        let mut run = base();
+        f(&mut run);
+        run
+    };
+    let case = |name, rule, position: Option<u64>, run| BrokenRun { name, run, rule, position, strict: false };
+    let mut cases = vec![
+        case(
+            "first-not-created",
+            "run_structure",
+            Some(0),
+            edit(&|r| {
+                r.events.remove(0);
+                relink(r);
+            }),
+        ),
+        case("second-not-started", "run_structure", Some(1), edit(&|r| r.events[1].kind = EventKind::Heartbeat)),
+        case(
+            "event-after-run-end",
+            "run_structure",
+            Some(22),
+            edit(&|r| {
+                let id = uuid_for("broken/after-end");
+                r.events.push(Event::new(id, r.metadata.run_id, Uuid::nil(), 0, EventKind::Heartbeat, vec![]));
+                relink(r);
+            }),
+        ),
+        case("status-disagrees", "run_outcome", Some(21), edit(&|r| r.metadata.status = RunStatus::Failed)),
+        case(
+            "exit-node-not-completed",
+            "run_outcome",
+            Some(20),
+            edit(&|r| {
+                r.events.remove(20);
+                relink(r);
+            }),
+        ),
+        case(
+            "failed-without-cause",
+            "run_outcome",
+            Some(21),
+            edit(&|r| {
+                r.events[21].kind = EventKind::RunFailed;
+                r.metadata.status = RunStatus::Failed;
+            }),
+        ),
+        case("run-event-names-node", "node_reference", Some(1), edit(&|r| r.events[1].node_id = node(r, 0))),
+        case("node-event-names-nil", "node_reference", Some(8), edit(&|r| r.events[8].kind = EventKind::NodeStarted)),
+        case("parent-is-later", "causality", Some(10), edit(&|r| r.events[10].parent_event_id = Some(r.events[12].event_id))),
+        case("parent-is-unknown", "causality", Some(5), edit(&|r| r.events[5].parent_event_id = Some(uuid_for("broken/nowhere")))),
+        case("state-chain-broken", "state_chain", Some(13), edit(&|r| r.events[13].prior_state_hash = Some(Digest::of(b"elsewhere")))),
+        case(
+            "started-not-scheduled",
+            "node_lifecycle",
+            Some(9),
+            edit(&|r| {
+                r.events.remove(9);
+                relink(r);
+            }),
+        ),
+        case("event-after-node-end", "node_lifecycle", Some(8), edit(&|r| r.events[8].node_id = node(r, 0))),
+        case(
+            "tool-while-pending",
+            "tool_lifecycle",
+            Some(8),
+            edit(&|r| {
+                r.events[8].kind = EventKind::ToolInvoked;
+                r.events[8].node_id = node(r, 1);
+            }),
+        ),
+        case("tool-end-without-invocation", "tool_lifecycle", Some(6), edit(&|r| r.events[4].kind = EventKind::Heartbeat)),
+        case(
+            "scheduled-before-dependency",
+            "dag_order",
+            Some(7),
+            edit(&|r| {
+                let scheduled = r.events.remove(9);
+                r.events.insert(7, scheduled);
+                relink(r);
+            }),
+        ),
+        case(
+            "skipped-without-cause",
+            "dag_order",
+            Some(15),
+            edit(&|r| {
+                let skipped = Event::new(uuid_for("broken/skip"), r.metadata.run_id, node(r, 2), 0, EventKind::NodeSkipped, vec![]);
+                r.events.splice(15..21, [skipped]);
+                r.dag.exit_nodes = vec![node(r, 1)];
+                relink(r);
+            }),
+        ),
+        case(
+            "output-not-held",
+            "output_reference",
+            Some(13),
+            edit(&|r| set_payload(&mut r.events[13], format!("{{\"output\":\"{}\"}}", Digest::of(b"never stored")).as_bytes())),
+        ),
+        case("output-malformed", "output_reference", Some(6), edit(&|r| set_payload(&mut r.events[6], b"{\"output\":\"xyz\"}"))),
+    ];
+    let mut snapshot = sample_run("broken", 3, false, true);
+    snapshot.snapshot.as_mut().unwrap().nodes[0].status = NodeStatus::Running;
+    let position = snapshot.snapshot.as_ref().unwrap().log_position;
+    cases.push(case("snapshot-disagrees", "snapshot", Some(position), snapshot));
+    let mut absent = edit(&|r| r.events[7].post_state_hash = None);
+    absent.events[8].prior_state_hash = None;
+    cases.push(BrokenRun { name: "state-hash-absent", run: absent, rule: "state_hash_absent", position: Some(7), strict: true });
+    cases
+}
+
+/// Writes every broken run under `dir/replay/<name>.cath-bundle`, and
+/// `dir/replay/expected.json`: for each, the rule and the position of the
+/// first violation, and whether it is replayed with `--strict`.
+pub fn write_broken(dir: &Path) {
+    let out = dir.join("replay");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut expected = Vec::new();
+    for case in broken_runs() {
+        let name = format!("{}.cath-bundle", case.name);
+        build(&case.run, &out.join(&name), fixed_options(&name, Encoding::Postcard, None));
+        expected.push(serde_json::json!({"bundle": name, "rule": case.rule, "position": case.position, "strict": case.strict}));
+    }
+    let mut text = serde_json::to_vec_pretty(&expected).unwrap();
+    text.push(b'\n');
+    std::fs::write(out.join("expected.json"), text).unwrap();
 }
