@@ -92,6 +92,6 @@ pub use format::model::{Dag, DagEdge, DagNode, Metadata, NodeState, NodeStatus, 
 pub use format::signature::{KeyId, PublicKey, SecretKey, SignatureStatus};
 pub use limits::Limits;
 pub use path::BundlePath;
-pub use text::{escape_for_terminal, parse_uuid, InvalidText, Timestamp};
+pub use text::{clip, escape_for_terminal, parse_uuid, InvalidText, Timestamp};
 pub use uuid::Uuid;
 pub use verify::{Finding, FindingCode, Progress, VerifyMode, VerifyReport, VerifyStats};

@@ -27,12 +27,15 @@ pub struct Args {
     /// With --events: print at most this many events.
     #[arg(long, requires = "events")]
     limit: Option<u64>,
-    /// With --events: only events of this kind.
+    /// With --events: only events of this kind. Repeatable: any of the kinds.
     #[arg(long, requires = "events", value_parser = parse_kind)]
-    kind: Option<EventKind>,
-    /// With --events: only events of this node id.
-    #[arg(long, requires = "events", value_parser = parse_uuid)]
-    node: Option<Uuid>,
+    kind: Vec<EventKind>,
+    /// With --events: only events of this node, by id or by its name in dag.json.
+    #[arg(long, requires = "events", value_name = "NODE")]
+    node: Option<String>,
+    /// With --events, --event or --time: add the payload decoded, as `payload_json` (a JSON payload) or `payload_text` (UTF-8 text).
+    #[arg(long)]
+    decode_payload: bool,
     /// Print the event with this id, found through the index.
     #[arg(long, value_name = "ID", value_parser = parse_uuid)]
     event: Option<Uuid>,
@@ -67,6 +70,62 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
     s.parse().map_err(|_| format!("unknown kind {s:?}; one of: {}", EventKind::ALL.map(|k| k.name()).join(", ")))
 }
 
+/// Which events `--events` prints.
+struct Filter {
+    kinds: Vec<EventKind>,
+    nodes: Option<std::collections::HashSet<Uuid>>,
+}
+
+impl Filter {
+    /// The filter of `args`; a node given by name is looked up in `dag`
+    /// (which must then be given).
+    fn new(args: &Args, dag: Option<&cathedral_bundle::Dag>) -> Result<Self, Error> {
+        let nodes = match (&args.node, dag) {
+            (None, _) => None,
+            (Some(spec), _) if node_id(spec).is_some() => node_id(spec).map(|id| [id].into()),
+            (Some(name), Some(dag)) => {
+                let ids: std::collections::HashSet<Uuid> = dag.nodes.iter().filter(|n| &n.name == name).map(|n| n.id).collect();
+                if ids.is_empty() {
+                    let known = dag.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+                    let detail = format!("no node is named {name:?} in dag.json; its nodes: {}", cathedral_bundle::clip(&known, 400));
+                    return Err(Error::InvalidInput { what: "--node", detail });
+                }
+                Some(ids)
+            }
+            (Some(_), None) => unreachable!("a node name is resolved with the DAG"),
+        };
+        Ok(Filter { kinds: args.kind.clone(), nodes })
+    }
+
+    fn wants(&self, event: &cathedral_bundle::Event) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&event.kind)) && self.nodes.as_ref().is_none_or(|n| n.contains(&event.node_id))
+    }
+}
+
+/// `spec` as a node id, if it is one.
+fn node_id(spec: &str) -> Option<Uuid> {
+    cathedral_bundle::parse_uuid("node", spec).ok()
+}
+
+/// One event as a JSON line; with `decode`, its payload decoded as well.
+fn event_line(event: &cathedral_bundle::Event, decode: bool) -> String {
+    use cathedral_bundle::replay::payload::{decode as decode_payload, Decoded};
+    let mut line = event.to_json_line();
+    if decode {
+        let extra = match decode_payload(&event.payload) {
+            Decoded::Json(value) => Some(("payload_json", value)),
+            Decoded::Text(text) => Some(("payload_text", serde_json::Value::String(text.to_string()))),
+            Decoded::Empty | Decoded::Binary(_) => None,
+        };
+        if let Some((key, value)) = extra {
+            line.pop();
+            line.push_str(&format!(",\"{key}\":{value}}}"));
+        }
+    }
+    line.push('\n');
+    line
+}
+
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
     cathedral_bundle::parse_uuid("id", s).map_err(|e| e.to_string())
 }
@@ -79,7 +138,9 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
     let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
-    if is_archive(&args.bundle) {
+    // A node named rather than given by id needs the DAG before the
+    // events: an archive is then opened through a verified unpack.
+    if is_archive(&args.bundle) && args.node.as_deref().is_none_or(|n| node_id(n).is_some()) {
         return archive::run(&args, &loader);
     }
     let bundle = match loader.load(&args.bundle) {
@@ -101,26 +162,24 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     };
     let mut out = Output::open(args.output.as_deref(), args.force)?;
     if args.events {
+        let filter = Filter::new(&args, Some(bundle.dag()))?;
         let mut printed = 0u64;
         for event in bundle.events_from(args.from) {
             if args.limit.is_some_and(|l| printed >= l) {
                 break;
             }
             let event = event?;
-            if args.kind.is_some_and(|k| k != event.kind) || args.node.is_some_and(|n| n != event.node_id) {
-                continue;
+            if filter.wants(&event) {
+                out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
+                printed += 1;
             }
-            let mut line = event.to_json_line();
-            line.push('\n');
-            out.write_bytes(line.as_bytes())?;
-            printed += 1;
         }
     } else if let Some(id) = args.event {
         let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { file: format!("event {id}") })?;
-        out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
+        out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
     } else if let Some(time) = args.time {
         let (_, event) = bundle.event_at_time(time)?.ok_or_else(|| Error::NotFound { file: format!("event at logical time {time}") })?;
-        out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
+        out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
     } else if let Some(hash) = args.blob {
         bundle.read_blob(&hash, &mut out)?;
     } else if args.snapshot {
@@ -319,7 +378,7 @@ mod archive {
 
     use cathedral_bundle::{ArchiveWatch, BundleLoader, Error, Event};
 
-    use super::{write_summary, Args, Outcome, Output, Summary};
+    use super::{event_line, write_summary, Args, Filter, Outcome, Output, Summary};
 
     /// Captured output past this size waits in an anonymous temporary file.
     const MEMORY: usize = 64 << 20;
@@ -329,16 +388,14 @@ mod archive {
         let found: Mutex<Option<Event>> = Mutex::new(None);
         let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
         let printed = Mutex::new(0u64);
+        let filter = Filter::new(args, None)?;
         let select = |position: u32, event: &Event| {
             if args.events {
                 let mut n = printed.lock().unwrap_or_else(|p| p.into_inner());
-                let wanted = position >= args.from
-                    && args.limit.is_none_or(|l| *n < l)
-                    && args.kind.is_none_or(|k| k == event.kind)
-                    && args.node.is_none_or(|id| id == event.node_id);
+                let wanted = position >= args.from && args.limit.is_none_or(|l| *n < l) && filter.wants(event);
                 if wanted {
                     *n += 1;
-                    let line = format!("{}\n", event.to_json_line());
+                    let line = event_line(event, args.decode_payload);
                     if let Err(e) = spool.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes()) {
                         failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                     }
@@ -375,7 +432,7 @@ mod archive {
                 (_, time) => format!("event at logical time {}", time.unwrap_or_default()),
             };
             let event = found.into_inner().unwrap_or_else(|p| p.into_inner()).ok_or(Error::NotFound { file: what })?;
-            out.write_bytes(format!("{}\n", event.to_json_line()).as_bytes())?;
+            out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
         } else if let Some(hash) = args.blob {
             if bundle.blob_record(&hash)?.is_none() {
                 return Err(Error::NotFound { file: format!("blob {hash}") });

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod completions;
+mod explain;
 mod import;
 mod inspect;
 mod keygen;
@@ -74,6 +75,9 @@ enum Command {
     /// Replay a run: fold its events into its state and report every rule it breaks (exit 1 when it breaks one).
     #[command(after_help = EXIT_CODES)]
     Replay(replay::Args),
+    /// Explain a run: its outcome, each failed node with its error, tool calls and causal chain, what did not run.
+    #[command(after_help = EXIT_CODES)]
+    Explain(explain::Args),
     /// Create an Ed25519 signing key pair.
     #[command(after_help = KEYGEN_EXIT_CODES)]
     Keygen(keygen::Args),
@@ -128,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Unpack(args) => unpack::run(args, cli.quiet),
         Command::Import(args) => import::run(args, cli.quiet),
         Command::Replay(args) => replay::run(args, cli.quiet),
+        Command::Explain(args) => explain::run(args, cli.quiet),
         Command::Keygen(args) => keygen::run(args, cli.quiet),
         Command::Completions(args) => completions::run(args),
     };

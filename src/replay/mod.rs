@@ -6,9 +6,12 @@
 //! event: parents are found among the most recent events or through the
 //! index, blobs through the blob list.
 
+mod explain;
 mod fold;
 mod lookup;
 pub mod payload;
+
+pub use explain::{Blocked, EventNote, Explanation, Failure, Payload};
 
 use std::collections::BTreeMap;
 
