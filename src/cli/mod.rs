@@ -2,6 +2,7 @@
 
 mod bundle;
 mod completions;
+mod diff;
 mod explain;
 mod import;
 mod inspect;
@@ -78,6 +79,9 @@ enum Command {
     /// Explain a run: its outcome, each failed node with its error, tool calls and causal chain, what did not run.
     #[command(after_help = EXIT_CODES)]
     Explain(explain::Args),
+    /// Compare two runs: metadata, DAG, events aligned by node, kind and occurrence, node outcomes, blobs (exit 1 when they differ).
+    #[command(after_help = EXIT_CODES)]
+    Diff(diff::Args),
     /// Create an Ed25519 signing key pair.
     #[command(after_help = KEYGEN_EXIT_CODES)]
     Keygen(keygen::Args),
@@ -133,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(args, cli.quiet),
         Command::Replay(args) => replay::run(args, cli.quiet),
         Command::Explain(args) => explain::run(args, cli.quiet),
+        Command::Diff(args) => diff::run(args, cli.quiet),
         Command::Keygen(args) => keygen::run(args, cli.quiet),
         Command::Completions(args) => completions::run(args),
     };

@@ -6,11 +6,13 @@
 //! event: parents are found among the most recent events or through the
 //! index, blobs through the blob list.
 
+mod diff;
 mod explain;
 mod fold;
 mod lookup;
 pub mod payload;
 
+pub use diff::{BlobDiff, DagDiff, Divergence, EventDiff, EventKey, FieldDiff, NodeDiff, RunDiff, Side};
 pub use explain::{Blocked, EventNote, Explanation, Failure, Payload};
 
 use std::collections::BTreeMap;
