@@ -13,6 +13,10 @@
 //! - [`BundleBuilder`] writes a bundle atomically.
 //! - [`BundleLoader`] verifies every byte of a bundle, reports every
 //!   finding ([`VerifyReport`]), and opens it as a [`ReplayBundle`].
+//! - [`replay`]: folds a bundle's events into the run's state and checks
+//!   that the run is coherent ([`ReplayBundle::replay`]), explains its
+//!   outcome ([`ReplayBundle::explain`]) and compares two runs
+//!   ([`ReplayBundle::diff`]) (`schemas/REPLAY.md`).
 //! - [`format`]: every byte layout, with its reader and writer.
 //!
 //! ```
@@ -36,9 +40,11 @@
 //! let output = recorder.put_blob(b"{\"accuracy\": 0.93}")?;
 //! for (i, (kind, node_id, payload)) in [
 //!     (EventKind::RunCreated, Uuid::nil(), Vec::new()),
+//!     (EventKind::RunStarted, Uuid::nil(), Vec::new()),
+//!     (EventKind::NodeScheduled, node, Vec::new()),
 //!     (EventKind::NodeStarted, node, Vec::new()),
 //!     (EventKind::BlobStored, node, output.to_hex().into_bytes()),
-//!     (EventKind::NodeCompleted, node, Vec::new()),
+//!     (EventKind::NodeCompleted, node, format!("{{\"output\":\"{output}\"}}").into_bytes()),
 //!     (EventKind::RunCompleted, Uuid::nil(), Vec::new()),
 //! ]
 //! .into_iter()
@@ -55,10 +61,15 @@
 //!
 //! // ...and anyone can verify and read it.
 //! let replay = BundleLoader::new().load(&bundle)?;
-//! assert_eq!(replay.event_count(), 5);
+//! assert_eq!(replay.event_count(), 7);
 //! assert_eq!(replay.blob(&output)?, b"{\"accuracy\": 0.93}");
 //! let last = replay.events().last().unwrap()?;
 //! assert_eq!(last.kind, EventKind::RunCompleted);
+//!
+//! // ...and replay it: the run is coherent, and its node's output is known.
+//! let report = replay.replay()?;
+//! assert!(report.is_coherent(), "{:?}", report.violations);
+//! assert_eq!(report.state.node("train").unwrap().output_hash, Some(output));
 //! # Ok(())
 //! # }
 //! ```

@@ -175,3 +175,148 @@ proptest! {
         }
     }
 }
+
+/// A four-node chain that fails at step_1: step_2 is skipped because of it
+/// and step_3 never runs.
+fn failing_pipeline() -> SampleRun {
+    use cathedral_bundle::{DagEdge, DagNode, EventKind, Uuid};
+    let mut run = sample_run("pipeline", 2, true, false);
+    let ids = [fixture_gen::uuid_for("pipeline/node/2"), fixture_gen::uuid_for("pipeline/node/3")];
+    for (i, id) in ids.iter().enumerate() {
+        let before = run.dag.nodes.last().unwrap().id;
+        run.dag.nodes.push(DagNode { id: *id, name: format!("step_{}", i + 2), kind: "task".into(), depends_on: vec![before] });
+        run.dag.edges.push(DagEdge { from: before, to: *id });
+    }
+    run.dag.exit_nodes = vec![ids[1]];
+    run.metadata.node_count = 4;
+    let skip = Event::new(fixture_gen::uuid_for("pipeline/skip"), run.metadata.run_id, ids[0], 0, EventKind::NodeSkipped, vec![]);
+    let end = run.events.len() - 1;
+    run.events.insert(end, skip);
+    let error = Event::new(Uuid::from_u128(7), run.metadata.run_id, Uuid::nil(), 0, EventKind::Error, b"worker lost".to_vec());
+    run.events.insert(end, error);
+    fixture_gen::relink(&mut run);
+    run
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(shipped("../schemas").join(name)).unwrap()).unwrap();
+    jsonschema::draft202012::options().build(&value).unwrap()
+}
+
+fn assert_schema(name: &str, text: &str) {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+    let errors: Vec<String> = schema(name).iter_errors(&value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}");
+}
+
+#[test]
+fn explain_names_the_failure_its_calls_its_chain_and_what_did_not_run() {
+    use cathedral_bundle::{EventKind, NodeStatus};
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = built(&failing_pipeline(), tmp.path(), Encoding::Postcard);
+    assert!(bundle.replay().unwrap().is_coherent(), "{:?}", bundle.replay().unwrap().violations);
+    let x = bundle.explain().unwrap();
+    assert_eq!(x.failures.len(), 1);
+    let f = &x.failures[0];
+    assert_eq!((f.node.as_str(), f.error.as_deref()), ("step_1", Some("tool transform failed")));
+    assert_eq!(f.calls.iter().map(|c| c.kind).collect::<Vec<_>>(), [EventKind::ToolInvoked, EventKind::ToolFailed]);
+    assert_eq!(f.chain.first().map(|l| l.kind), Some(EventKind::RunCreated), "the chain starts at the run's start");
+    assert_eq!(f.chain.last().map(|l| l.kind), Some(EventKind::NodeFailed));
+    assert!(f.chain.windows(2).all(|w| w[0].position < w[1].position));
+    let blocked: Vec<_> = f.blocked.iter().map(|b| (b.node.as_str(), b.status)).collect();
+    assert_eq!(blocked, [("step_2", NodeStatus::Skipped), ("step_3", NodeStatus::Pending)]);
+    assert_eq!(x.run_errors.len(), 1);
+    assert_eq!(x.run_errors[0].payload, cathedral_bundle::replay::Payload::Text("worker lost".into()));
+    // The CLI: one screen, and JSON that matches its schema.
+    let path = tmp.path().join("run.cath-bundle");
+    let out = cathedral(&["explain", "--bundle", path.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    for needle in [
+        "FAILED",
+        "failed: step_1",
+        "error: tool transform failed",
+        "ToolFailed",
+        "not run because of it: step_2 (skipped), step_3 (pending)",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    let out = cathedral(&["explain", "--json", "--bundle", path.to_str().unwrap()]);
+    assert_schema("explain.schema.json", &stdout(&out));
+    // A completed run: every node with its output.
+    let done = BundleLoader::new().load(shipped("bundles/small-postcard.cath-bundle")).unwrap().explain().unwrap();
+    assert!(done.failures.is_empty());
+    assert!(done.nodes.iter().all(|n| n.status == NodeStatus::Completed && n.output_hash.is_some()));
+}
+
+#[test]
+fn replay_json_matches_its_schema_for_clean_and_broken_runs() {
+    for path in [
+        shipped("bundles/snapshot-zstd.cath-bundle"),
+        shipped("replay/parent-is-later.cath-bundle"),
+        shipped("replay/snapshot-disagrees.cath-bundle"),
+    ] {
+        let out = cathedral(&["replay", "--json", "--bundle", path.to_str().unwrap()]);
+        assert_schema("replay-report.schema.json", &stdout(&out));
+    }
+}
+
+#[test]
+fn diff_finds_where_two_runs_of_one_workflow_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, run: &SampleRun, encoding| {
+        let path = tmp.path().join(name);
+        build(run, &path, fixed_options(name, encoding, None));
+        path
+    };
+    let good = sample_run("nightly", 3, false, false);
+    let bad = sample_run("nightly", 3, true, false);
+    let a = write("good.cath-bundle", &good, Encoding::Postcard);
+    let a_cbor = write("good-cbor.cath-bundle", &good, Encoding::Cbor);
+    let b = write("bad.cath-bundle", &bad, Encoding::Postcard);
+    let load = |p: &Path| BundleLoader::new().load(p).unwrap();
+    // The same run, in another encoding and bundle id: equivalent.
+    let same = load(&a).diff(&load(&a_cbor)).unwrap();
+    assert!(same.equivalent, "{same:#?}");
+    // Yesterday's good run against today's failed one.
+    let d = load(&a).diff(&load(&b)).unwrap();
+    assert!(!d.equivalent);
+    assert_eq!(d.metadata.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(), ["status"]);
+    let first = d.events.first_divergence.as_ref().unwrap();
+    assert_eq!(first.key.node.as_deref(), Some("step_2"));
+    let position =
+        good.events.iter().position(|e| e.kind == cathedral_bundle::EventKind::ToolCompleted && e.node_id == good.dag.nodes[2].id);
+    assert_eq!(first.a.as_ref().map(|s| s.position).or(first.b.as_ref().map(|s| s.position)), position.map(|p| p as u64));
+    assert_eq!(d.nodes.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(), ["step_2"]);
+    assert_eq!(d.nodes[0].b.as_ref().unwrap().error.as_deref(), Some("tool transform failed"));
+    // An event moved between nodes' interleaving is not a difference; an added one is.
+    let mut moved = good.clone();
+    let heartbeat = moved.events.iter().position(|e| e.kind == cathedral_bundle::EventKind::Heartbeat).unwrap();
+    let h = moved.events.remove(heartbeat);
+    moved.events.insert(heartbeat + 3, h);
+    fixture_gen::relink(&mut moved);
+    let m = write("moved.cath-bundle", &moved, Encoding::Postcard);
+    assert!(load(&a).diff(&load(&m)).unwrap().events.divergences.is_empty());
+    let mut added = good.clone();
+    let extra = Event::new(
+        fixture_gen::uuid_for("extra"),
+        good.metadata.run_id,
+        cathedral_bundle::Uuid::nil(),
+        0,
+        cathedral_bundle::EventKind::Heartbeat,
+        vec![],
+    );
+    added.events.insert(5, extra);
+    fixture_gen::relink(&mut added);
+    let plus = write("added.cath-bundle", &added, Encoding::Postcard);
+    let d = load(&a).diff(&load(&plus)).unwrap();
+    assert_eq!((d.events.only_in_a, d.events.only_in_b, d.events.first_divergence.unwrap().what), (0, 1, "only_in_b"));
+    // The CLI: exit 0 for a bundle and its own archive, 1 for different runs, JSON per its schema.
+    let dir = shipped("bundles/small-postcard.cath-bundle");
+    let archive = shipped("archives/small-postcard.cath-bundle.tar.zst");
+    assert_eq!(code(&cathedral(&["diff", dir.to_str().unwrap(), archive.to_str().unwrap()])), 0);
+    let out = cathedral(&["diff", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert_schema("diff.schema.json", &stdout(&out));
+    assert!(stdout(&cathedral(&["diff", a.to_str().unwrap(), b.to_str().unwrap()])).contains("first divergence: step_2"));
+}
