@@ -17,10 +17,9 @@ echo
 echo "\$ cathedral inspect --bundle $bundle"
 "$cathedral" inspect --bundle "$bundle"
 echo
-echo "\$ cathedral inspect --bundle $bundle --events --kind NodeFailed"
-failed=$("$cathedral" inspect --bundle "$bundle" --events --kind NodeFailed)
-echo "$failed"
+echo "\$ cathedral explain --bundle $bundle"
+"$cathedral" explain --bundle "$bundle"
 echo
-echo "# the failing event's payload, decoded from base64:"
-echo "$failed" | sed -E 's/.*"payload":"([^"]*)".*/\1/' | base64 -d
+echo "\$ cathedral replay --bundle $bundle"
+"$cathedral" replay --bundle "$bundle"
 echo

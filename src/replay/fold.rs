@@ -230,10 +230,11 @@ impl<'b> Fold<'b> {
     fn apply(&mut self, e: &Event) -> Result<(), Error> {
         let pos = self.state.position;
         self.kinds[e.kind as usize] += 1;
-        self.check_parent(e)?;
-        self.check_hashes(e);
+        // In the order of REPLAY.md §4.1–4.4, then the node's rules.
         self.check_run(e);
         let node = self.node_of(e);
+        self.check_parent(e)?;
+        self.check_hashes(e);
         match node {
             Some(n) => self.apply_to_node(e, n)?,
             None if e.kind == EventKind::Error && e.node_id.is_nil() => self.run_error = self.run_error.map(|_| true),
@@ -541,6 +542,7 @@ impl<'b> Fold<'b> {
             (RunStatus::Cancelled, Some(EventKind::RunCompleted)) => Some("metadata.json says cancelled, but the run completed".into()),
             _ => None,
         };
+        let problem = if self.last.is_none() { Some("a run starts with RunCreated".to_string()) } else { problem };
         let Some(detail) = problem else { return };
         let violation = match self.last {
             Some((position, id, kind, parent)) => Found {
