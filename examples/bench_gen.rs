@@ -6,6 +6,8 @@
 //! bench_gen store DIR EVENTS BLOBS MIN MAX [mix]   run store with one run; blobs of MIN..=MAX bytes (mix: realistic content)
 //! bench_gen floor DIR COUNT MIN MAX                COUNT plain files of MIN..=MAX bytes (the file-system floor)
 //! bench_gen codec EVENTS DIR                       events/s: in-memory encode/decode and log write/read, both encodings
+//! bench_gen replay-bundle OUT EVENTS                a coherent run of EVENTS events over 1,000 interleaved nodes
+//! bench_gen replay BUNDLE ROUNDS                   events/s of the log decode alone and of replay, alternating, medians
 //! ```
 
 use std::io::Write;
@@ -250,6 +252,107 @@ fn codec(events: u64, dir: &Path) {
     println!("{}", serde_json::Value::Object(report));
 }
 
+/// A coherent run (REPLAY.md): 1,000 independent nodes run side by side,
+/// each scheduled, started, calling a tool repeatedly (every call's result
+/// names the node's output blob), and completed; parents and state hashes
+/// chain every event.
+fn replay_bundle(out: &Path, events: u64) {
+    const NODES: u64 = 1000;
+    let mut rng = Rng(5);
+    let ids: Vec<Uuid> = (0..NODES).map(|_| rng.uuid()).collect();
+    let dag = Dag {
+        nodes: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| DagNode { id: *id, name: format!("node_{i}"), kind: "tool".into(), depends_on: vec![] })
+            .collect(),
+        edges: vec![],
+        entry_nodes: ids.clone(),
+        exit_nodes: ids.clone(),
+    };
+    let mut b = BundleBuilder::create(out, BuildOptions::default().compression_level(None).overwrite(true)).unwrap();
+    let outputs: Vec<cathedral_bundle::Digest> = (0..NODES).map(|i| b.add_blob(format!("{{\"node\":{i}}}").as_bytes()).unwrap()).collect();
+    let per_node = (events.saturating_sub(3) / NODES).max(4) & !1;
+    let mut state = cathedral_bundle::Digest::of(b"bench");
+    let mut last: Vec<Option<Uuid>> = vec![None; NODES as usize];
+    let (mut time, mut count, mut previous) = (0u64, 0u64, None);
+    let mut id_rng = Rng(6);
+    let mut push = |b: &mut BundleBuilder, node: Uuid, kind: EventKind, payload: Vec<u8>, parent: Option<Uuid>| {
+        let mut e = Event::new(id_rng.uuid(), run_id(), node, time, kind, payload);
+        e.parent_event_id = parent;
+        e.prior_state_hash = Some(state);
+        state = cathedral_bundle::Digest::of(&[state.as_bytes().as_slice(), e.event_id.as_bytes()].concat());
+        e.post_state_hash = Some(state);
+        b.add_event(&e).unwrap();
+        time += 1;
+        count += 1;
+        e.event_id
+    };
+    let created = push(&mut b, Uuid::nil(), EventKind::RunCreated, b"{}".to_vec(), None);
+    let started = push(&mut b, Uuid::nil(), EventKind::RunStarted, b"{}".to_vec(), Some(created));
+    for step in 0..per_node {
+        for (n, node) in ids.iter().enumerate() {
+            let kind = match step {
+                0 => EventKind::NodeScheduled,
+                1 => EventKind::NodeStarted,
+                s if s + 1 == per_node => EventKind::NodeCompleted,
+                s if s % 2 == 0 => EventKind::ToolInvoked,
+                _ => EventKind::ToolCompleted,
+            };
+            let payload = match kind {
+                EventKind::ToolCompleted | EventKind::NodeCompleted => {
+                    format!("{{\"output\":\"{}\",\"rows\":{step},\"took_ms\":{}}}", outputs[n], rng.range(1, 900))
+                }
+                _ => format!("{{\"tool\":\"transform\",\"step\":{step},\"args\":\"{}\"}}", "x".repeat(60)),
+            };
+            let parent = last[n].or(Some(started));
+            last[n] = Some(push(&mut b, *node, kind, payload.into_bytes(), parent));
+            previous = last[n];
+        }
+    }
+    push(&mut b, Uuid::nil(), EventKind::RunCompleted, b"{}".to_vec(), previous);
+    let mut m = metadata(count);
+    m.node_count = NODES;
+    b.set_metadata(m).unwrap();
+    b.set_workflow("workflow bench {}\n");
+    b.set_dag(dag).unwrap();
+    b.build().unwrap();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times the log decode alone against replay on one loaded bundle,
+/// alternating, and prints medians as JSON.
+fn replay(bundle: &Path, rounds: u64) {
+    let bundle = cathedral_bundle::BundleLoader::new().mode(cathedral_bundle::VerifyMode::Fast).load(bundle).unwrap();
+    let n = f64::from(bundle.event_count());
+    let (mut decode, mut fold) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let mut kinds = 0u64;
+        for e in bundle.events() {
+            kinds += e.unwrap().kind as u64;
+        }
+        std::hint::black_box(kinds);
+        decode.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let report = bundle.replay().unwrap();
+        fold.push(t.elapsed().as_secs_f64());
+        assert!(report.is_coherent(), "{:?}", report.violations.first());
+    }
+    let (d, f) = (median(decode), median(fold));
+    let report = serde_json::json!({
+        "events": n, "rounds": rounds,
+        "decode_s": d, "replay_s": f,
+        "decode_events_per_s": n / d, "replay_events_per_s": n / f,
+        "replay_over_decode_speed": d / f,
+    });
+    println!("{report}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = |i: usize| args[i].parse::<u64>().unwrap();
@@ -259,6 +362,8 @@ fn main() {
         Some("store") => store(Path::new(&args[2]), n(3), n(4), n(5), n(6), args.get(7).is_some_and(|a| a == "mix")),
         Some("floor") => floor(Path::new(&args[2]), n(3), n(4), n(5)),
         Some("codec") => codec(n(2), Path::new(&args[3])),
+        Some("replay-bundle") => replay_bundle(Path::new(&args[2]), n(3)),
+        Some("replay") => replay(Path::new(&args[2]), n(3)),
         _ => {
             eprintln!("usage: see the doc comment of examples/bench_gen.rs");
             std::process::exit(2);

@@ -35,14 +35,40 @@ pub fn is_lower_hex(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Decodes exactly `2 × N` lowercase hex characters.
+/// Nibble values of `0-9a-f`; 0xFF for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes exactly `2 × N` lowercase hex characters. One table lookup per
+/// character validates and decodes at once (the `hex` crate also accepts
+/// uppercase and needs a second validating pass; hashes are parsed once
+/// per replayed event, so this is on a hot path).
 pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N || !is_lower_hex(text) {
+    let bytes = text.as_bytes();
+    if bytes.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0F);
+    }
+    // Valid nibbles are below 16; 0xFF sets the high bits.
+    (bad < 16).then_some(out)
 }
 
 /// Parses a UUID in its one accepted text form: hyphenated lowercase.

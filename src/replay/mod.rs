@@ -11,6 +11,7 @@ mod explain;
 mod fold;
 mod lookup;
 pub mod payload;
+mod read;
 
 pub use diff::{BlobDiff, DagDiff, Divergence, EventDiff, EventKey, FieldDiff, NodeDiff, RunDiff, Side};
 pub use explain::{Blocked, EventNote, Explanation, Failure, Payload};
