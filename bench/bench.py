@@ -24,10 +24,12 @@ MIB = 1 << 20
 
 FULL = dict(large_count=64, large_size=16 * MIB, small_count=100_000, create_count=100_000,
             big_events=1_000_000, big_blobs=10_000, codec_events=1_000_000,
-            access_sizes=[100_000, 1_000_000, 10_000_000], mix_blobs=3_000, repeat=3)
+            access_sizes=[100_000, 1_000_000, 10_000_000], mix_blobs=3_000, repeat=3,
+            replay_sizes=[1_000_000, 10_000_000], replay_rounds=5)
 SMOKE = dict(large_count=2, large_size=1 * MIB, small_count=500, create_count=500,
              big_events=5_000, big_blobs=50, codec_events=10_000,
-             access_sizes=[1_000, 10_000], mix_blobs=30, repeat=1)
+             access_sizes=[1_000, 10_000], mix_blobs=30, repeat=1,
+             replay_sizes=[20_000], replay_rounds=1)
 
 
 def sh(cmd, **kw):
@@ -152,11 +154,36 @@ def archives(cfg, work, res, rep, section):
         res.add(f"unpack ({what}) vs tar --zstd -xf + sync", ours, ref, ours / ref, "<= 1.2x", ours / ref <= 1.2, "s")
 
 
+def replay(cfg, work, res, rep, section):
+    """9. Replay, explain, diff on coherent runs of 1,000 interleaved nodes:
+    replay's fold against the log decode alone (in process, alternating),
+    the commands' wall time, and peak memory."""
+    section("9. replay")
+    for n in cfg["replay_sizes"]:
+        b = work / f"replay-{n}.cath-bundle"
+        sh([GEN, "replay-bundle", b, str(n)])
+        m = json.loads(sh([GEN, "replay", b, str(cfg["replay_rounds"])], capture_output=True, text=True).stdout)
+        speed, decode = m["replay_events_per_s"], m["decode_events_per_s"]
+        res.add(f"replay, {n} events (postcard) vs the log decode alone", speed, decode, speed / decode,
+                ">= 5 M/s and >= 0.5x", speed >= 5e6 and speed / decode >= 0.5, "ev/s")
+        t, rss = timed([BIN, "replay", "--fast", "--bundle", b], 1)
+        res.add(f"cathedral replay --fast, {n} events: wall time", t, None, None, None, None, "s")
+        res.add(f"peak RSS, cathedral replay --fast, {n} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+        t, _ = timed([BIN, "replay", "--bundle", b], 1)
+        res.add(f"cathedral replay (verifies first), {n} events: wall time", t, None, None, None, None, "s")
+        t, rss = timed([BIN, "explain", "--fast", "--bundle", b], 1)
+        res.add(f"cathedral explain --fast, {n} events: wall time", t, None, None, "seconds", None, "s")
+        t, rss = timed([BIN, "diff", "--fast", b, b], 1)
+        res.add(f"cathedral diff --fast, {n} events against itself: wall time", t, None, None, "seconds", None, "s")
+        res.add(f"peak RSS, cathedral diff --fast, {n} events", rss, None, None, None, None, "B")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     ap.add_argument("--archives", action="store_true", help="only the archive section (8), at full size")
+    ap.add_argument("--replay", action="store_true", help="only the replay section (9), at full size")
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
     rep = cfg["repeat"]
@@ -165,11 +192,11 @@ def main():
     res = Results(judged=not args.smoke)
     began = time.perf_counter()
     print(f"work directory: {work}", flush=True)
-    if args.archives:
+    if args.archives or args.replay:
         def quick(title):
             os.sync()
             print(title, flush=True)
-        archives(cfg, work, res, rep, quick)
+        (archives if args.archives else replay)(cfg, work, res, rep, quick)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -297,6 +324,7 @@ def main():
     res.add("verify (decompressing) vs zstd -d piped into b3sum", ours, ref, ours / ref, None, None, "s")
 
     archives(cfg, work, res, rep, section)
+    replay(cfg, work, res, rep, section)
 
     elapsed = time.perf_counter() - began
     out = dict(smoke=args.smoke, elapsed_s=elapsed, machine=dict(cpus=os.cpu_count()), results=res.rows)

@@ -113,6 +113,24 @@ fn the_cli_replays_archives_and_prints_the_state_at_a_point() {
     assert_eq!(&shown, snapshot, "the events up to the snapshot's time give the snapshot");
     let out = cathedral(&["replay", "--bundle", shipped("bundles/small-postcard.cath-bundle").to_str().unwrap(), "--from-snapshot"]);
     assert_eq!(code(&out), 3, "no snapshot to start from");
+    // inspect --node takes a name (directory and archive alike); an unknown one is a usage error.
+    for bundle in [shipped("bundles/small-postcard.cath-bundle"), archive.clone()] {
+        let b = bundle.to_str().unwrap();
+        let out =
+            cathedral(&["inspect", "--bundle", b, "--events", "--node", "step_1", "--kind", "NodeStarted", "--kind", "NodeCompleted"]);
+        assert_eq!(code(&out), 0, "{}", support::cli::stderr(&out));
+        let kinds: Vec<String> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds, ["NodeStarted", "NodeCompleted"]);
+        let out = cathedral(&["inspect", "--bundle", b, "--events", "--node", "nope"]);
+        assert_eq!(code(&out), 2);
+        assert!(support::cli::stderr(&out).contains("step_0, step_1, step_2"));
+        let out = cathedral(&["inspect", "--bundle", b, "--events", "--kind", "ToolCompleted", "--decode-payload", "--limit", "1"]);
+        let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert!(line["payload_json"]["output"].is_string(), "{line}");
+    }
 }
 
 /// Breaks `run` by `edit` and expects replay to report it.

@@ -310,6 +310,11 @@ impl ReplayBundle {
         self.events_from(0)
     }
 
+    /// A walk over the records from `position` on (none past the end).
+    pub(crate) fn records_from(&self, position: u32) -> Result<Option<crate::format::log::RecordWalk<'_>>, Error> {
+        Ok(self.index().offset(position)?.map(|offset| self.log().walk_from(offset, position)))
+    }
+
     /// Events from `position` on, in log order, read sequentially.
     pub fn events_from(&self, position: u32) -> impl Iterator<Item = Result<Event, Error>> + '_ {
         let (mut walk, mut failed) = (None, None);

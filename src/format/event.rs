@@ -253,12 +253,7 @@ impl Event {
     /// The blob a `BlobStored` event names: its payload must be exactly the
     /// 64 lowercase hex characters of a content hash.
     pub fn stored_blob(&self) -> Option<Result<Digest, Error>> {
-        (self.kind == EventKind::BlobStored).then(|| {
-            std::str::from_utf8(&self.payload)
-                .ok()
-                .and_then(|t| Digest::parse(t).ok())
-                .ok_or_else(|| Error::rule("event", "blob reference", "a BlobStored payload must be a 64-hex content hash"))
-        })
+        self.as_ref().stored_blob()
     }
 
     /// Appends the encoded record (without its length prefix) to `out`.
@@ -429,7 +424,7 @@ impl EventRules {
 mod wire {
     use uuid::Uuid;
 
-    use super::{Event, EventKind};
+    use super::{Event, EventKind, EventRef};
     use crate::digest::Digest;
 
     pub fn encode(e: &Event, out: &mut Vec<u8>) {
@@ -519,6 +514,11 @@ mod wire {
     }
 
     pub fn decode(record: &[u8]) -> Result<Event, String> {
+        decode_ref(record).map(|e| e.to_event())
+    }
+
+    /// Decodes a record without copying its payload.
+    pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
         let mut r = Reader { bytes: record, at: 0 };
         let event_id = Uuid::from_bytes(r.array("event_id")?);
         let run_id = Uuid::from_bytes(r.array("run_id")?);
@@ -529,14 +529,14 @@ mod wire {
         let kind = *EventKind::ALL.get(kind as usize).ok_or_else(|| format!("unknown event kind {kind}"))?;
         let len = r.varint("payload length", 10, u64::MAX)?;
         let len = usize::try_from(len).map_err(|_| format!("payload length {len} is out of range"))?;
-        let payload = r.take(len, "payload")?.to_vec();
+        let payload = r.take(len, "payload")?;
         let payload_hash = Digest(r.array("payload_hash")?);
         let prior_state_hash = r.option("prior_state_hash")?.map(Digest);
         let post_state_hash = r.option("post_state_hash")?.map(Digest);
         if r.at != record.len() {
             return Err(format!("{} bytes after the event inside its record", record.len() - r.at));
         }
-        Ok(Event {
+        Ok(EventRef {
             event_id,
             run_id,
             node_id,
@@ -548,6 +548,96 @@ mod wire {
             prior_state_hash,
             post_state_hash,
         })
+    }
+}
+
+/// An event whose payload is borrowed (from a record, or from an [`Event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// See [`Event::event_id`].
+    pub event_id: Uuid,
+    /// See [`Event::run_id`].
+    pub run_id: Uuid,
+    /// See [`Event::node_id`].
+    pub node_id: Uuid,
+    /// See [`Event::parent_event_id`].
+    pub parent_event_id: Option<Uuid>,
+    /// See [`Event::logical_time`].
+    pub logical_time: u64,
+    /// See [`Event::kind`].
+    pub kind: EventKind,
+    /// See [`Event::payload`].
+    pub payload: &'a [u8],
+    /// See [`Event::payload_hash`].
+    pub payload_hash: Digest,
+    /// See [`Event::prior_state_hash`].
+    pub prior_state_hash: Option<Digest>,
+    /// See [`Event::post_state_hash`].
+    pub post_state_hash: Option<Digest>,
+}
+
+impl EventRef<'_> {
+    /// See [`Event::stored_blob`].
+    pub fn stored_blob(&self) -> Option<Result<Digest, Error>> {
+        (self.kind == EventKind::BlobStored).then(|| {
+            std::str::from_utf8(self.payload)
+                .ok()
+                .and_then(|t| Digest::parse(t).ok())
+                .ok_or_else(|| Error::rule("event", "blob reference", "a BlobStored payload must be a 64-hex content hash"))
+        })
+    }
+
+    /// The owned event.
+    pub fn to_event(self) -> Event {
+        Event {
+            event_id: self.event_id,
+            run_id: self.run_id,
+            node_id: self.node_id,
+            parent_event_id: self.parent_event_id,
+            logical_time: self.logical_time,
+            kind: self.kind,
+            payload: self.payload.to_vec(),
+            payload_hash: self.payload_hash,
+            prior_state_hash: self.prior_state_hash,
+            post_state_hash: self.post_state_hash,
+        }
+    }
+}
+
+impl Event {
+    /// This event with its payload borrowed.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            event_id: self.event_id,
+            run_id: self.run_id,
+            node_id: self.node_id,
+            parent_event_id: self.parent_event_id,
+            logical_time: self.logical_time,
+            kind: self.kind,
+            payload: &self.payload,
+            payload_hash: self.payload_hash,
+            prior_state_hash: self.prior_state_hash,
+            post_state_hash: self.post_state_hash,
+        }
+    }
+
+    /// Calls `f` with the record decoded, borrowing its payload from the
+    /// record where the encoding allows (postcard; CBOR decodes a copy).
+    /// The same checks as [`Event::decode`].
+    pub fn with_decoded<T>(
+        record: &[u8],
+        encoding: Encoding,
+        file: &str,
+        offset: u64,
+        f: impl FnOnce(EventRef<'_>) -> T,
+    ) -> Result<T, Error> {
+        match encoding {
+            Encoding::Postcard => {
+                let event = wire::decode_ref(record).map_err(|detail| Error::malformed(file, "event record", offset, detail))?;
+                Ok(f(event))
+            }
+            Encoding::Cbor => Event::decode(record, encoding, file, offset).map(|e| f(e.as_ref())),
+        }
     }
 }
 

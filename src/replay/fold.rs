@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use super::lookup::{chain, Blobs, Parents};
-use super::read::{each_event, Prepared};
+use super::read::{each_event, Step};
 use super::{payload, HashCounts, NodeRun, ReplayOptions, ReplayReport, Rule, RunPhase, RunState, SnapshotCheck, Stop, Violation};
 use crate::bundle::ReplayBundle;
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::format::event::{Event, EventKind};
+use crate::format::event::EventKind;
 use crate::format::model::{NodeStatus, RunStatus, Snapshot};
 
 /// Which node an event kind may name (REPLAY.md §2).
@@ -137,9 +137,9 @@ pub(super) fn run(bundle: &ReplayBundle, options: &ReplayOptions) -> Result<Repl
         }
     };
     let start_u32 = u32::try_from(start).unwrap_or(u32::MAX);
-    each_event(bundle, start_u32, end - start, |prepared| {
+    each_event(bundle, start_u32, end - start, |step| {
         at_snapshot(&mut fold, &mut check);
-        fold.apply(prepared)
+        fold.apply(step)
     })?;
     at_snapshot(&mut fold, &mut check);
     let complete = options.stop.is_none();
@@ -235,7 +235,7 @@ impl<'b> Fold<'b> {
     }
 
     /// Records that event `e` at the current position breaks `rule`.
-    fn violate(&mut self, rule: Rule, e: &Event, node: Option<usize>, detail: String) {
+    fn violate(&mut self, rule: Rule, e: &Step, node: Option<usize>, detail: String) {
         let violation = Violation {
             rule,
             position: Some(self.state.position),
@@ -250,8 +250,8 @@ impl<'b> Fold<'b> {
     }
 
     /// Applies one event: the event at the current position.
-    fn apply(&mut self, prepared: &Prepared) -> Result<(), Error> {
-        let e = &prepared.event;
+    fn apply(&mut self, step: &Step) -> Result<(), Error> {
+        let e = step;
         let pos = self.state.position;
         self.kinds[e.kind as usize] += 1;
         // In the order of REPLAY.md §4.1–4.4, then the node's rules.
@@ -260,18 +260,16 @@ impl<'b> Fold<'b> {
         self.check_parent(e, node)?;
         self.check_hashes(e);
         match node {
-            Some(n) => self.apply_to_node(prepared, n)?,
+            Some(n) => self.apply_to_node(step, n)?,
             None if e.kind == EventKind::Error && e.node_id.is_nil() => self.run_error = self.run_error.map(|_| true),
             None => {}
         }
-        if let Some(stored) = e.stored_blob() {
-            match stored {
-                Ok(hash) if !self.blobs.holds(self.bundle, &hash)? => {
-                    self.violate(Rule::OutputReference, e, node, format!("BlobStored names blob {hash}, which the bundle does not hold"))
-                }
-                Ok(_) => {}
-                Err(_) => self.violate(Rule::OutputReference, e, node, "a BlobStored payload must be a 64-hex content hash".into()),
+        match e.stored {
+            Some(Some(hash)) if !self.blobs.holds(self.bundle, &hash)? => {
+                self.violate(Rule::OutputReference, e, node, format!("BlobStored names blob {hash}, which the bundle does not hold"))
             }
+            Some(None) => self.violate(Rule::OutputReference, e, node, "a BlobStored payload must be a 64-hex content hash".into()),
+            _ => {}
         }
         self.parents.record(e.event_id, pos);
         let slot = node.unwrap_or(self.state.nodes.len());
@@ -284,7 +282,7 @@ impl<'b> Fold<'b> {
 
     /// Causality (§4.3). Most parents are the previous event, or the
     /// previous event of the same node: those are compared first.
-    fn check_parent(&mut self, e: &Event, node: Option<usize>) -> Result<(), Error> {
+    fn check_parent(&mut self, e: &Step, node: Option<usize>) -> Result<(), Error> {
         let Some(parent) = e.parent_event_id else { return Ok(()) };
         let pos = self.state.position;
         let same_node = self.last_of_node[node.unwrap_or(self.state.nodes.len())];
@@ -303,7 +301,7 @@ impl<'b> Fold<'b> {
         Ok(())
     }
 
-    fn check_hashes(&mut self, e: &Event) {
+    fn check_hashes(&mut self, e: &Step) {
         let first = matches!(self.prev, Prev::None);
         if let (Prev::Post(Some(before)), Some(prior)) = (self.prev, e.prior_state_hash) {
             if before != prior {
@@ -329,7 +327,7 @@ impl<'b> Fold<'b> {
         self.prev = Prev::Post(e.post_state_hash);
     }
 
-    fn check_run(&mut self, e: &Event) {
+    fn check_run(&mut self, e: &Step) {
         let pos = self.state.position;
         if let Some((end, kind)) = self.run_end {
             if !self.after_run_end_reported {
@@ -356,7 +354,7 @@ impl<'b> Fold<'b> {
     }
 
     /// A terminal run event: the run's end must agree with its nodes.
-    fn end_run(&mut self, e: &Event) {
+    fn end_run(&mut self, e: &Step) {
         if self.run_end.is_some() {
             return;
         }
@@ -382,7 +380,7 @@ impl<'b> Fold<'b> {
     }
 
     /// The DAG node `e` names, after checking that its kind may name it.
-    fn node_of(&mut self, e: &Event) -> Option<usize> {
+    fn node_of(&mut self, e: &Step) -> Option<usize> {
         let nil = e.node_id.is_nil();
         let found = self.nodes.get(&e.node_id);
         let detail = match (scope(e.kind), nil, found) {
@@ -397,9 +395,9 @@ impl<'b> Fold<'b> {
     }
 
     /// Applies a node's event to the node.
-    fn apply_to_node(&mut self, prepared: &Prepared, n: usize) -> Result<(), Error> {
+    fn apply_to_node(&mut self, step: &Step, n: usize) -> Result<(), Error> {
         use EventKind::*;
-        let e = &prepared.event;
+        let e = step;
         let status = self.state.nodes[n].status;
         if status.is_terminal() {
             if !self.aux[n].after_end_reported {
@@ -417,23 +415,23 @@ impl<'b> Fold<'b> {
             NodeStarted => self.transition(e, n, &[NodeStatus::Scheduled], NodeStatus::Running),
             NodeCompleted => {
                 self.transition(e, n, &[NodeStatus::Running], NodeStatus::Completed);
-                self.take_output(prepared, n)?;
+                self.take_output(step, n)?;
             }
             NodeFailed => {
                 self.transition(e, n, &[NodeStatus::Running], NodeStatus::Failed);
-                self.state.nodes[n].error = payload::error_text(&e.payload);
+                self.state.nodes[n].error = payload::error_text(e.payload());
             }
             NodeSkipped => {
                 self.transition(e, n, &[NodeStatus::Pending, NodeStatus::Scheduled], NodeStatus::Skipped);
                 self.check_skip_cause(e, n);
             }
-            ToolInvoked | ToolCompleted | ToolFailed | ToolTimedOut => self.apply_tool(prepared, n)?,
+            ToolInvoked | ToolCompleted | ToolFailed | ToolTimedOut => self.apply_tool(step, n)?,
             _ => {}
         }
         Ok(())
     }
 
-    fn transition(&mut self, e: &Event, n: usize, from: &[NodeStatus], to: NodeStatus) {
+    fn transition(&mut self, e: &Step, n: usize, from: &[NodeStatus], to: NodeStatus) {
         let status = self.state.nodes[n].status;
         if !from.contains(&status) {
             let expected = from.iter().map(|s| s.name()).collect::<Vec<_>>().join(" or ");
@@ -444,7 +442,7 @@ impl<'b> Fold<'b> {
         self.aux[n].last_lifecycle = Some(self.state.position);
     }
 
-    fn check_dependencies_completed(&mut self, e: &Event, n: usize) {
+    fn check_dependencies_completed(&mut self, e: &Step, n: usize) {
         for i in 0..self.deps[n].len() {
             let d = self.deps[n][i];
             let status = self.state.nodes[d].status;
@@ -459,7 +457,7 @@ impl<'b> Fold<'b> {
         }
     }
 
-    fn check_skip_cause(&mut self, e: &Event, n: usize) {
+    fn check_skip_cause(&mut self, e: &Step, n: usize) {
         let cause = self.deps[n].iter().any(|&d| matches!(self.state.nodes[d].status, NodeStatus::Failed | NodeStatus::Skipped));
         if !cause {
             let detail = "skipped, but no dependency failed or was skipped".to_string();
@@ -467,8 +465,8 @@ impl<'b> Fold<'b> {
         }
     }
 
-    fn apply_tool(&mut self, prepared: &Prepared, n: usize) -> Result<(), Error> {
-        let e = &prepared.event;
+    fn apply_tool(&mut self, step: &Step, n: usize) -> Result<(), Error> {
+        let e = step;
         let status = self.state.nodes[n].status;
         if status != NodeStatus::Running {
             let detail = format!("{} while the node is {}; tool events occur only while it runs", e.kind, status.name());
@@ -486,15 +484,15 @@ impl<'b> Fold<'b> {
         let aux = &mut self.aux[n];
         aux.open_tools = aux.open_tools.saturating_sub(1);
         if e.kind == EventKind::ToolCompleted {
-            self.take_output(prepared, n)?;
+            self.take_output(step, n)?;
         }
         Ok(())
     }
 
     /// A completion's `output` member becomes the node's output hash.
-    fn take_output(&mut self, prepared: &Prepared, n: usize) -> Result<(), Error> {
-        let e = &prepared.event;
-        match prepared.output() {
+    fn take_output(&mut self, step: &Step, n: usize) -> Result<(), Error> {
+        let e = step;
+        match step.output() {
             None | Some(Ok(None)) => {}
             Some(Ok(Some(hash))) => {
                 // A node names the same output again and again: look a held one up once.
