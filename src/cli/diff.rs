@@ -29,13 +29,13 @@ pub struct Args {
     read: super::open::ReadArgs,
 }
 
-pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
+pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let loader = args.read.loader()?;
-    let a = match super::open::open(&loader, &args.a, "not compared")? {
+    let a = match super::open::open(&loader, &args.a, "not compared", quiet)? {
         Ok(b) => b,
         Err(outcome) => return Ok(outcome),
     };
-    let b = match super::open::open(&loader, &args.b, "not compared")? {
+    let b = match super::open::open(&loader, &args.b, "not compared", quiet)? {
         Ok(b) => b,
         Err(outcome) => return Ok(outcome),
     };

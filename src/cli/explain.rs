@@ -28,9 +28,9 @@ pub struct Args {
     read: super::open::ReadArgs,
 }
 
-pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
+pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let loader = args.read.loader()?;
-    let bundle = match super::open::open(&loader, &args.bundle, "not explained")? {
+    let bundle = match super::open::open(&loader, &args.bundle, "not explained", quiet)? {
         Ok(b) => b,
         Err(outcome) => return Ok(outcome),
     };

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use cathedral_bundle::{BundleLoader, Error, ReplayBundle, VerifyMode};
 
+use super::progress::Bar;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -26,11 +27,15 @@ impl ReadArgs {
     }
 }
 
-/// Verifies and opens the bundle (directory or archive) at `path`; a
-/// bundle refused by verification or by the signature policy becomes the
-/// command's outcome, its findings printed.
-pub fn open(loader: &BundleLoader<'_>, path: &Path, refusing: &str) -> Result<Result<ReplayBundle, Outcome>, Error> {
-    match loader.load(path) {
+/// Verifies and opens the bundle (directory or archive) at `path`, with a
+/// progress bar on long verifications; a bundle refused by verification or
+/// by the signature policy becomes the command's outcome, its findings
+/// printed.
+pub fn open(loader: &BundleLoader<'_>, path: &Path, refusing: &str, quiet: bool) -> Result<Result<ReplayBundle, Outcome>, Error> {
+    let bar = Bar::new("verifying", quiet);
+    let loaded = loader.clone().progress(&bar).load(path);
+    bar.finish();
+    match loaded {
         Ok(bundle) => Ok(Ok(bundle)),
         Err(e) => super::trust::refused(e, refusing).map(Err),
     }
