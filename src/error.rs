@@ -288,6 +288,16 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// Object storage could not be reached or refused a request (network,
+    /// credentials, permissions), after retries. Never a statement about a
+    /// bundle's validity. Credentials never appear in it.
+    #[error("{location}: {detail}")]
+    Remote {
+        /// The remote, and the object when there is one.
+        location: String,
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl From<crate::text::InvalidText> for Error {

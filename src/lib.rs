@@ -87,6 +87,8 @@ pub mod format;
 mod fsutil;
 mod limits;
 mod path;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod replay;
 pub mod store;
 mod text;

@@ -17,53 +17,53 @@ use super::Outcome;
 pub struct Args {
     /// The bundle: a directory or a .cath-bundle.tar.zst archive (read in one verifying pass).
     #[arg(long)]
-    bundle: PathBuf,
+    pub(super) bundle: PathBuf,
     /// Print events as JSON lines (the run store's event form).
     #[arg(long)]
-    events: bool,
+    pub(super) events: bool,
     /// With --events: start at this position (0-based).
     #[arg(long, requires = "events", default_value_t = 0)]
-    from: u32,
+    pub(super) from: u32,
     /// With --events: print at most this many events.
     #[arg(long, requires = "events")]
-    limit: Option<u64>,
+    pub(super) limit: Option<u64>,
     /// With --events: only events of this kind. Repeatable: any of the kinds.
     #[arg(long, requires = "events", value_parser = parse_kind)]
-    kind: Vec<EventKind>,
+    pub(super) kind: Vec<EventKind>,
     /// With --events: only events of this node, by id or by its name in dag.json.
     #[arg(long, requires = "events", value_name = "NODE")]
-    node: Option<String>,
+    pub(super) node: Option<String>,
     /// With --events, --event or --time: add the payload decoded, as `payload_json` (a JSON payload) or `payload_text` (UTF-8 text).
     #[arg(long)]
-    decode_payload: bool,
+    pub(super) decode_payload: bool,
     /// Print the event with this id, found through the index.
     #[arg(long, value_name = "ID", value_parser = parse_uuid)]
-    event: Option<Uuid>,
+    pub(super) event: Option<Uuid>,
     /// Print the first event at this logical time, found through the index.
     #[arg(long, value_name = "T")]
-    time: Option<u64>,
+    pub(super) time: Option<u64>,
     /// Write the original content of the blob with this hash, checked against it.
     #[arg(long, value_name = "HASH", value_parser = parse_hash)]
-    blob: Option<Digest>,
+    pub(super) blob: Option<Digest>,
     /// Write the snapshot as JSON.
     #[arg(long)]
-    snapshot: bool,
+    pub(super) snapshot: bool,
     /// Write to this file instead of stdout.
     #[arg(long)]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
     /// Replace an existing output file.
     #[arg(long, requires = "output")]
-    force: bool,
+    pub(super) force: bool,
     /// Print the summary as JSON.
     #[arg(long, conflicts_with_all = ["events", "event", "time", "blob", "snapshot"])]
-    json: bool,
+    pub(super) json: bool,
     /// Check structure and sizes only before reading; do not hash the bundle first.
     #[arg(long)]
-    fast: bool,
+    pub(super) fast: bool,
     #[command(flatten)]
-    trust: super::trust::TrustArgs,
+    pub(super) trust: super::trust::TrustArgs,
     #[command(flatten)]
-    limits: super::limits::LimitArgs,
+    pub(super) limits: super::limits::LimitArgs,
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
@@ -71,7 +71,7 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
 }
 
 /// Which events `--events` prints.
-struct Filter {
+pub(super) struct Filter {
     kinds: Vec<EventKind>,
     nodes: Option<std::collections::HashSet<Uuid>>,
 }
@@ -79,7 +79,7 @@ struct Filter {
 impl Filter {
     /// The filter of `args`; a node given by name is looked up in `dag`
     /// (which must then be given).
-    fn new(args: &Args, dag: Option<&cathedral_bundle::Dag>) -> Result<Self, Error> {
+    pub(super) fn new(args: &Args, dag: Option<&cathedral_bundle::Dag>) -> Result<Self, Error> {
         let nodes = match (&args.node, dag) {
             (None, _) => None,
             (Some(spec), _) if node_id(spec).is_some() => node_id(spec).map(|id| [id].into()),
@@ -97,7 +97,7 @@ impl Filter {
         Ok(Filter { kinds: args.kind.clone(), nodes })
     }
 
-    fn wants(&self, event: &cathedral_bundle::Event) -> bool {
+    pub(super) fn wants(&self, event: &cathedral_bundle::Event) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&event.kind)) && self.nodes.as_ref().is_none_or(|n| n.contains(&event.node_id))
     }
 }
@@ -108,7 +108,7 @@ fn node_id(spec: &str) -> Option<Uuid> {
 }
 
 /// One event as a JSON line; with `decode`, its payload decoded as well.
-fn event_line(event: &cathedral_bundle::Event, decode: bool) -> String {
+pub(super) fn event_line(event: &cathedral_bundle::Event, decode: bool) -> String {
     use cathedral_bundle::replay::payload::{decode as decode_payload, Decoded};
     let mut line = event.to_json_line();
     if decode {
@@ -138,6 +138,9 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
     let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
+    if let Some(url) = args.bundle.to_str().filter(|b| cathedral_bundle::remote::Remote::is_remote(b)) {
+        return super::inspect_remote::run(&args, url);
+    }
     // A node named rather than given by id needs the DAG before the
     // events: an archive is then opened through a verified unpack.
     if is_archive(&args.bundle) && args.node.as_deref().is_none_or(|n| node_id(n).is_some()) {

@@ -6,12 +6,14 @@ mod diff;
 mod explain;
 mod import;
 mod inspect;
+mod inspect_remote;
 mod keygen;
 mod limits;
 mod open;
 mod output;
 mod pack;
 mod progress;
+mod remote;
 mod replay;
 mod trust;
 mod unpack;
@@ -82,6 +84,21 @@ enum Command {
     /// Compare two runs: metadata, DAG, events aligned by node, kind and occurrence, node outcomes, blobs (exit 1 when they differ).
     #[command(after_help = EXIT_CODES)]
     Diff(diff::Args),
+    /// Upload a verified bundle to object storage; blobs the remote holds are not sent again.
+    #[command(after_help = EXIT_CODES)]
+    Push(remote::PushArgs),
+    /// Download a bundle from object storage, verified before it is placed.
+    #[command(after_help = EXIT_CODES)]
+    Pull(remote::PullArgs),
+    /// List the bundles in a remote.
+    #[command(after_help = EXIT_CODES)]
+    Ls(remote::LsArgs),
+    /// Remove a bundle from a remote (its blobs stay until gc).
+    #[command(after_help = EXIT_CODES)]
+    Rm(remote::RmArgs),
+    /// Remove blobs no bundle references, and what killed pushes left, from a remote.
+    #[command(after_help = EXIT_CODES)]
+    Gc(remote::GcArgs),
     /// Create an Ed25519 signing key pair.
     #[command(after_help = KEYGEN_EXIT_CODES)]
     Keygen(keygen::Args),
@@ -108,7 +125,8 @@ fn exit_code(error: &Error) -> u8 {
         | Error::Output { .. }
         | Error::Changed { .. }
         | Error::Compression { .. }
-        | Error::Random { .. } => 3,
+        | Error::Random { .. }
+        | Error::Remote { .. } => 3,
         Error::InvalidInput { .. }
         | Error::Exists { .. }
         | Error::NotReplaceable { .. }
@@ -138,6 +156,11 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args, cli.quiet),
         Command::Explain(args) => explain::run(args, cli.quiet),
         Command::Diff(args) => diff::run(args, cli.quiet),
+        Command::Push(args) => remote::push(args, cli.quiet),
+        Command::Pull(args) => remote::pull(args, cli.quiet),
+        Command::Ls(args) => remote::ls(args),
+        Command::Rm(args) => remote::rm(args, cli.quiet),
+        Command::Gc(args) => remote::gc(args, cli.quiet),
         Command::Keygen(args) => keygen::run(args, cli.quiet),
         Command::Completions(args) => completions::run(args),
     };

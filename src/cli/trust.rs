@@ -23,6 +23,12 @@ pub struct TrustArgs {
 impl TrustArgs {
     /// Applies these options to a loader.
     pub fn apply<'p>(&self, loader: BundleLoader<'p>) -> Result<BundleLoader<'p>, Error> {
+        let (keys, require) = self.keys()?;
+        Ok(loader.trusted_keys(keys).require_signature(require))
+    }
+
+    /// The trusted keys, and whether a signature is required.
+    pub fn keys(&self) -> Result<(Vec<PublicKey>, bool), Error> {
         let mut keys = Vec::new();
         for path in &self.trusted_key {
             keys.push(PublicKey::load(path)?);
@@ -30,7 +36,7 @@ impl TrustArgs {
         if let Some(dir) = &self.trust_dir {
             keys.extend(PublicKey::load_dir(dir)?);
         }
-        Ok(loader.trusted_keys(keys).require_signature(self.require_signature))
+        Ok((keys, self.require_signature))
     }
 }
 

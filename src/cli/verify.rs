@@ -26,6 +26,13 @@ pub struct Args {
     limits: super::limits::LimitArgs,
 }
 
+/// Verifies `REMOTE/<bundle-id>`: every object downloaded once and checked.
+fn verify_remote(url: &str, loader: &BundleLoader<'_>, bar: &Bar) -> Result<VerifyReport, Error> {
+    let (remote, id) = cathedral_bundle::remote::Remote::split_bundle_url(url)
+        .ok_or_else(|| Error::InvalidInput { what: "--bundle", detail: format!("{url}: a remote bundle is REMOTE/<bundle-id>") })?;
+    cathedral_bundle::remote::Remote::open(&remote)?.verify(loader, &id, &|n| bar.add(n))
+}
+
 /// The stable JSON report.
 #[derive(Serialize)]
 struct JsonReport<'a> {
@@ -41,7 +48,10 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     let bar = Bar::new("verifying", quiet);
     let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?.progress(&bar);
-    let report = loader.verify(&args.bundle);
+    let report = match args.bundle.to_str().filter(|b| cathedral_bundle::remote::Remote::is_remote(b)) {
+        Some(url) => verify_remote(url, &loader, &bar),
+        None => loader.verify(&args.bundle),
+    };
     bar.finish();
     let report = report?;
     let mut out = Output::open(None, false)?;
