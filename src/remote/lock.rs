@@ -28,8 +28,25 @@ fn kind_of(rel: &str) -> Option<LockKind> {
 
 impl Remote {
     /// Takes a lock of `kind`, or fails with [`Error::Remote`] naming the
-    /// live lock that excludes it.
+    /// live lock that excludes it. A push waits for a running gc (a few
+    /// tries, backing off up to about 30 s in all); a gc does not wait.
     pub(super) fn acquire(&self, kind: LockKind) -> Result<Held, Error> {
+        let tries = if kind == LockKind::Push { 8 } else { 1 };
+        let mut wait = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.try_acquire(kind) {
+                Err(Error::Remote { detail, .. }) if attempt < tries && detail.starts_with("busy") => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(8));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(&self, kind: LockKind) -> Result<Held, Error> {
         let store = &self.store;
         let rel = format!("locks/{}-{}.json", kind.name(), Uuid::new_v4().hyphenated());
         let body = serde_json::json!({ "kind": kind, "pid": std::process::id() }).to_string().into_bytes();
@@ -38,7 +55,7 @@ impl Remote {
         // The server's clock: our own lock was written just now.
         let now = locks.iter().find(|m| m.rel == rel).map_or_else(|| locks.iter().map(|m| m.modified).max().unwrap_or(0), |m| m.modified);
         let stale = i64::try_from(self.stale_after.as_secs()).unwrap_or(i64::MAX);
-        for other in locks.iter().filter(|m| m.rel != rel && now - m.modified <= stale) {
+        for other in locks.iter().filter(|m| m.rel != rel && now - m.modified < stale) {
             // An unknown kind excludes everything: it may be a newer tool's.
             if kind_of(&other.rel).is_none_or(|k| kind.excludes(k)) {
                 let _ = store.runtime.block_on(store.delete(&rel));
@@ -67,6 +84,6 @@ impl Remote {
         let locks = self.store.runtime.block_on(self.store.list("locks"))?;
         let now = locks.iter().map(|m| m.modified).max().unwrap_or(0);
         let stale = i64::try_from(self.stale_after.as_secs()).unwrap_or(i64::MAX);
-        Ok(locks.into_iter().filter(|m| now - m.modified > stale).map(|m| m.rel).collect())
+        Ok(locks.into_iter().filter(|m| now - m.modified >= stale).map(|m| m.rel).collect())
     }
 }
