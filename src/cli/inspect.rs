@@ -134,13 +134,17 @@ fn parse_hash(s: &str) -> Result<Digest, String> {
     Digest::parse(s).map_err(|e| e.to_string())
 }
 
+impl Args {
+    /// The bundle as a remote URL (`REMOTE/<bundle-id>`), when it is one.
+    pub(super) fn remote(&self) -> Option<&str> {
+        self.bundle.to_str().filter(|b| cathedral_bundle::remote::Remote::is_remote(b))
+    }
+}
+
 pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
     // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
     let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
-    if let Some(url) = args.bundle.to_str().filter(|b| cathedral_bundle::remote::Remote::is_remote(b)) {
-        return super::inspect_remote::run(&args, url);
-    }
     // A node named rather than given by id needs the DAG before the
     // events: an archive is then opened through a verified unpack.
     if is_archive(&args.bundle) && args.node.as_deref().is_none_or(|n| node_id(n).is_some()) {

@@ -149,7 +149,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bundle(args) => bundle::run(args, cli.quiet),
         Command::VerifyBundle(args) => verify::run(args, cli.quiet),
-        Command::Inspect(args) => inspect::run(args, cli.quiet),
+        Command::Inspect(args) => match args.remote() {
+            Some(url) => inspect_remote::run(&args, &url.to_string()),
+            None => inspect::run(args, cli.quiet),
+        },
         Command::Pack(args) => pack::run(args, cli.quiet),
         Command::Unpack(args) => unpack::run(args, cli.quiet),
         Command::Import(args) => import::run(args, cli.quiet),
