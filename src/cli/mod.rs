@@ -150,7 +150,7 @@ pub fn main() -> ExitCode {
         Command::Bundle(args) => bundle::run(args, cli.quiet),
         Command::VerifyBundle(args) => verify::run(args, cli.quiet),
         Command::Inspect(args) => match args.remote() {
-            Some(url) => inspect_remote::run(&args, &url.to_string()),
+            Some(url) => inspect_remote::run(&args, url),
             None => inspect::run(args, cli.quiet),
         },
         Command::Pack(args) => pack::run(args, cli.quiet),
