@@ -25,11 +25,11 @@ MIB = 1 << 20
 FULL = dict(large_count=64, large_size=16 * MIB, small_count=100_000, create_count=100_000,
             big_events=1_000_000, big_blobs=10_000, codec_events=1_000_000,
             access_sizes=[100_000, 1_000_000, 10_000_000], mix_blobs=3_000, repeat=3,
-            replay_sizes=[1_000_000, 10_000_000], replay_rounds=5)
+            replay_sizes=[1_000_000, 10_000_000], replay_rounds=5, shared_count=1_000, shared_size=256 << 10)
 SMOKE = dict(large_count=2, large_size=1 * MIB, small_count=500, create_count=500,
              big_events=5_000, big_blobs=50, codec_events=10_000,
              access_sizes=[1_000, 10_000], mix_blobs=30, repeat=1,
-             replay_sizes=[20_000], replay_rounds=1)
+             replay_sizes=[20_000], replay_rounds=1, shared_count=20, shared_size=4 << 10)
 
 
 def sh(cmd, **kw):
@@ -178,12 +178,45 @@ def replay(cfg, work, res, rep, section):
         res.add(f"peak RSS, cathedral diff --fast, {n} events", rss, None, None, None, None, "B")
 
 
+def remote(cfg, work, res, rep, section):
+    """10. Remote: push of a large bundle against rclone uploading the same
+    files with the same concurrency, to the loopback S3 server; and the
+    bytes a second push sends when 90% of the blobs are shared."""
+    section("10. remote")
+    env = os.environ
+    bucket = env.get("CATHEDRAL_TEST_BUCKET")
+    if not bucket:
+        raise SystemExit("section 10 needs the S3 server: run bench/run.sh, which starts it")
+    env.update(RCLONE_S3_PROVIDER="Other", RCLONE_S3_ENDPOINT=env["AWS_ENDPOINT_URL"], RCLONE_S3_ACCESS_KEY_ID=env["AWS_ACCESS_KEY_ID"],
+               RCLONE_S3_SECRET_ACCESS_KEY=env["AWS_SECRET_ACCESS_KEY"], RCLONE_S3_REGION=env["AWS_REGION"], RCLONE_S3_FORCE_PATH_STYLE="true")
+    b = work / "remote-large.cath-bundle"
+    sh([GEN, "blobs-bundle", b, str(cfg["large_count"]), str(cfg["large_size"]), str(cfg["large_size"])])
+    size = sum(f.stat().st_size for f in b.rglob("*") if f.is_file())
+    stamp = time.strftime("%H%M%S")
+    ours, ref = interleaved([
+        (lambda i: [BIN, "push", "--quiet", "--bundle", b, "--remote", f"s3://{bucket}/bench-{stamp}-ours-{i}"], None),
+        (lambda i: f"env -u AWS_CA_BUNDLE rclone copy --transfers 16 --s3-upload-concurrency 4 --s3-chunk-size 8M {b} :s3:{bucket}/bench-{stamp}-rclone-{i}", None),
+    ], rep)
+    res.add(f"push {size / MIB:.0f} MiB bundle vs rclone copy, 16 transfers", ours, ref, ours / ref, "<= 1.0x", ours / ref <= 1.0, "s")
+    count = cfg["shared_count"]
+    first, second = work / "shared-a.cath-bundle", work / "shared-b.cath-bundle"
+    sh([GEN, "shared-bundle", first, str(count), str(cfg["shared_size"]), str(count * 9 // 10), "0"])
+    sh([GEN, "shared-bundle", second, str(count), str(cfg["shared_size"]), str(count * 9 // 10), "1"])
+    url = f"s3://{bucket}/bench-{stamp}-dedup"
+    a = json.loads(sh([BIN, "push", "--json", "--bundle", first, "--remote", url], capture_output=True, text=True).stdout)
+    b2 = json.loads(sh([BIN, "push", "--json", "--bundle", second, "--remote", url], capture_output=True, text=True).stdout)
+    ratio = b2["bytes_uploaded"] / a["bytes_uploaded"]
+    res.add(f"second push sharing 90% of {count} blobs: bytes sent vs the first push", b2["bytes_uploaded"], a["bytes_uploaded"], ratio,
+            "<= 0.15x", ratio <= 0.15, "B")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     ap.add_argument("--archives", action="store_true", help="only the archive section (8), at full size")
     ap.add_argument("--replay", action="store_true", help="only the replay section (9), at full size")
+    ap.add_argument("--remote", action="store_true", help="only the remote section (10), at full size")
     args = ap.parse_args()
     cfg = SMOKE if args.smoke else FULL
     rep = cfg["repeat"]
@@ -192,11 +225,11 @@ def main():
     res = Results(judged=not args.smoke)
     began = time.perf_counter()
     print(f"work directory: {work}", flush=True)
-    if args.archives or args.replay:
+    if args.archives or args.replay or args.remote:
         def quick(title):
             os.sync()
             print(title, flush=True)
-        (archives if args.archives else replay)(cfg, work, res, rep, quick)
+        (archives if args.archives else replay if args.replay else remote)(cfg, work, res, rep, quick)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -325,6 +358,7 @@ def main():
 
     archives(cfg, work, res, rep, section)
     replay(cfg, work, res, rep, section)
+    remote(cfg, work, res, rep, section)
 
     elapsed = time.perf_counter() - began
     out = dict(smoke=args.smoke, elapsed_s=elapsed, machine=dict(cpus=os.cpu_count()), results=res.rows)

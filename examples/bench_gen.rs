@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! bench_gen blobs-bundle OUT COUNT MIN MAX         bundle of COUNT incompressible blobs of MIN..=MAX bytes
+//! bench_gen shared-bundle OUT COUNT SIZE SHARED SEED  COUNT blobs of SIZE bytes, the first SHARED the same for every SEED
 //! bench_gen events-bundle OUT EVENTS               bundle of EVENTS events (~200-byte payloads); writes OUT.probe.json
 //! bench_gen store DIR EVENTS BLOBS MIN MAX [mix]   run store with one run; blobs of MIN..=MAX bytes (mix: realistic content)
 //! bench_gen floor DIR COUNT MIN MAX                COUNT plain files of MIN..=MAX bytes (the file-system floor)
@@ -116,18 +117,28 @@ fn mixed_blob(rng: &mut Rng, i: u64, len: usize) -> Vec<u8> {
 }
 
 fn blobs_bundle(out: &Path, count: u64, min: u64, max: u64) {
+    blobs_bundle_sharing(out, count, min, max, 0, 1);
+}
+
+/// A bundle of `count` incompressible blobs of which the first `shared`
+/// are the same for every `seed` and the rest differ by `seed`.
+fn blobs_bundle_sharing(out: &Path, count: u64, min: u64, max: u64, shared: u64, seed: u64) {
     let mut rng = Rng(1);
+    let mut own = Rng(seed.wrapping_mul(0x9E37_79B9));
     let dag = dag(&mut rng);
     let node = dag.nodes[0].id;
     let mut b = BundleBuilder::create(out, BuildOptions::default().compression_level(None).overwrite(true)).unwrap();
     for i in 0..4 {
         b.add_event(&event(&mut rng, node, i)).unwrap();
     }
-    for _ in 0..count {
+    for i in 0..count {
         let len = rng.range(min, max) as usize;
-        b.add_blob(&rng.bytes(len)).unwrap();
+        let content = if i < shared || seed == 1 { rng.bytes(len) } else { own.bytes(len) };
+        b.add_blob(&content).unwrap();
     }
-    b.set_metadata(metadata(4)).unwrap();
+    let mut m = metadata(4);
+    m.workflow_version = format!("seed-{seed}");
+    b.set_metadata(m).unwrap();
     b.set_workflow("workflow bench {}\n");
     b.set_dag(dag).unwrap();
     b.build().unwrap();
@@ -362,6 +373,7 @@ fn main() {
         Some("store") => store(Path::new(&args[2]), n(3), n(4), n(5), n(6), args.get(7).is_some_and(|a| a == "mix")),
         Some("floor") => floor(Path::new(&args[2]), n(3), n(4), n(5)),
         Some("codec") => codec(n(2), Path::new(&args[3])),
+        Some("shared-bundle") => blobs_bundle_sharing(Path::new(&args[2]), n(3), n(4), n(4), n(5), n(6) + 2),
         Some("replay-bundle") => replay_bundle(Path::new(&args[2]), n(3)),
         Some("replay") => replay(Path::new(&args[2]), n(3)),
         _ => {

@@ -16,8 +16,9 @@ use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig, WriteMul
 
 use crate::error::Error;
 
-/// Objects at least this large are uploaded in parts.
-const MULTIPART_FROM: u64 = 16 << 20;
+/// Objects at least this large are uploaded in parts; smaller ones in one
+/// PUT from memory.
+pub(super) const MULTIPART_FROM: u64 = 64 << 20;
 /// Size of one uploaded part.
 const PART: usize = 8 << 20;
 /// Parts of one object in flight.

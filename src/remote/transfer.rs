@@ -22,6 +22,10 @@ use crate::fsutil::ReadFile;
 use crate::path::BundlePath;
 use crate::verify::VerifyReport;
 
+/// Bytes of blob files a push holds in memory at once, at most (objects
+/// below the multipart size are sent from memory in one PUT).
+const UPLOAD_BUDGET: u64 = 128 << 20;
+
 /// What a push did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PushSummary {
@@ -103,6 +107,9 @@ impl Remote {
                 crate::fsutil::hash(&file, &rel, &|_| {})
             })
             .collect::<Result<_, Error>>()?;
+        // Objects in flight, so that the bytes held in memory stay within the budget.
+        let biggest = records.iter().map(|r| r.stored_size.min(super::store::MULTIPART_FROM)).max().unwrap_or(1).max(1);
+        let in_flight = usize::try_from(UPLOAD_BUDGET / biggest).unwrap_or(CONCURRENCY).clamp(2, CONCURRENCY);
         let uploaded = store.runtime.block_on(
             futures::stream::iter(records.iter().zip(&stored).map(|(r, s)| {
                 let (rel, key, count) = (blob_path(&r.header.hash), blob_key(s), &count);
@@ -114,7 +121,7 @@ impl Remote {
                     Ok(true)
                 }
             }))
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(in_flight)
             .try_collect::<Vec<bool>>(),
         )?;
         summary.blobs_uploaded = uploaded.iter().filter(|u| **u).count() as u64;
