@@ -381,9 +381,17 @@ impl EventRules {
 
     /// Checks the next event; returns the blob it references, if any.
     pub fn check(&mut self, event: &Event) -> Result<Option<Digest>, Error> {
+        let hashed = event.check_payload_hash();
+        self.check_hashed(event, hashed)
+    }
+
+    /// [`EventRules::check`] for an event whose payload hash was already
+    /// checked (`hashed` is that check's result), so that callers can hash
+    /// many payloads in parallel and apply the order-dependent rules in order.
+    pub fn check_hashed(&mut self, event: &Event, hashed: Result<(), Error>) -> Result<Option<Digest>, Error> {
         let position = self.position;
         self.position += 1;
-        event.check_payload_hash().map_err(|e| match e {
+        hashed.map_err(|e| match e {
             Error::HashMismatch { file, what, expected, found } => {
                 Error::Rule { file, rule: what, detail: format!("event {position}: expected {expected}, found {found}") }
             }

@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 
+use rayon::prelude::*;
 use uuid::Uuid;
 
 use super::report::Finding;
@@ -29,6 +30,8 @@ use crate::format::{self, be_u64, INDEX_ID_LEN};
 
 /// Positions whose event ids are held at once: 2 Mi × 16 bytes = 32 MiB.
 pub(crate) const ID_WINDOW: usize = 1 << 21;
+/// Events decoded before their payloads are hashed, in parallel.
+const HASH_BATCH: usize = 4096;
 /// Buffer of each index section read side by side with the log.
 const SECTION_WINDOW: usize = 1 << 20;
 
@@ -98,46 +101,48 @@ impl Verifier<'_> {
         let mut ids_checked = false;
         let mut walk = log.walk(true);
         let mut walked = 0u64;
+        let mut batch: Vec<(u64, Event)> = Vec::with_capacity(HASH_BATCH);
         let mut complete = false;
-        loop {
-            let (offset, event) = match walk.next_record().and_then(|r| match r {
-                Some((offset, record)) => Event::decode(record, log.header().encoding, LOG, offset).map(|e| Some((offset, e))),
-                None => Ok(None),
-            }) {
-                Ok(Some(v)) => v,
-                Ok(None) => {
-                    complete = true;
-                    break;
-                }
+        let mut stopped = false;
+        while !stopped && !complete {
+            // Decode a batch in order, hash its payloads on every core, then
+            // apply the order-dependent checks in order.
+            match decode_batch(&mut walk, log.header().encoding, &mut batch) {
+                Ok(done) => complete = done,
                 Err(e) => {
                     self.findings.error(LOG, e);
+                    stopped = true;
+                }
+            }
+            let hashed: Vec<Result<(), Error>> = batch.par_iter().map(|(_, e)| e.check_payload_hash()).collect();
+            for ((offset, event), hashed) in batch.iter().zip(hashed) {
+                let position = rules.count() as u32;
+                if let Err(e) = self.check_event(&mut rules, event, hashed, cx) {
+                    self.findings.error(LOG, e);
+                    stopped = true;
+                    complete = false;
                     break;
                 }
-            };
-            let position = rules.count() as u32;
-            if let Err(e) = self.check_event(&mut rules, &event, cx) {
-                self.findings.error(LOG, e);
-                break;
-            }
-            if let Some(on_event) = cx.on_event {
-                on_event(position, &event);
-            }
-            if let Some(ix) = &mut index {
-                if let Err(e) = check_entry(ix, position, offset, &event) {
-                    self.findings.error(INDEX, e);
-                    index = None;
+                if let Some(on_event) = cx.on_event {
+                    on_event(position, event);
                 }
-            }
-            window.push(*event.event_id.as_bytes());
-            if window.len() == self.id_window {
-                if let Some(ix) = &index {
-                    if !self.check_id_window(&ix.index, window_start, &window, !ids_checked) {
+                if let Some(ix) = &mut index {
+                    if let Err(e) = check_entry(ix, position, *offset, event) {
+                        self.findings.error(INDEX, e);
                         index = None;
                     }
-                    ids_checked = true;
                 }
-                window_start += window.len() as u32;
-                window.clear();
+                window.push(*event.event_id.as_bytes());
+                if window.len() == self.id_window {
+                    if let Some(ix) = &index {
+                        if !self.check_id_window(&ix.index, window_start, &window, !ids_checked) {
+                            index = None;
+                        }
+                        ids_checked = true;
+                    }
+                    window_start += window.len() as u32;
+                    window.clear();
+                }
             }
             if walk.position() - walked >= 1 << 24 {
                 tick(walk.position() - walked);
@@ -158,9 +163,10 @@ impl Verifier<'_> {
         rules.count()
     }
 
-    /// The event rules, and the blob a `BlobStored` event names must be held.
-    fn check_event(&self, rules: &mut EventRules, event: &Event, cx: &LogContext<'_>) -> Result<(), Error> {
-        let referenced = rules.check(event).map_err(|e| e.located(LOG))?;
+    /// The event rules (its payload hash checked already: `hashed`), and the
+    /// blob a `BlobStored` event names must be held.
+    fn check_event(&self, rules: &mut EventRules, event: &Event, hashed: Result<(), Error>, cx: &LogContext<'_>) -> Result<(), Error> {
+        let referenced = rules.check_hashed(event, hashed).map_err(|e| e.located(LOG))?;
         if let (Some(hash), Some(list)) = (referenced, cx.list) {
             if list.find(&hash)?.is_none() {
                 let detail = format!("event {} (BlobStored) names blob {hash}, which the bundle does not hold", rules.count() - 1);
@@ -214,6 +220,23 @@ impl Verifier<'_> {
         }
         true
     }
+}
+
+/// Decodes up to [`HASH_BATCH`] records into `batch` (cleared first); true
+/// when the log ended. On an error, `batch` holds the events before it.
+fn decode_batch(
+    walk: &mut crate::format::log::RecordWalk<'_>,
+    encoding: crate::format::event::Encoding,
+    batch: &mut Vec<(u64, Event)>,
+) -> Result<bool, Error> {
+    batch.clear();
+    while batch.len() < HASH_BATCH {
+        match walk.next_record()? {
+            Some((offset, record)) => batch.push((offset, Event::decode(record, encoding, LOG, offset)?)),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
 }
 
 /// The index's `offsets` and `times` entries for event `position` match the
