@@ -35,6 +35,17 @@ pub fn is_lower_hex(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Appends `bytes` as lowercase hex, one table lookup per byte (on the hot
+/// path of `inspect --events`, where the `hex` crate's per-nibble work showed).
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0F)]);
+    }
+}
+
 /// Nibble values of `0-9a-f`; 0xFF for every other byte.
 const NIBBLE: [u8; 256] = {
     let mut table = [0xFF; 256];

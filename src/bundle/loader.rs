@@ -315,6 +315,26 @@ impl ReplayBundle {
         Ok(self.index().offset(position)?.map(|offset| self.log().walk_from(offset, position)))
     }
 
+    /// Calls `f` with each event from `position` on, in log order, its
+    /// payload borrowed from the read buffer (no copy for postcard logs),
+    /// until `f` returns `Ok(false)` or the log ends.
+    pub fn visit_events(
+        &self,
+        position: u32,
+        mut f: impl FnMut(u32, crate::format::event::EventRef<'_>) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let Some(mut walk) = self.records_from(position)? else { return Ok(()) };
+        let encoding = self.encoding();
+        let mut at = position;
+        while let Some((offset, record)) = walk.next_record()? {
+            if !Event::with_decoded(record, encoding, format::EVENTS_FILE, offset, |e| f(at, e))?? {
+                break;
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+
     /// Events from `position` on, in log order, read sequentially.
     pub fn events_from(&self, position: u32) -> impl Iterator<Item = Result<Event, Error>> + '_ {
         let (mut walk, mut failed) = (None, None);

@@ -70,6 +70,9 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
     s.parse().map_err(|_| format!("unknown kind {s:?}; one of: {}", EventKind::ALL.map(|k| k.name()).join(", ")))
 }
 
+/// Bytes of event lines gathered before they are written.
+const OUT_BLOCK: usize = 256 << 10;
+
 /// Which events `--events` prints.
 pub(super) struct Filter {
     kinds: Vec<EventKind>,
@@ -98,7 +101,11 @@ impl Filter {
     }
 
     pub(super) fn wants(&self, event: &cathedral_bundle::Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&event.kind)) && self.nodes.as_ref().is_none_or(|n| n.contains(&event.node_id))
+        self.wants_ref(event.kind, &event.node_id)
+    }
+
+    pub(super) fn wants_ref(&self, kind: EventKind, node: &Uuid) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind)) && self.nodes.as_ref().is_none_or(|n| n.contains(node))
     }
 }
 
@@ -109,8 +116,15 @@ fn node_id(spec: &str) -> Option<Uuid> {
 
 /// One event as a JSON line; with `decode`, its payload decoded as well.
 pub(super) fn event_line(event: &cathedral_bundle::Event, decode: bool) -> String {
+    let mut line = Vec::new();
+    write_event_line(event, decode, &mut line);
+    String::from_utf8(line).expect("JSON is UTF-8")
+}
+
+/// Appends [`event_line`] to `out`, a buffer the caller reuses.
+pub(super) fn write_event_line(event: &cathedral_bundle::Event, decode: bool, out: &mut Vec<u8>) {
     use cathedral_bundle::replay::payload::{decode as decode_payload, Decoded};
-    let mut line = event.to_json_line();
+    event.write_json_line(out);
     if decode {
         let extra = match decode_payload(&event.payload) {
             Decoded::Json(value) => Some(("payload_json", value)),
@@ -118,12 +132,11 @@ pub(super) fn event_line(event: &cathedral_bundle::Event, decode: bool) -> Strin
             Decoded::Empty | Decoded::Binary(_) => None,
         };
         if let Some((key, value)) = extra {
-            line.pop();
-            line.push_str(&format!(",\"{key}\":{value}}}"));
+            out.pop();
+            out.extend_from_slice(format!(",\"{key}\":{value}}}").as_bytes());
         }
     }
-    line.push('\n');
-    line
+    out.push(b'\n');
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
@@ -171,16 +184,28 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
     if args.events {
         let filter = Filter::new(&args, Some(bundle.dag()))?;
         let mut printed = 0u64;
-        for event in bundle.events_from(args.from) {
+        let mut line = Vec::with_capacity(OUT_BLOCK + 4096);
+        bundle.visit_events(args.from, |_, event| {
             if args.limit.is_some_and(|l| printed >= l) {
-                break;
+                return Ok(false);
             }
-            let event = event?;
-            if filter.wants(&event) {
-                out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
+            if filter.wants_ref(event.kind, &event.node_id) {
+                if args.decode_payload {
+                    write_event_line(&event.to_event(), true, &mut line);
+                } else {
+                    event.write_json_line(&mut line);
+                    line.push(b'\n');
+                }
+                // Lines go out in blocks, which the buffered output passes straight through.
+                if line.len() >= OUT_BLOCK {
+                    out.write_bytes(&line)?;
+                    line.clear();
+                }
                 printed += 1;
             }
-        }
+            Ok(true)
+        })?;
+        out.write_bytes(&line)?;
     } else if let Some(id) = args.event {
         let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { file: format!("event {id}") })?;
         out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;

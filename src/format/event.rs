@@ -325,7 +325,15 @@ impl Event {
 
     /// The JSON form as one compact line (no newline).
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(&self.to_json()).expect("event JSON serialises")
+        let mut out = Vec::with_capacity(512 + self.payload.len() * 4 / 3);
+        self.write_json_line(&mut out);
+        String::from_utf8(out).expect("every field of the JSON form is ASCII")
+    }
+
+    /// Appends the JSON form as one compact line (no newline) to `out`; see
+    /// [`EventRef::write_json_line`].
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        self.as_ref().write_json_line(out);
     }
 
     /// Parses the JSON form strictly. The payload hash is not checked here.
@@ -585,6 +593,52 @@ pub struct EventRef<'a> {
 }
 
 impl EventRef<'_> {
+    /// Appends the JSON form as one compact line (no newline) to `out`:
+    /// byte-identical to serializing [`Event::to_json`] with serde_json, but
+    /// written straight into a buffer the caller reuses. Every value is
+    /// ASCII that JSON never escapes (ids, hex, base64, numbers, kind
+    /// names), so no escaping pass is needed.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        fn uuid(out: &mut Vec<u8>, key: &[u8], id: &Uuid) {
+            out.extend_from_slice(key);
+            out.push(b'"');
+            out.extend_from_slice(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+            out.push(b'"');
+        }
+        fn digest(out: &mut Vec<u8>, key: &[u8], d: Option<&Digest>) {
+            out.extend_from_slice(key);
+            match d {
+                None => out.extend_from_slice(b"null"),
+                Some(d) => {
+                    out.push(b'"');
+                    crate::text::push_hex(out, d.as_bytes());
+                    out.push(b'"');
+                }
+            }
+        }
+        uuid(out, b"{\"event_id\":", &self.event_id);
+        uuid(out, b",\"run_id\":", &self.run_id);
+        uuid(out, b",\"node_id\":", &self.node_id);
+        match &self.parent_event_id {
+            Some(p) => uuid(out, b",\"parent_event_id\":", p),
+            None => out.extend_from_slice(b",\"parent_event_id\":null"),
+        }
+        out.extend_from_slice(b",\"logical_time\":");
+        std::io::Write::write_fmt(out, format_args!("{}", self.logical_time)).expect("writing to memory");
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.name().as_bytes());
+        out.extend_from_slice(b"\",\"payload\":\"");
+        let at = out.len();
+        out.resize(at + base64::encoded_len(self.payload.len(), true).expect("payload length fits"), 0);
+        let written = base64::engine::general_purpose::STANDARD.encode_slice(self.payload, &mut out[at..]).expect("room for base64");
+        out.truncate(at + written);
+        out.push(b'"');
+        digest(out, b",\"payload_hash\":", Some(&self.payload_hash));
+        digest(out, b",\"prior_state_hash\":", self.prior_state_hash.as_ref());
+        digest(out, b",\"post_state_hash\":", self.post_state_hash.as_ref());
+        out.push(b'}');
+    }
+
     /// See [`Event::stored_blob`].
     pub fn stored_blob(&self) -> Option<Result<Digest, Error>> {
         (self.kind == EventKind::BlobStored).then(|| {
@@ -786,6 +840,7 @@ mod tests {
         let e = sample();
         let line = e.to_json_line();
         assert_eq!(Event::from_json_line(&line).unwrap(), e);
+        assert_eq!(line, serde_json::to_string(&e.to_json()).unwrap(), "the hand-written line is serde_json's");
         assert!(line.starts_with("{\"event_id\":\"00000000-0000-0000-0000-000000000001\""));
         assert!(line.contains("\"payload\":\"aGVsbG8=\""));
         assert!(
@@ -812,7 +867,9 @@ mod tests {
             let mut ours = Vec::new();
             e.encode(Encoding::Postcard, &mut ours).unwrap();
             proptest::prop_assert_eq!(&ours, &postcard::to_allocvec(&e).unwrap());
-            proptest::prop_assert_eq!(Event::decode(&ours, Encoding::Postcard, "t", 0).unwrap(), e);
+            proptest::prop_assert_eq!(Event::decode(&ours, Encoding::Postcard, "t", 0).unwrap(), e.clone());
+            // The hand-written JSON line is exactly serde_json's.
+            proptest::prop_assert_eq!(e.to_json_line(), serde_json::to_string(&e.to_json()).unwrap());
         }
 
         #[test]
