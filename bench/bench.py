@@ -331,6 +331,16 @@ def main():
         (["b3sum", "--no-names", biggest / "events.cath-log"], None),
     ], rep)
     res.add(f"verify-bundle, {largest} events vs b3sum of the log", ours, ref, ours / ref, None, None, "s")
+    # inspect --events against decompressing the same JSON lines with zstd, both to /dev/null.
+    jsonl = work / "events.jsonl.zst"
+    sh(f"{BIN} inspect --fast --bundle {biggest} --events | zstd -q -3 -o {jsonl}")
+    ours, fast, ref = interleaved([
+        ([BIN, "inspect", "--bundle", biggest, "--events"], None),
+        ([BIN, "inspect", "--fast", "--bundle", biggest, "--events"], None),
+        (["zstd", "-dc", jsonl], None),
+    ], rep)
+    res.add(f"inspect --events, {largest} events vs zstd -dc of the JSON lines", ours, ref, ours / ref, "<= 2.0x", ours / ref <= 2.0, "s")
+    res.add(f"inspect --fast --events, {largest} events vs zstd -dc of the JSON lines", fast, ref, fast / ref, None, None, "s")
     _, rss = timed([BIN, "inspect", "--bundle", biggest, "--events"], 1)
     res.add(f"peak RSS, inspect --events, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
     _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], 1)
