@@ -290,6 +290,14 @@ fn a_tampered_object_is_named_by_verify_and_pull_leaves_nothing() {
         let inspect = run(&["inspect", "--bundle", &format!("{remote}/{id}")], &[]);
         assert_eq!(code(&inspect), 1, "{}", stderr(&inspect));
         assert!(stderr(&inspect).contains("metadata.json"));
+        // An object larger than the manifest declares is refused before it is read whole.
+        put_object(&remote, &format!("bundles/{id}/metadata.json"), vec![b' '; 8 << 20]);
+        let inspect = run(&["inspect", "--bundle", &format!("{remote}/{id}")], &[]);
+        assert_eq!(code(&inspect), 1, "{}", stderr(&inspect));
+        assert!(stderr(&inspect).contains("object size"), "{}", stderr(&inspect));
+        put_object(&remote, &format!("bundles/{id}/blobs.cath-remote"), vec![b'0'; 8 << 20]);
+        let listed = run(&["ls", "--remote", &remote], &[]);
+        assert_eq!(code(&listed), 1, "{}", stderr(&listed));
     }
 }
 

@@ -6,7 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{bundle_key, manifest_key, parse_locator, LockKind, Remote, CONCURRENCY, LOCATOR_FILE};
+use super::{bundle_key, manifest_key, parse_locator, LockKind, Remote, CONCURRENCY, LOCATOR_FILE, MAX_MANIFEST};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::model::Metadata;
@@ -83,17 +83,18 @@ impl Remote {
     /// hash must be the one the manifest commits to).
     fn manifest_and_list(&self, id: &Uuid) -> Result<(Manifest, Vec<u8>, Contents), Error> {
         let store = &self.store;
-        let bytes = store.runtime.block_on(store.get(&manifest_key(id)))?;
+        let bytes = store.runtime.block_on(store.get(&manifest_key(id), MAX_MANIFEST))?;
         let manifest = Manifest::parse(&bytes).map_err(|e| e.located(&format!("{}/{}", store.url, manifest_key(id))))?;
         let key = bundle_key(id, format::BLOB_LIST_FILE);
-        let list = store.runtime.block_on(store.get(&key))?.to_vec();
+        let size = manifest.files.get(format::BLOB_LIST_FILE).map_or(0, |f| f.size);
+        let list = store.runtime.block_on(store.get(&key, size))?;
         let expected = manifest.files.get(format::BLOB_LIST_FILE).map(|f| f.hash);
         let found = Digest::of(&list);
         if expected != Some(found) {
             let file = format!("{}/{key}", store.url);
             return Err(Error::HashMismatch { file, what: "content hash", expected: expected.unwrap_or_default(), found });
         }
-        Ok((manifest, bytes.to_vec(), Contents::Memory(list)))
+        Ok((manifest, bytes, Contents::Memory(list)))
     }
 
     /// The key id `MANIFEST.sig` claims (checked only by verification).
@@ -103,7 +104,7 @@ impl Remote {
         if store.runtime.block_on(store.head(&key))?.is_none_or(|size| size > 4096) {
             return Ok(None);
         }
-        let text = store.runtime.block_on(store.get(&key))?;
+        let text = store.runtime.block_on(store.get(&key, 4096))?;
         let text = String::from_utf8_lossy(&text);
         Ok(text
             .lines()
@@ -119,7 +120,8 @@ impl Remote {
         for id in self.bundle_ids()? {
             let (manifest, manifest_bytes, list) = self.manifest_and_list(&id)?;
             let metadata_key = bundle_key(&id, format::METADATA_FILE);
-            let metadata_bytes = store.runtime.block_on(store.get(&metadata_key))?;
+            let metadata_size = manifest.files.get(format::METADATA_FILE).map_or(0, |f| f.size);
+            let metadata_bytes = store.runtime.block_on(store.get(&metadata_key, metadata_size))?;
             let metadata: Metadata = serde_json::from_slice(&metadata_bytes)
                 .map_err(|e| Error::Json { file: format!("{}/{metadata_key}", store.url), detail: e.to_string() })?;
             let blobs = BlobList::new(&list, format::BLOB_LIST_FILE, u64::from(u32::MAX))?;
@@ -185,7 +187,7 @@ impl Remote {
             let (_, _, list) = self.manifest_and_list(id)?;
             let count = BlobList::new(&list, format::BLOB_LIST_FILE, u64::from(u32::MAX))?.count();
             let key = bundle_key(id, LOCATOR_FILE);
-            let locator = store.runtime.block_on(store.get(&key))?;
+            let locator = store.runtime.block_on(store.get(&key, u64::from(count) * 65))?;
             referenced.extend(parse_locator(&locator, count, &format!("{}/{key}", store.url))?);
         }
         summary.bundles = committed.len() as u64;

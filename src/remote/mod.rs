@@ -35,6 +35,9 @@ pub use transfer::PushSummary;
 use crate::error::Error;
 use crate::format;
 
+/// The largest manifest a remote reader fetches (FORMAT.md's document limit).
+const MAX_MANIFEST: u64 = 64 << 20;
+
 /// Requests in flight at once for blobs.
 const CONCURRENCY: usize = 16;
 

@@ -99,12 +99,12 @@ impl Remote {
     /// checked against the manifest's hash).
     pub fn open_bundle(&self, id: &Uuid, trusted: &[PublicKey], limits: Limits) -> Result<RemoteBundle<'_>, Error> {
         let store = &self.store;
-        let bytes = store.runtime.block_on(store.get(&manifest_key(id))).map_err(|e| match e {
+        let bytes = store.runtime.block_on(store.get(&manifest_key(id), super::MAX_MANIFEST)).map_err(|e| match e {
             Error::NotFound { .. } => Error::NotFound { file: format!("bundle {id} in {}", store.url) },
             other => other,
         })?;
         let manifest = Manifest::parse(&bytes).map_err(|e| e.located(&format!("{}/{}", store.url, manifest_key(id))))?;
-        let sig = match store.runtime.block_on(store.get(&bundle_key(id, format::SIGNATURE_FILE))) {
+        let sig = match store.runtime.block_on(store.get(&bundle_key(id, format::SIGNATURE_FILE), 4096)) {
             Ok(b) => Some(b),
             Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
@@ -122,12 +122,12 @@ impl Remote {
 fn checked_file(store: &Store, id: &Uuid, manifest: &Manifest, file: &str) -> Result<Vec<u8>, Error> {
     let location = format!("{}/{id}/{file}", store.url);
     let entry = manifest.files.get(file).ok_or_else(|| Error::NotFound { file: location.clone() })?;
-    let bytes = store.runtime.block_on(store.get(&bundle_key(id, file)))?;
+    let bytes = store.runtime.block_on(store.get(&bundle_key(id, file), entry.size))?;
     let found = Digest::of(&bytes);
     if found != entry.hash {
         return Err(Error::HashMismatch { file: location, what: "content hash", expected: entry.hash, found });
     }
-    Ok(bytes.to_vec())
+    Ok(bytes)
 }
 
 fn json<T: serde::de::DeserializeOwned>(store: &Store, id: &Uuid, manifest: &Manifest, file: &str) -> Result<T, Error> {
@@ -243,7 +243,7 @@ impl RemoteBundle<'_> {
         let locator_key = bundle_key(&self.id, LOCATOR_FILE);
         let line = store.runtime.block_on(store.get_range(&locator_key, u64::from(lo) * 65..u64::from(lo) * 65 + 65))?;
         let stored = parse_locator(&line, 1, &format!("{}/{locator_key}", store.url))?[0];
-        let file = store.runtime.block_on(store.get(&blob_key(&stored)))?;
+        let file = store.runtime.block_on(store.get(&blob_key(&stored), record.stored_size))?;
         let rel = format::blob_path(hash);
         if file.len() as u64 != record.stored_size || file.len() < format::BLOB_HEADER_LEN {
             let found = file.len() as u64;

@@ -149,10 +149,24 @@ impl Store {
         }
     }
 
-    /// The whole object.
-    pub(super) async fn get(&self, rel: &str) -> Result<bytes::Bytes, Error> {
+    /// The whole object, which must be at most `max` bytes: a hostile or
+    /// broken remote cannot make a reader allocate more than it expects.
+    pub(super) async fn get(&self, rel: &str, max: u64) -> Result<Vec<u8>, Error> {
         let got = self.store.get(&self.key(rel)).await.map_err(|e| self.fail(rel, e))?;
-        got.bytes().await.map_err(|e| self.fail(rel, e))
+        let location = format!("{}/{rel}", self.url);
+        if got.meta.size > max {
+            return Err(Error::limit(&location, "object size", max, got.meta.size));
+        }
+        let mut out = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail(rel, e))?;
+            if out.len() as u64 + chunk.len() as u64 > max {
+                return Err(Error::limit(&location, "object size", max, out.len() as u64 + chunk.len() as u64));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     /// Bytes `range` of the object.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use rayon::prelude::*;
 
-use super::{blob_key, bundle_key, manifest_key, parse_locator, LockKind, Remote, CONCURRENCY, LOCATOR_FILE};
+use super::{blob_key, bundle_key, manifest_key, parse_locator, LockKind, Remote, CONCURRENCY, LOCATOR_FILE, MAX_MANIFEST};
 use crate::bundle::{staging_dir, BundleLoader, LoadError};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -73,8 +73,8 @@ impl Remote {
         let id = local.manifest().bundle_id;
         let store = &self.store;
         let mut summary = PushSummary { bundle_id: id, ..PushSummary::default() };
-        if let Ok(existing) = store.runtime.block_on(store.get(&manifest_key(&id))) {
-            if existing.as_ref() == local.manifest_bytes() {
+        if let Ok(existing) = store.runtime.block_on(store.get(&manifest_key(&id), MAX_MANIFEST)) {
+            if existing == local.manifest_bytes() {
                 summary.already_present = true;
                 return Ok(summary);
             }
@@ -153,7 +153,7 @@ impl Remote {
     /// verified here.
     pub(crate) fn fetch(&self, id: &Uuid, dir: &Path, got: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
         let store = &self.store;
-        let manifest_bytes = store.runtime.block_on(store.get(&manifest_key(id))).map_err(|e| match e {
+        let manifest_bytes = store.runtime.block_on(store.get(&manifest_key(id), MAX_MANIFEST)).map_err(|e| match e {
             Error::NotFound { .. } => Error::NotFound { file: format!("bundle {id} in {}", store.url) },
             other => other,
         })?;
@@ -174,7 +174,7 @@ impl Remote {
         let Ok(file) = ReadFile::open(&list_path, format::BLOB_LIST_FILE) else { return Ok(()) };
         let Ok(list) = BlobList::new(&file, format::BLOB_LIST_FILE, u64::from(u32::MAX)) else { return Ok(()) };
         let locator_key = bundle_key(id, LOCATOR_FILE);
-        let locator = store.runtime.block_on(store.get(&locator_key))?;
+        let locator = store.runtime.block_on(store.get(&locator_key, u64::from(list.count()) * 65))?;
         let stored = parse_locator(&locator, list.count(), &format!("{}/{locator_key}", store.url))?;
         let mut blobs = Vec::with_capacity(list.count() as usize);
         for (record, stored) in list.records(0..list.count()).zip(stored) {
