@@ -7,7 +7,6 @@ use cathedral_bundle::replay::{Divergence, NodeRun, RunDiff, Side};
 use cathedral_bundle::{escape_for_terminal, Error, ReplayBundle};
 use serde_json::json;
 
-use super::output::Output;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -16,15 +15,8 @@ pub struct Args {
     a: PathBuf,
     /// The second bundle, typically the run to explain.
     b: PathBuf,
-    /// Print the comparison as JSON (schemas/diff.schema.json).
-    #[arg(long)]
-    json: bool,
-    /// Write to this file instead of stdout.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Replace an existing output file.
-    #[arg(long, requires = "output")]
-    force: bool,
+    #[command(flatten)]
+    report: super::output::ReportArgs,
     #[command(flatten)]
     read: super::open::ReadArgs,
 }
@@ -40,8 +32,8 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         Err(outcome) => return Ok(outcome),
     };
     let diff = a.diff(&b)?;
-    let mut out = Output::open(args.output.as_deref(), args.force)?;
-    if args.json {
+    let mut out = args.report.open()?;
+    if args.report.json {
         let value = json!({
             "a": { "path": args.a, "bundle": a.manifest().bundle_id, "run_id": a.metadata().run_id },
             "b": { "path": args.b, "bundle": b.manifest().bundle_id, "run_id": b.metadata().run_id },

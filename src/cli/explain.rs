@@ -7,7 +7,6 @@ use cathedral_bundle::replay::{EventNote, Explanation, Failure};
 use cathedral_bundle::{escape_for_terminal, Error, ReplayBundle};
 use serde_json::json;
 
-use super::output::Output;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -15,15 +14,8 @@ pub struct Args {
     /// The bundle: a directory or a .cath-bundle.tar.zst archive.
     #[arg(long)]
     bundle: PathBuf,
-    /// Print the explanation as JSON (schemas/explain.schema.json).
-    #[arg(long)]
-    json: bool,
-    /// Write to this file instead of stdout.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Replace an existing output file.
-    #[arg(long, requires = "output")]
-    force: bool,
+    #[command(flatten)]
+    report: super::output::ReportArgs,
     #[command(flatten)]
     read: super::open::ReadArgs,
 }
@@ -35,8 +27,8 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         Err(outcome) => return Ok(outcome),
     };
     let explanation = bundle.explain()?;
-    let mut out = Output::open(args.output.as_deref(), args.force)?;
-    if args.json {
+    let mut out = args.report.open()?;
+    if args.report.json {
         let m = bundle.metadata();
         let value = json!({
             "bundle": bundle.manifest().bundle_id,

@@ -6,6 +6,27 @@ use std::path::{Path, PathBuf};
 
 use cathedral_bundle::Error;
 
+/// Where a command's report goes, and in which form (replay, explain, diff).
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Print JSON instead of text (the command's schema is in schemas/).
+    #[arg(long)]
+    pub json: bool,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long, requires = "output")]
+    pub force: bool,
+}
+
+impl ReportArgs {
+    /// The destination.
+    pub fn open(&self) -> Result<Output, Error> {
+        Output::open(self.output.as_deref(), self.force)
+    }
+}
+
 /// An output destination. A file is written under a temporary name beside
 /// it and renamed into place by [`Output::commit`], so a failed command
 /// leaves no half-written file and never clobbers one unless forced.

@@ -8,7 +8,6 @@ use cathedral_bundle::replay::{ReplayOptions, ReplayReport, SnapshotCheck, Stop,
 use cathedral_bundle::{escape_for_terminal, Error, ReplayBundle};
 use serde_json::json;
 
-use super::output::Output;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -16,9 +15,6 @@ pub struct Args {
     /// The bundle: a directory or a .cath-bundle.tar.zst archive.
     #[arg(long)]
     bundle: PathBuf,
-    /// Print the whole report as JSON (schemas/replay-report.schema.json).
-    #[arg(long)]
-    json: bool,
     /// Absent state hashes are violations, not only counted.
     #[arg(long)]
     strict: bool,
@@ -34,12 +30,8 @@ pub struct Args {
     /// Show at most this many violations in full (all are counted).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_violations: usize,
-    /// Write to this file instead of stdout.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Replace an existing output file.
-    #[arg(long, requires = "output")]
-    force: bool,
+    #[command(flatten)]
+    report: super::output::ReportArgs,
     #[command(flatten)]
     read: super::open::ReadArgs,
 }
@@ -58,8 +50,8 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let options =
         ReplayOptions::default().strict(args.strict).from_snapshot(args.from_snapshot).stop(stop).max_violations(args.max_violations);
     let report = bundle.replay_with(&options)?;
-    let mut out = Output::open(args.output.as_deref(), args.force)?;
-    if args.json {
+    let mut out = args.report.open()?;
+    if args.report.json {
         let mut text = serde_json::to_vec_pretty(&report_json(&bundle, &report)).expect("report serialises");
         text.push(b'\n');
         out.write_bytes(&text)?;
