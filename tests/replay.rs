@@ -338,3 +338,51 @@ fn diff_finds_where_two_runs_of_one_workflow_part() {
     assert_schema("diff.schema.json", &stdout(&out));
     assert!(stdout(&cathedral(&["diff", a.to_str().unwrap(), b.to_str().unwrap()])).contains("first divergence: step_2"));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Arbitrary runs (any kinds, nodes, parents, hashes and payloads, in
+    /// any order) never make replay, explain or diff fail or panic: each
+    /// rule broken is a violation at a position inside the log.
+    #[test]
+    fn arbitrary_runs_are_reported_never_crash(
+        steps in proptest::collection::vec((0usize..23, 0usize..5, 0usize..4, proptest::option::of(0usize..40), proptest::bool::ANY, 0usize..4), 0..40),
+        status in 0usize..4,
+    ) {
+        use cathedral_bundle::{Digest, EventKind, RunStatus, Uuid};
+        let mut run = sample_run("arbitrary", 3, false, false);
+        let nodes: Vec<Uuid> = run.dag.nodes.iter().map(|n| n.id).collect();
+        let blob = Digest::of(&run.blobs[0].0);
+        let payloads = [b"{}".to_vec(), format!("{{\"output\":\"{blob}\"}}").into_bytes(), b"{\"output\":\"zz\"}".to_vec(), b"\xff\xfe".to_vec()];
+        let ids: Vec<Uuid> = (0..steps.len()).map(|i| fixture_gen::uuid_for(&format!("arbitrary/{i}"))).collect();
+        run.events = steps.iter().enumerate().map(|(i, (kind, node, payload, parent, hashed, _))| {
+            let kind = EventKind::ALL[*kind];
+            let payload = if kind == EventKind::BlobStored { blob.to_hex().into_bytes() } else { payloads[*payload % payloads.len()].clone() };
+            let node = if *node >= nodes.len() { Uuid::nil() } else { nodes[*node] };
+            let mut e = Event::new(ids[i], run.metadata.run_id, node, i as u64, kind, payload);
+            e.parent_event_id = parent.map(|p| if p < ids.len() { ids[p] } else { fixture_gen::uuid_for("nowhere") });
+            if *hashed {
+                e.prior_state_hash = Some(Digest::of(&[i as u8]));
+                e.post_state_hash = Some(Digest::of(&[i as u8 + 1]));
+            }
+            e
+        }).collect();
+        run.metadata.event_count = run.events.len() as u64;
+        run.metadata.status = [RunStatus::Running, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled][status];
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = built(&run, tmp.path(), Encoding::Postcard);
+        for strict in [false, true] {
+            let report = bundle.replay_with(&ReplayOptions::default().strict(strict)).unwrap();
+            prop_assert_eq!(report.events_replayed, run.events.len() as u64);
+            prop_assert_eq!(report.violations_total, report.violations.len() as u64);
+            for v in &report.violations {
+                prop_assert!(v.position.is_none_or(|p| p <= run.events.len() as u64), "{v}");
+                prop_assert!(v.chain.windows(2).all(|w| w[0].position > w[1].position), "chains go back in the log: {v:?}");
+            }
+        }
+        bundle.explain().unwrap();
+        let other = built(&sample_run("arbitrary", 3, false, false), &tmp.path().join("b"), Encoding::Postcard);
+        bundle.diff(&other).unwrap();
+    }
+}
