@@ -235,6 +235,14 @@ fn gc_refuses_while_a_push_holds_the_remote_and_removes_only_unreferenced_blobs(
     assert_eq!((summary["blobs_removed"].as_u64(), summary["blobs_kept"].as_u64()), (Some(4), Some(10 + BASE_BLOBS)));
     let summary: serde_json::Value = serde_json::from_str(&ok(&run(&["gc", "--json", "--remote", &remote], &[]))).unwrap();
     assert_eq!(summary["blobs_removed"].as_u64(), Some(4));
+    // Released locks are gone for good: a late refresh cannot bring one back.
+    for _ in 0..5 {
+        ok(&run(&["gc", "--remote", &remote, "--stale-lock-after", "0"], &[]));
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("remote/locks"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "locks left behind: {left:?}");
+    }
     ok(&run(&["verify-bundle", "--bundle", &format!("{remote}/{}", bundle_id(&first))], &[]));
     let gone = run(&["verify-bundle", "--bundle", &format!("{remote}/{}", bundle_id(&second))], &[]);
     assert_eq!(code(&gone), 3);

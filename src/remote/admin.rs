@@ -171,14 +171,14 @@ impl Remote {
     /// meanwhile; a running push makes gc fail with "busy").
     pub fn gc(&self, dry_run: bool) -> Result<GcSummary, Error> {
         let lock = self.acquire(LockKind::Gc)?;
-        let result = self.collect(dry_run);
+        let result = self.collect(dry_run, &lock);
         let released = self.release(lock);
         let summary = result?;
         released?;
         Ok(summary)
     }
 
-    fn collect(&self, dry_run: bool) -> Result<GcSummary, Error> {
+    fn collect(&self, dry_run: bool, lock: &super::lock::Held) -> Result<GcSummary, Error> {
         let store = &self.store;
         let mut summary = GcSummary { dry_run, ..GcSummary::default() };
         let committed = self.bundle_ids()?;
@@ -209,7 +209,7 @@ impl Remote {
                 doomed.push(meta.rel);
             }
         }
-        let stale = self.stale_locks()?;
+        let stale = self.stale_locks(lock)?;
         summary.stale_locks_removed = stale.len() as u64;
         doomed.extend(stale);
         if !dry_run {

@@ -14,6 +14,7 @@ use crate::error::Error;
 /// A lock this process holds; refreshed in the background until released.
 pub(super) struct Held {
     rel: String,
+    stop: tokio::sync::oneshot::Sender<()>,
     refresher: tokio::task::JoinHandle<()>,
 }
 
@@ -69,21 +70,26 @@ impl Remote {
             }
         }
         let every = (self.stale_after / 3).max(Duration::from_millis(100));
-        let refresher = store.spawn_refresh(&rel, body, every);
-        Ok(Held { rel, refresher })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let refresher = store.spawn_refresh(&rel, body, every, stopped);
+        Ok(Held { rel, stop, refresher })
     }
 
     /// Releases a lock.
+    /// Releases a lock: stops its refresher, waits until no rewrite is in
+    /// flight, then deletes it.
     pub(super) fn release(&self, held: Held) -> Result<(), Error> {
-        held.refresher.abort();
+        let _ = held.stop.send(());
+        let _ = self.store.runtime.block_on(held.refresher);
         self.store.runtime.block_on(self.store.delete(&held.rel))
     }
 
-    /// Locks no process has refreshed for longer than the stale time.
-    pub(super) fn stale_locks(&self) -> Result<Vec<String>, Error> {
+    /// Locks no process has refreshed for longer than the stale time, other
+    /// than `own`.
+    pub(super) fn stale_locks(&self, own: &Held) -> Result<Vec<String>, Error> {
         let locks = self.store.runtime.block_on(self.store.list("locks"))?;
         let now = locks.iter().map(|m| m.modified).max().unwrap_or(0);
         let stale = i64::try_from(self.stale_after.as_secs()).unwrap_or(i64::MAX);
-        Ok(locks.into_iter().filter(|m| now - m.modified >= stale).map(|m| m.rel).collect())
+        Ok(locks.into_iter().filter(|m| m.rel != own.rel && now - m.modified >= stale).map(|m| m.rel).collect())
     }
 }

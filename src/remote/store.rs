@@ -239,11 +239,23 @@ impl Store {
     }
 
     /// Rewrites `rel` with `body` every `every`, until the task is aborted.
-    pub(super) fn spawn_refresh(&self, rel: &str, body: Vec<u8>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// The task stops when `stop` fires (or its sender is dropped), never in
+    /// the middle of a write: once the task has finished, no rewrite of
+    /// `rel` is in flight, so deleting it then cannot be undone by a late write.
+    pub(super) fn spawn_refresh(
+        &self,
+        rel: &str,
+        body: Vec<u8>,
+        every: Duration,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
         let (store, key) = (Arc::clone(&self.store), self.key(rel));
         self.runtime.spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = &mut stop => return,
+                }
                 let _ = store.put(&key, PutPayload::from(body.clone())).await;
             }
         })
