@@ -30,9 +30,9 @@ impl Digest {
 
     /// 64 lowercase hex characters.
     pub fn to_hex(&self) -> String {
-        let mut out = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut out).expect("64 bytes of room");
-        String::from_utf8(out.to_vec()).expect("hex is ASCII")
+        let mut out = Vec::with_capacity(64);
+        crate::text::push_hex(&mut out, &self.0);
+        String::from_utf8(out).expect("hex is ASCII")
     }
 
     /// Parses exactly 64 lowercase hex characters.

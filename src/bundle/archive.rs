@@ -253,26 +253,7 @@ impl<'p> BundleLoader<'p> {
     /// provably a bundle.
     pub fn unpack(&self, archive: impl AsRef<Path>, output: impl AsRef<Path>, overwrite: bool) -> Result<VerifyReport, LoadError> {
         let (archive, output) = (archive.as_ref(), output.as_ref());
-        replace::check_output(output, overwrite)?;
-        let name = output.file_name().ok_or_else(|| Error::input("output path", format!("{} has no file name", output.display())))?;
-        let name = name.to_string_lossy().into_owned();
-        let parent = fsutil::parent_dir(output);
-        fs::create_dir_all(&parent).map_err(|e| Error::output(&parent, e))?;
-        let (staging, _lock) = replace::staging_dir(&parent, &name)?;
-        let result = self.unpack_into(archive, &staging);
-        let placed = result.and_then(|report| {
-            fsutil::sync_filesystem(&staging)?;
-            if let Some(kept) = replace::move_into_place(&staging, output, overwrite)? {
-                let reason = format!("the old bundle was moved to {} and changed since; it was kept", kept.display());
-                return Err(LoadError::Error(Error::NotReplaceable { file: output.display().to_string(), reason }));
-            }
-            fsutil::sync_dir(&parent)?;
-            Ok(report)
-        });
-        if placed.is_err() {
-            let _ = fs::remove_dir_all(&staging);
-        }
-        placed
+        replace::place_staged(output, overwrite, |staging| self.unpack_into(archive, staging))
     }
 
     /// Unpacks the archive at `path` into a fresh temporary directory,

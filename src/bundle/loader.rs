@@ -392,10 +392,7 @@ impl ReplayBundle {
 
     /// The first event whose logical time is exactly `time`, and its position.
     pub fn event_at_time(&self, time: u64) -> Result<Option<(u32, Event)>, Error> {
-        let Some(p) = self.position_at_time(time)? else { return Ok(None) };
-        if self.index().time(p)? != Some(time) {
-            return Ok(None);
-        }
+        let Some(p) = self.index().position_of_time(time)? else { return Ok(None) };
         Ok(self.event(p)?.map(|e| (p, e)))
     }
 

@@ -9,6 +9,6 @@ mod replace;
 pub use archive::{ArchiveBundle, ArchiveWatch, PackOptions, PackSummary};
 pub use builder::{BuildOptions, BuildSummary, BundleBuilder};
 pub use loader::{is_archive, BundleLoader, LoadError, ReplayBundle};
-pub(crate) use replace::staging_dir;
 #[cfg(feature = "remote")]
-pub(crate) use replace::{check_output, move_into_place};
+pub(crate) use replace::place_staged;
+pub(crate) use replace::staging_dir;

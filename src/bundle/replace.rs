@@ -14,6 +14,31 @@ use crate::format::{self, is_shard_name};
 use crate::fsutil::{self, ReadFile};
 use crate::limits::Limits;
 
+/// Builds a bundle directory with `fill` in a locked staging directory
+/// beside `output`, and moves it to `output` only if `fill` succeeded
+/// (`overwrite` replaces only what is provably a bundle). On any failure
+/// the staging directory is removed and nothing is left at `output`.
+pub(crate) fn place_staged<R, E: From<Error>>(output: &Path, overwrite: bool, fill: impl FnOnce(&Path) -> Result<R, E>) -> Result<R, E> {
+    check_output(output, overwrite)?;
+    let name = output.file_name().ok_or_else(|| Error::input("output path", format!("{} has no file name", output.display())))?;
+    let parent = fsutil::parent_dir(output);
+    fs::create_dir_all(&parent).map_err(|e| Error::output(&parent, e))?;
+    let (staging, _lock) = staging_dir(&parent, &name.to_string_lossy())?;
+    let placed = fill(&staging).and_then(|result| {
+        fsutil::sync_filesystem(&staging)?;
+        if let Some(kept) = move_into_place(&staging, output, overwrite)? {
+            let reason = format!("the old bundle was moved to {} and changed since; it was kept", kept.display());
+            return Err(Error::NotReplaceable { file: output.display().to_string(), reason }.into());
+        }
+        fsutil::sync_dir(&parent)?;
+        Ok(result)
+    });
+    if placed.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    placed
+}
+
 /// Refuses an existing `output` unless `overwrite`, and even then unless it
 /// is provably a bundle.
 pub(crate) fn check_output(output: &Path, overwrite: bool) -> Result<(), Error> {

@@ -39,9 +39,7 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
             "b": { "path": args.b, "bundle": b.manifest().bundle_id, "run_id": b.metadata().run_id },
             "diff": diff,
         });
-        let mut text = serde_json::to_vec_pretty(&value).expect("diff serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        out.write_json(&value)?;
     } else {
         out.write_bytes(text(&args, &a, &b, &diff).as_bytes())?;
     }

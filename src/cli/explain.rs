@@ -36,9 +36,7 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
             "workflow": { "name": m.workflow_name, "version": m.workflow_version },
             "explanation": explanation,
         });
-        let mut text = serde_json::to_vec_pretty(&value).expect("explanation serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        out.write_json(&value)?;
     } else {
         out.write_bytes(text(&bundle, &explanation).as_bytes())?;
     }

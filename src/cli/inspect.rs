@@ -123,13 +123,13 @@ pub(super) fn event_line(event: &cathedral_bundle::Event, decode: bool) -> Strin
 
 /// Appends [`event_line`] to `out`, a buffer the caller reuses.
 pub(super) fn write_event_line(event: &cathedral_bundle::Event, decode: bool, out: &mut Vec<u8>) {
-    use cathedral_bundle::replay::payload::{decode as decode_payload, Decoded};
+    use cathedral_bundle::replay::payload::{decode as decode_payload, Payload};
     event.write_json_line(out);
     if decode {
         let extra = match decode_payload(&event.payload) {
-            Decoded::Json(value) => Some(("payload_json", value)),
-            Decoded::Text(text) => Some(("payload_text", serde_json::Value::String(text.to_string()))),
-            Decoded::Empty | Decoded::Binary(_) => None,
+            Payload::Json(value) => Some(("payload_json", value)),
+            Payload::Text(text) => Some(("payload_text", serde_json::Value::String(text))),
+            Payload::Empty | Payload::Binary(_) => None,
         };
         if let Some((key, value)) = extra {
             out.pop();
@@ -226,17 +226,13 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
 /// The snapshot as JSON; a bundle without one is "not found".
 fn write_snapshot(out: &mut Output, snapshot: Option<&Snapshot>, bundle: &std::path::Path) -> Result<(), Error> {
     let snapshot = snapshot.ok_or_else(|| Error::NotFound { file: bundle.join("snapshot.cath-snap").display().to_string() })?;
-    let mut text = serde_json::to_vec_pretty(snapshot).expect("snapshot serialises");
-    text.push(b'\n');
-    out.write_bytes(&text)
+    out.write_json(snapshot)
 }
 
 /// The summary or its JSON form.
 fn write_summary(out: &mut Output, summary: &Summary<'_>, json: bool) -> Result<(), Error> {
     if json {
-        let mut text = serde_json::to_vec_pretty(&summary_json(summary)).expect("summary serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)
+        out.write_json(&summary_json(summary))
     } else {
         out.write_bytes(summary_text(summary).as_bytes())
     }

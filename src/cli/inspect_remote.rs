@@ -13,9 +13,7 @@ use super::Outcome;
 const DEFAULT_LIMIT: u32 = 1000;
 
 pub fn run(args: &Args, url: &str) -> Result<Outcome, Error> {
-    let (remote_url, id) = Remote::split_bundle_url(url)
-        .ok_or_else(|| Error::InvalidInput { what: "--bundle", detail: format!("{url}: a remote bundle is REMOTE/<bundle-id>") })?;
-    let remote = Remote::open(&remote_url)?;
+    let (remote, id) = Remote::open_bundle_url(url)?;
     let (keys, require) = args.trust.keys()?;
     let bundle = remote.open_bundle(&id, &keys, args.limits.limits())?;
     if !bundle.signature().is_acceptable(require) {
@@ -59,9 +57,7 @@ fn show(args: &Args, bundle: &RemoteBundle<'_>, out: &mut Output) -> Result<(), 
         out.write_bytes(&content)?;
     } else if args.snapshot {
         let snapshot = bundle.snapshot()?.ok_or_else(|| Error::NotFound { file: format!("{}: snapshot.cath-snap", bundle.location()) })?;
-        let mut text = serde_json::to_vec_pretty(&snapshot).expect("snapshot serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        out.write_json(&snapshot)?;
     } else {
         let m = bundle.metadata();
         let summary = serde_json::json!({
@@ -76,13 +72,11 @@ fn show(args: &Args, bundle: &RemoteBundle<'_>, out: &mut Output) -> Result<(), 
             "nodes": bundle.dag().nodes.len(),
             "blobs": bundle.manifest().blob_count,
         });
-        let text = if args.json {
-            serde_json::to_string_pretty(&summary).expect("summary serialises")
-        } else {
-            let line = |(k, v): (&String, &serde_json::Value)| format!("{k:10} {}", escape_for_terminal(v.to_string().trim_matches('"')));
-            summary.as_object().expect("object").iter().map(line).collect::<Vec<_>>().join("\n")
-        };
-        out.write_bytes(format!("{text}\n").as_bytes())?;
+        if args.json {
+            return out.write_json(&summary);
+        }
+        let line = |(k, v): (&String, &serde_json::Value)| format!("{k:10} {}\n", escape_for_terminal(v.to_string().trim_matches('"')));
+        out.write_bytes(summary.as_object().expect("object").iter().map(line).collect::<String>().as_bytes())?;
     }
     Ok(())
 }

@@ -70,6 +70,13 @@ impl Output {
         self.write_all(bytes).map_err(|e| Error::output(name, e))
     }
 
+    /// Writes `value` as pretty JSON and a newline.
+    pub fn write_json(&mut self, value: &impl serde::Serialize) -> Result<(), Error> {
+        let mut text = serde_json::to_vec_pretty(value).expect("the value serialises");
+        text.push(b'\n');
+        self.write_bytes(&text)
+    }
+
     /// Flushes stdout, or syncs the file and renames it into place.
     pub fn commit(self) -> Result<(), Error> {
         match self {

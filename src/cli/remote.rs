@@ -96,10 +96,10 @@ fn print(text: &str) -> Result<(), Error> {
     out.commit()
 }
 
-fn json_line(value: &impl serde::Serialize) -> String {
-    let mut text = serde_json::to_string_pretty(value).expect("serialises");
-    text.push('\n');
-    text
+fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
+    let mut out = Output::open(None, false)?;
+    out.write_json(value)?;
+    out.commit()
 }
 
 pub fn push(args: PushArgs, quiet: bool) -> Result<Outcome, Error> {
@@ -113,7 +113,7 @@ pub fn push(args: PushArgs, quiet: bool) -> Result<Outcome, Error> {
         Err(e) => return super::trust::refused(e, "not pushed"),
     };
     if args.json {
-        print(&json_line(&summary))?;
+        print_json(&summary)?;
     } else if !quiet {
         let what = if summary.already_present {
             "already in the remote; nothing uploaded".to_string()
@@ -150,7 +150,7 @@ pub fn pull(args: PullArgs, quiet: bool) -> Result<Outcome, Error> {
 pub fn ls(args: LsArgs) -> Result<Outcome, Error> {
     let entries = Remote::open(&args.remote)?.list()?;
     if args.json {
-        return print(&json_line(&entries)).map(|()| Outcome::Ok);
+        return print_json(&entries).map(|()| Outcome::Ok);
     }
     let mut text = String::from(
         "BUNDLE                                RUN                                   WORKFLOW  STATUS  CREATED  SIZE  SIGNER\n",
@@ -189,7 +189,7 @@ pub fn gc(args: GcArgs, quiet: bool) -> Result<Outcome, Error> {
     let remote = Remote::open(&args.remote)?.stale_after(Duration::from_secs(args.stale_lock_after));
     let summary = remote.gc(args.dry_run)?;
     if args.json {
-        print(&json_line(&summary))?;
+        print_json(&summary)?;
     } else if !quiet || args.dry_run {
         let verb = if args.dry_run { "would remove" } else { "removed" };
         print(&format!(

@@ -52,13 +52,9 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let report = bundle.replay_with(&options)?;
     let mut out = args.report.open()?;
     if args.report.json {
-        let mut text = serde_json::to_vec_pretty(&report_json(&bundle, &report)).expect("report serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        out.write_json(&report_json(&bundle, &report))?;
     } else if stop.is_some() {
-        let mut text = serde_json::to_vec_pretty(&report.state.to_snapshot()).expect("state serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        out.write_json(&report.state.to_snapshot())?;
         for v in &report.violations {
             eprintln!("cathedral: {}", escape_for_terminal(&v.to_string()));
         }

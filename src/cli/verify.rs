@@ -28,9 +28,8 @@ pub struct Args {
 
 /// Verifies `REMOTE/<bundle-id>`: every object downloaded once and checked.
 fn verify_remote(url: &str, loader: &BundleLoader<'_>, bar: &Bar) -> Result<VerifyReport, Error> {
-    let (remote, id) = cathedral_bundle::remote::Remote::split_bundle_url(url)
-        .ok_or_else(|| Error::InvalidInput { what: "--bundle", detail: format!("{url}: a remote bundle is REMOTE/<bundle-id>") })?;
-    cathedral_bundle::remote::Remote::open(&remote)?.verify(loader, &id, &|n| bar.add(n))
+    let (remote, id) = cathedral_bundle::remote::Remote::open_bundle_url(url)?;
+    remote.verify(loader, &id, &|n| bar.add(n))
 }
 
 /// The stable JSON report.
@@ -58,9 +57,7 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     if args.json {
         let json =
             JsonReport { report_version: 1, valid: report.is_valid(), trusted: loader.signature_acceptable(&report), report: &report };
-        let mut text = serde_json::to_vec_pretty(&json).expect("report serialises");
-        text.push(b'\n');
-        out.write_bytes(&text)?;
+        out.write_json(&json)?;
     } else {
         out.write_bytes(human(&report, loader.signature_acceptable(&report), quiet).as_bytes())?;
     }

@@ -284,9 +284,14 @@ impl<'a> BlobList<'a> {
 
     /// Finds the record of the blob named `hash` by binary search.
     pub fn find(&self, hash: &Digest) -> Result<Option<BlobRecord>, Error> {
+        Ok(self.find_with_position(hash)?.map(|(_, record)| record))
+    }
+
+    /// [`BlobList::find`], with the record's position in the list.
+    pub fn find_with_position(&self, hash: &Digest) -> Result<Option<(u32, BlobRecord)>, Error> {
         let i = partition_point(self.count, |i| Ok(self.hash_at(i)? < hash.0))?;
         if i < self.count && self.hash_at(i)? == hash.0 {
-            return self.record(i).map(Some);
+            return self.record(i).map(|r| Some((i, r)));
         }
         Ok(None)
     }

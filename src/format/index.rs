@@ -137,6 +137,12 @@ impl<'a> IndexReader<'a> {
         Ok((found == *target).then_some(position))
     }
 
+    /// Position of the first event whose logical time is exactly `time`.
+    pub fn position_of_time(&self, time: u64) -> Result<Option<u32>, Error> {
+        let p = self.first_position_at_or_after(time)?;
+        Ok((self.time(p)? == Some(time)).then_some(p))
+    }
+
     /// Position of the first event whose logical time is at least `time`
     /// (`count` if there is none). Times are non-decreasing along the log.
     pub fn first_position_at_or_after(&self, time: u64) -> Result<u32, Error> {

@@ -10,6 +10,7 @@ use super::{bundle_key, manifest_key, parse_locator, LockKind, Remote, CONCURREN
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::model::Metadata;
+use crate::format::signature::SignatureFile;
 use crate::format::{self, BlobList, Manifest, SignatureField};
 use crate::fsutil::Contents;
 
@@ -101,16 +102,13 @@ impl Remote {
     fn claimed_signer(&self, id: &Uuid) -> Result<Option<String>, Error> {
         let store = &self.store;
         let key = bundle_key(id, format::SIGNATURE_FILE);
-        if store.runtime.block_on(store.head(&key))?.is_none_or(|size| size > 4096) {
-            return Ok(None);
-        }
-        let text = store.runtime.block_on(store.get(&key, 4096))?;
-        let text = String::from_utf8_lossy(&text);
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix("key-id: "))
-            .filter(|k| crate::text::is_lower_hex(k) && k.len() == 16)
-            .map(str::to_string))
+        let bytes = match store.runtime.block_on(store.get(&key, 4096)) {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound { .. } | Error::LimitExceeded { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let parsed = std::str::from_utf8(&bytes).ok().and_then(|t| SignatureFile::parse(t, std::path::Path::new(&key)).ok());
+        Ok(parsed.map(|sig| sig.key_id.to_string()))
     }
 
     /// One line per committed bundle.

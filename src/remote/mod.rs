@@ -136,6 +136,16 @@ impl Remote {
         (remote.contains("://")).then(|| (remote.to_string(), id))
     }
 
+    /// Connects to the remote of a bundle address `REMOTE/<bundle-id>` and
+    /// returns it with the bundle id.
+    pub fn open_bundle_url(url: &str) -> Result<(Self, Uuid), Error> {
+        let (remote, id) = Remote::split_bundle_url(url).ok_or_else(|| Error::InvalidInput {
+            what: "bundle address",
+            detail: format!("{url}: a remote bundle is REMOTE/<bundle-id>"),
+        })?;
+        Ok((Remote::open(&remote)?, id))
+    }
+
     /// True when `text` names a remote rather than a local path.
     pub fn is_remote(text: &str) -> bool {
         text.starts_with("s3://") || text.starts_with("file://")

@@ -190,32 +190,32 @@ impl RemoteBundle<'_> {
     /// Events `from..from + limit`, read by range through the index. Their
     /// bytes are not checked against the manifest (that takes the whole log).
     pub fn events(&self, from: u32, limit: u32) -> Result<Vec<Event>, Error> {
-        let (idx, log) = (self.ranged(format::INDEX_FILE)?, self.ranged(format::EVENTS_FILE)?);
-        let index = IndexReader::new(&idx, format::INDEX_FILE)?;
-        let log = LogReader::new(&log, format::EVENTS_FILE, &self.limits)?;
-        let end = from.saturating_add(limit).min(index.count());
-        (from..end).map(|p| log.event_at(index.offset(p)?.expect("in range"))).collect()
+        self.with_log(|index, log| {
+            let end = from.saturating_add(limit).min(index.count());
+            (from..end).map(|p| log.event_at(index.offset(p)?.expect("in range"))).collect()
+        })
     }
 
     /// The event with `id` and its position, through the index (unchecked bytes).
     pub fn event_by_id(&self, id: &Uuid) -> Result<Option<(u32, Event)>, Error> {
-        let (idx, log) = (self.ranged(format::INDEX_FILE)?, self.ranged(format::EVENTS_FILE)?);
-        let index = IndexReader::new(&idx, format::INDEX_FILE)?;
-        let Some(p) = index.position_of_id(id)? else { return Ok(None) };
-        let log = LogReader::new(&log, format::EVENTS_FILE, &self.limits)?;
-        Ok(Some((p, log.event_at(index.offset(p)?.expect("in range"))?)))
+        self.with_log(|index, log| {
+            index.position_of_id(id)?.map(|p| Ok((p, log.event_at(index.offset(p)?.expect("in range"))?))).transpose()
+        })
     }
 
     /// The first event at logical time `time` (unchecked bytes).
     pub fn event_at_time(&self, time: u64) -> Result<Option<(u32, Event)>, Error> {
+        self.with_log(|index, log| {
+            index.position_of_time(time)?.map(|p| Ok((p, log.event_at(index.offset(p)?.expect("in range"))?))).transpose()
+        })
+    }
+
+    /// Calls `f` with the index and the log, read by range.
+    fn with_log<T>(&self, f: impl FnOnce(&IndexReader<'_>, &LogReader<'_>) -> Result<T, Error>) -> Result<T, Error> {
         let (idx, log) = (self.ranged(format::INDEX_FILE)?, self.ranged(format::EVENTS_FILE)?);
         let index = IndexReader::new(&idx, format::INDEX_FILE)?;
-        let p = index.first_position_at_or_after(time)?;
-        if index.time(p)? != Some(time) {
-            return Ok(None);
-        }
         let log = LogReader::new(&log, format::EVENTS_FILE, &self.limits)?;
-        Ok(Some((p, log.event_at(index.offset(p)?.expect("in range"))?)))
+        f(&index, &log)
     }
 
     /// A blob's content, found through the list and the locator, and
@@ -223,19 +223,7 @@ impl RemoteBundle<'_> {
     pub fn blob(&self, hash: &Digest) -> Result<Option<Vec<u8>>, Error> {
         let list_file = self.ranged(format::BLOB_LIST_FILE)?;
         let list = BlobList::new(&list_file, format::BLOB_LIST_FILE, self.limits.max_blobs)?;
-        let (mut lo, mut hi) = (0u32, list.count());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if list.record(mid)?.header.hash < *hash {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let record = match (lo < list.count()).then(|| list.record(lo)).transpose()? {
-            Some(r) if r.header.hash == *hash => r,
-            _ => return Ok(None),
-        };
+        let Some((lo, record)) = list.find_with_position(hash)? else { return Ok(None) };
         if record.header.size > self.limits.max_blob_size {
             return Err(Error::limit(&format::blob_path(hash), "blob content size", self.limits.max_blob_size, record.header.size));
         }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use rayon::prelude::*;
 
 use super::{blob_key, bundle_key, manifest_key, parse_locator, LockKind, Remote, CONCURRENCY, LOCATOR_FILE, MAX_MANIFEST};
-use crate::bundle::{staging_dir, BundleLoader, LoadError};
+use crate::bundle::{BundleLoader, LoadError};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::{self, blob_path, BlobList, Manifest};
@@ -236,26 +236,10 @@ impl Remote {
         overwrite: bool,
         got: &(dyn Fn(u64) + Sync),
     ) -> Result<VerifyReport, LoadError> {
-        crate::bundle::check_output(output, overwrite)?;
-        let name = output.file_name().ok_or_else(|| Error::input("output path", format!("{} has no file name", output.display())))?;
-        let parent = crate::fsutil::parent_dir(output);
-        fs::create_dir_all(&parent).map_err(|e| Error::output(&parent, e))?;
-        let (staging, _lock) = staging_dir(&parent, &name.to_string_lossy())?;
-        let placed = self.fetch(id, &staging, got).map_err(LoadError::from).and_then(|()| {
-            let bundle = loader.load(&staging)?;
-            let report = bundle.report().clone();
-            drop(bundle);
-            crate::fsutil::sync_filesystem(&staging)?;
-            if let Some(kept) = crate::bundle::move_into_place(&staging, output, overwrite)? {
-                let reason = format!("the old bundle was moved to {} and changed since; it was kept", kept.display());
-                return Err(LoadError::Error(Error::NotReplaceable { file: output.display().to_string(), reason }));
-            }
-            crate::fsutil::sync_dir(&parent)?;
-            Ok(report)
+        let placed = crate::bundle::place_staged(output, overwrite, |staging| {
+            self.fetch(id, staging, got)?;
+            Ok(loader.load(staging)?.report().clone())
         });
-        if placed.is_err() {
-            let _ = fs::remove_dir_all(&staging);
-        }
         placed.map_err(|e| match e {
             // Findings name the staging directory's files; say which remote bundle they are.
             LoadError::Invalid { report, .. } => LoadError::Invalid { path: format!("{}/{}", self.url(), id).into(), report },

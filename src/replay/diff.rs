@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::explain::Payload;
 use super::lookup::chain;
+use super::payload::{self, Payload};
 use super::{ChainLink, NodeRun};
 use crate::bundle::ReplayBundle;
 use crate::digest::Digest;
@@ -426,14 +426,16 @@ fn align(a: &ReplayBundle, b: &ReplayBundle) -> Result<EventDiff, Error> {
     aligner.finish();
     let mut diff = std::mem::take(&mut aligner.diff);
     (diff.a_events, diff.b_events) = (pa, pb);
+    let names = |bundle: &ReplayBundle| -> HashMap<Uuid, String> { bundle.dag().nodes.iter().map(|n| (n.id, n.name.clone())).collect() };
+    let (names_a, names_b) = (names(a), names(b));
     for found in &aligner.found {
         let (node, kind, occurrence) = found.key;
         let node = aligner.names.get(node as usize).cloned();
         diff.divergences.push(Divergence {
             key: EventKey { node, kind, occurrence },
             what: found.what,
-            a: found.a.map(|p| side(a, p)).transpose()?,
-            b: found.b.map(|p| side(b, p)).transpose()?,
+            a: found.a.map(|p| side(a, &names_a, p)).transpose()?,
+            b: found.b.map(|p| side(b, &names_b, p)).transpose()?,
         });
     }
     diff.first_divergence = diff.divergences.first().cloned();
@@ -441,11 +443,10 @@ fn align(a: &ReplayBundle, b: &ReplayBundle) -> Result<EventDiff, Error> {
 }
 
 /// The event at `position` of `bundle`, with its causal context.
-fn side(bundle: &ReplayBundle, position: u64) -> Result<Side, Error> {
+fn side(bundle: &ReplayBundle, names: &HashMap<Uuid, String>, position: u64) -> Result<Side, Error> {
     let p = u32::try_from(position).unwrap_or(u32::MAX);
     let event = bundle.event(p)?.ok_or_else(|| Error::input("diff", format!("no event at position {position}")))?;
-    let names: HashMap<Uuid, &str> = bundle.dag().nodes.iter().map(|n| (n.id, n.name.as_str())).collect();
-    let name = |id: &Uuid| names.get(id).map(|n| n.to_string());
+    let name = |id: &Uuid| names.get(id).cloned();
     let (context, _) = chain(bundle, event.parent_event_id, position, CONTEXT, &name)?;
-    Ok(Side { position, event_id: event.event_id, payload: Payload::of(&event.payload), context })
+    Ok(Side { position, event_id: event.event_id, payload: payload::decode(&event.payload), context })
 }

@@ -7,7 +7,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::lookup::chain;
-use super::{payload, ChainLink, NodeRun, ReplayReport, RunPhase};
+use super::payload::{self, Payload};
+use super::{ChainLink, NodeRun, ReplayReport, RunPhase};
 use crate::bundle::ReplayBundle;
 use crate::error::Error;
 use crate::format::event::{Event, EventKind};
@@ -21,43 +22,6 @@ const MAX_CALLS: usize = 50;
 const MAX_RUN_ERRORS: usize = 20;
 /// Links of the causal chain shown from the failure back towards the start.
 const CHAIN_LIMIT: usize = 64;
-
-/// A payload decoded for people: JSON, text, or only its size.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Payload {
-    /// No bytes.
-    Empty,
-    /// A JSON document.
-    Json(serde_json::Value),
-    /// UTF-8 text.
-    Text(String),
-    /// Binary: its length.
-    Binary(usize),
-}
-
-impl Payload {
-    /// Decodes `bytes` (see [`payload::decode`]).
-    pub fn of(bytes: &[u8]) -> Self {
-        match payload::decode(bytes) {
-            payload::Decoded::Empty => Payload::Empty,
-            payload::Decoded::Json(v) => Payload::Json(v),
-            payload::Decoded::Text(t) => Payload::Text(t.to_string()),
-            payload::Decoded::Binary(n) => Payload::Binary(n),
-        }
-    }
-}
-
-impl std::fmt::Display for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Payload::Empty => f.write_str("(empty)"),
-            Payload::Json(v) => write!(f, "{v}"),
-            Payload::Text(t) => write!(f, "{t:?}"),
-            Payload::Binary(n) => write!(f, "<{n} bytes of binary data>"),
-        }
-    }
-}
 
 /// One event, as explain shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,7 +40,7 @@ pub struct EventNote {
 
 impl EventNote {
     fn of(position: u64, e: &Event) -> Self {
-        EventNote { position, event_id: e.event_id, kind: e.kind, logical_time: e.logical_time, payload: Payload::of(&e.payload) }
+        EventNote { position, event_id: e.event_id, kind: e.kind, logical_time: e.logical_time, payload: payload::decode(&e.payload) }
     }
 }
 
@@ -194,9 +158,10 @@ impl ReplayBundle {
                 trail.calls.push_back(EventNote::of(position, &event));
             }
         }
+        let graph = Graph::of(self, &report);
         let mut failures = Vec::with_capacity(trails.len());
         for (node, trail) in failed.iter().zip(trails) {
-            failures.push(self.failure(&report, node, trail)?);
+            failures.push(self.failure(&report, &graph, node, trail)?);
         }
         failures.sort_by_key(|f| f.failed_at.as_ref().map_or(u64::MAX, |e| e.position));
         Ok(Explanation {
@@ -212,9 +177,8 @@ impl ReplayBundle {
         })
     }
 
-    fn failure(&self, report: &ReplayReport, node: &NodeRun, trail: Trail) -> Result<Failure, Error> {
-        let names: HashMap<Uuid, &str> = report.state.nodes.iter().map(|n| (n.node_id, n.name.as_str())).collect();
-        let name = |id: &Uuid| names.get(id).map(|n| n.to_string());
+    fn failure(&self, report: &ReplayReport, graph: &Graph<'_>, node: &NodeRun, trail: Trail) -> Result<Failure, Error> {
+        let name = |id: &Uuid| graph.names.get(id).map(|n| n.to_string());
         let (mut links, mut truncated) = (Vec::new(), false);
         if let Some((at, parent)) = &trail.failed {
             (links, truncated) = chain(self, *parent, at.position, CHAIN_LIMIT, &name)?;
@@ -230,22 +194,34 @@ impl ReplayBundle {
             calls_omitted: trail.omitted,
             chain: links,
             chain_truncated: truncated,
-            blocked: self.blocked_by(report, node.node_id),
+            blocked: graph.blocked_by(report, node.node_id),
         })
     }
+}
 
-    /// The nodes downstream of `failed` (through `depends_on`) that did not complete.
-    fn blocked_by(&self, report: &ReplayReport, failed: Uuid) -> Vec<Blocked> {
+/// Node names and dependents, built once per explanation.
+struct Graph<'a> {
+    names: HashMap<Uuid, &'a str>,
+    dependents: HashMap<Uuid, Vec<Uuid>>,
+}
+
+impl<'a> Graph<'a> {
+    fn of(bundle: &ReplayBundle, report: &'a ReplayReport) -> Self {
         let mut dependents: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-        for node in &self.dag().nodes {
+        for node in &bundle.dag().nodes {
             for dep in &node.depends_on {
                 dependents.entry(*dep).or_default().push(node.id);
             }
         }
+        Graph { names: report.state.nodes.iter().map(|n| (n.node_id, n.name.as_str())).collect(), dependents }
+    }
+
+    /// The nodes downstream of `failed` (through `depends_on`) that did not complete.
+    fn blocked_by(&self, report: &ReplayReport, failed: Uuid) -> Vec<Blocked> {
         let mut seen = HashSet::from([failed]);
         let mut queue = VecDeque::from([failed]);
         while let Some(id) = queue.pop_front() {
-            for next in dependents.get(&id).into_iter().flatten() {
+            for next in self.dependents.get(&id).into_iter().flatten() {
                 if seen.insert(*next) {
                     queue.push_back(*next);
                 }

@@ -14,7 +14,8 @@ pub mod payload;
 mod read;
 
 pub use diff::{BlobDiff, DagDiff, Divergence, EventDiff, EventKey, FieldDiff, NodeDiff, RunDiff, Side};
-pub use explain::{Blocked, EventNote, Explanation, Failure, Payload};
+pub use explain::{Blocked, EventNote, Explanation, Failure};
+pub use payload::Payload;
 
 use std::collections::BTreeMap;
 

@@ -3,35 +3,47 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
 /// A payload as a person should see it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decoded<'a> {
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
     /// No bytes.
     Empty,
     /// A JSON document.
     Json(serde_json::Value),
     /// UTF-8 text that is not JSON.
-    Text(&'a str),
+    Text(String),
     /// Anything else: only its length is shown.
     Binary(usize),
 }
 
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Empty => f.write_str("(empty)"),
+            Payload::Json(v) => write!(f, "{v}"),
+            Payload::Text(t) => write!(f, "{t:?}"),
+            Payload::Binary(n) => write!(f, "<{n} bytes of binary data>"),
+        }
+    }
+}
+
 /// Decodes `payload` for display: JSON if it parses as JSON, else UTF-8
 /// text, else binary.
-pub fn decode(payload: &[u8]) -> Decoded<'_> {
+pub fn decode(payload: &[u8]) -> Payload {
     if payload.is_empty() {
-        return Decoded::Empty;
+        return Payload::Empty;
     }
     if let Ok(value) = serde_json::from_slice(payload) {
-        return Decoded::Json(value);
+        return Payload::Json(value);
     }
     match std::str::from_utf8(payload) {
-        Ok(text) => Decoded::Text(text),
-        Err(_) => Decoded::Binary(payload.len()),
+        Ok(text) => Payload::Text(text.to_string()),
+        Err(_) => Payload::Binary(payload.len()),
     }
 }
 
@@ -76,10 +88,10 @@ pub fn error_text(payload: &[u8]) -> Option<String> {
         });
     }
     match decode(payload) {
-        Decoded::Empty => None,
-        Decoded::Json(value) => Some(value.to_string()),
-        Decoded::Text(text) => Some(text.to_string()),
-        Decoded::Binary(n) => Some(format!("<{n} bytes of binary data>")),
+        Payload::Empty => None,
+        Payload::Json(value) => Some(value.to_string()),
+        Payload::Text(text) => Some(text),
+        binary @ Payload::Binary(_) => Some(binary.to_string()),
     }
 }
 
@@ -111,9 +123,9 @@ mod tests {
 
     #[test]
     fn decode_kinds() {
-        assert_eq!(decode(b""), Decoded::Empty);
-        assert!(matches!(decode(b"{\"a\":1}"), Decoded::Json(_)));
-        assert_eq!(decode(b"plain"), Decoded::Text("plain"));
-        assert_eq!(decode(&[0xc3]), Decoded::Binary(1));
+        assert_eq!(decode(b""), Payload::Empty);
+        assert!(matches!(decode(b"{\"a\":1}"), Payload::Json(_)));
+        assert_eq!(decode(b"plain"), Payload::Text("plain".into()));
+        assert_eq!(decode(&[0xc3]), Payload::Binary(1));
     }
 }
