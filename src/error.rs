@@ -184,6 +184,22 @@ pub enum Error {
         /// The hash of what is there.
         found: Digest,
     },
+    /// Bytes read on demand are not the bytes the manifest commits to: their
+    /// chunk groups, checked through the file's outboard (FORMAT.md §14),
+    /// do not lead to the file's committed hash.
+    #[error("{file}: bytes {start}..{end} are not what the manifest commits to (checked through {outboard}: {detail})")]
+    RangeMismatch {
+        /// The file read.
+        file: String,
+        /// Its outboard.
+        outboard: String,
+        /// First byte of the chunk groups checked.
+        start: u64,
+        /// End of the chunk groups checked.
+        end: u64,
+        /// Which tree node or chunk failed.
+        detail: String,
+    },
     /// A size differs from the committed one.
     #[error("{file}: {what} mismatch: expected {expected}, found {found}")]
     SizeMismatch {

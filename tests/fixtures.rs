@@ -13,7 +13,7 @@ fn regenerating_fixtures_changes_no_byte() {
     let names: Vec<String> = fixture_gen::fixture_specs()
         .into_iter()
         .map(|(n, ..)| format!("bundles/{n}"))
-        .chain(["store".to_string(), "replay".to_string()])
+        .chain([format!("bundles/{}", fixture_gen::LEGACY_FIXTURE), "store".to_string(), "replay".to_string()])
         .collect();
     for name in &names {
         let shipped = root.join(name);

@@ -42,6 +42,10 @@ fn flipped_byte_in_every_file_and_blob() {
     for file in &files {
         let path = bundle.join(file);
         let original = fs::read(&path).unwrap();
+        // (An outboard of a file of one chunk group is empty: nothing to flip.)
+        if original.is_empty() {
+            continue;
+        }
         for at in [0, original.len() / 2, original.len() - 1] {
             let mut bytes = original.clone();
             bytes[at] ^= 0x01;

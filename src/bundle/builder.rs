@@ -369,9 +369,9 @@ impl BundleBuilder {
         put(format::BLOB_LIST_FILE, &encode_list(self.blobs.values()), false)?;
 
         // The log, then the index that carries the log's hash.
-        let (log_entry, index_entry) = self.write_log_and_index(event_count)?;
-        files.insert(format::EVENTS_FILE.to_string(), log_entry);
-        files.insert(format::INDEX_FILE.to_string(), index_entry);
+        for (name, entry) in self.write_log_and_index(event_count)? {
+            files.insert(name.to_string(), entry);
+        }
 
         let bundle_id = self.options.bundle_id.unwrap_or_else(Uuid::new_v4);
         let total_bytes = files.values().map(|f| f.size).sum::<u64>() + self.blob_bytes;
@@ -415,11 +415,11 @@ impl BundleBuilder {
     }
 
     /// Finishes the log, hashes it, and writes the index that binds to it.
-    fn write_log_and_index(&mut self, event_count: u32) -> Result<(FileEntry, FileEntry), Error> {
+    fn write_log_and_index(&mut self, event_count: u32) -> Result<[(&'static str, FileEntry); 4], Error> {
         let staging = self.staging.clone();
         let log_size = self.log.take().expect("log is open until build").finish()?;
-        let log_path = staging.join(format::EVENTS_FILE);
-        let log_hash = fsutil::hash(&ReadFile::open(&log_path, format::EVENTS_FILE)?, format::EVENTS_FILE, &|_| {})?;
+        // One pass over the log gives its hash (the root of its tree) and its outboard.
+        let (log_hash, log_outboard) = write_outboard(&staging, format::EVENTS_FILE, log_size, format::LOG_OUTBOARD_FILE)?;
         self.ids.sort_unstable();
         if let Some(pair) = self.ids.windows(2).find(|w| w[0].0 == w[1].0) {
             let detail = format!("event id {} was added twice (events {} and {})", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1);
@@ -435,7 +435,14 @@ impl BundleBuilder {
         let index_file = out.inner.into_inner().map_err(|e| Error::output(&index_path, e.into_error()))?;
         index_file.sync_all().map_err(|e| Error::output(&index_path, e))?;
         let log = FileEntry { hash: log_hash, size: log_size, optional: false };
-        Ok((log, FileEntry { hash: Digest::finished(&out.hasher), size: out.written, optional: false }))
+        let index = FileEntry { hash: Digest::finished(&out.hasher), size: out.written, optional: false };
+        let (_, index_outboard) = write_outboard(&staging, format::INDEX_FILE, index.size, format::INDEX_OUTBOARD_FILE)?;
+        Ok([
+            (format::EVENTS_FILE, log),
+            (format::LOG_OUTBOARD_FILE, log_outboard),
+            (format::INDEX_FILE, index),
+            (format::INDEX_OUTBOARD_FILE, index_outboard),
+        ])
     }
 }
 
@@ -460,6 +467,20 @@ fn rewind(section: &mut BufWriter<File>, staging: &Path) -> Result<std::io::BufR
     let mut file = section.get_ref().try_clone().map_err(|e| Error::output(staging, e))?;
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::output(staging, e))?;
     Ok(std::io::BufReader::with_capacity(1 << 20, file))
+}
+
+/// Writes the outboard of the staged file `name` (`size` bytes) as
+/// `outboard_name`, synced; returns the file's hash and the outboard's entry.
+fn write_outboard(staging: &Path, name: &str, size: u64, outboard_name: &str) -> Result<(Digest, FileEntry), Error> {
+    let data = ReadFile::open(&staging.join(name), name)?;
+    let path = staging.join(outboard_name);
+    let file = File::options().write(true).create_new(true).open(&path).map_err(|e| Error::output(&path, e))?;
+    let mut out = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: blake3::Hasher::new(), written: 0 };
+    let reader = std::io::BufReader::with_capacity(1 << 20, data.into_read());
+    let hash = format::outboard::write(reader, size, &mut out).map_err(|e| fsutil::stream_error(name, e))?;
+    let file = out.inner.into_inner().map_err(|e| Error::output(&path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::output(&path, e))?;
+    Ok((hash, FileEntry { hash: Digest::finished(&out.hasher), size: out.written, optional: false }))
 }
 
 struct HashingWriter<W> {

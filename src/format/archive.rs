@@ -47,8 +47,9 @@ pub const DEFAULT_LEVEL: i32 = 3;
 
 /// The listed files, in the order they follow `MANIFEST.json` (and
 /// `MANIFEST.sig`): the documents, then the blob list and the index, which
-/// a streaming reader keeps, then the log it checks against them.
-pub const FILE_ORDER: [&str; 7] = [
+/// a streaming reader keeps, then the log it checks against them, then the
+/// outboards (of a 1.1 bundle), which it rebuilds from the log and index.
+pub const FILE_ORDER: [&str; 9] = [
     super::METADATA_FILE,
     super::WORKFLOW_FILE,
     super::DAG_FILE,
@@ -56,6 +57,8 @@ pub const FILE_ORDER: [&str; 7] = [
     super::BLOB_LIST_FILE,
     super::INDEX_FILE,
     super::EVENTS_FILE,
+    super::LOG_OUTBOARD_FILE,
+    super::INDEX_OUTBOARD_FILE,
 ];
 
 /// Header fields, for naming the first one that differs from the canonical header.

@@ -29,7 +29,7 @@ pub struct FileEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Always "1.0" for this format.
+    /// "1.1" (with outboards) or "1.0" (without).
     pub bundle_version: String,
     /// Unique id of this bundle.
     #[serde(with = "uuid_text")]
@@ -70,8 +70,9 @@ impl Manifest {
         if self.format != format::BUNDLE_FORMAT {
             problems.push(unsupported("format", format::BUNDLE_FORMAT, &self.format));
         }
-        if self.bundle_version != format::BUNDLE_VERSION {
-            problems.push(unsupported("bundle_version", format::BUNDLE_VERSION, &self.bundle_version));
+        let supported = [format::BUNDLE_VERSION_1_0, format::BUNDLE_VERSION];
+        if !supported.contains(&self.bundle_version.as_str()) {
+            problems.push(unsupported("bundle_version", "1.0 or 1.1", &self.bundle_version));
         }
         if let Some(s) = self.signature.as_deref().filter(|s| *s != format::SIGNATURE_FILE) {
             problems.push(Error::inconsistent(file, "signature file name", format::SIGNATURE_FILE, format!("{s:?}")));
@@ -81,8 +82,8 @@ impl Manifest {
                 problems.push(e);
                 continue;
             }
-            match format::LISTED_FILES.iter().find(|(known, _)| known == name) {
-                None => problems.push(Error::InvalidPath { name: name.clone(), reason: "not a file of a v1 bundle" }),
+            match format::LISTED_FILES.iter().find(|(known, _)| known == name && format::version_lists(&self.bundle_version, known)) {
+                None => problems.push(Error::InvalidPath { name: name.clone(), reason: "not a file of a bundle of this version" }),
                 Some((_, optional)) if *optional != entry.optional => {
                     problems.push(Error::inconsistent(file, "optional flag", format!("{name}: {optional}"), entry.optional))
                 }
@@ -90,11 +91,39 @@ impl Manifest {
             }
         }
         for (known, optional) in format::LISTED_FILES {
-            if !optional && !self.files.contains_key(known) {
+            if !optional && !self.files.contains_key(known) && format::version_lists(&self.bundle_version, known) {
                 problems.push(Error::rule(file, "required file", format!("does not list {known}")));
             }
         }
         problems
+    }
+
+    /// Each listed outboard whose size is not the one the size of its file
+    /// implies (§14): (outboard, the error). Not a rule of the manifest
+    /// alone: a finding about the outboard, which does not stop verification.
+    pub fn outboard_size_problems(&self) -> Vec<(&'static str, Error)> {
+        let mut problems = Vec::new();
+        for (data, outboard) in format::OUTBOARDS {
+            if let (Some(d), Some(o)) = (self.files.get(data), self.files.get(outboard)) {
+                let expected = format::outboard::outboard_size(d.size);
+                if o.size != expected {
+                    let e = Error::SizeMismatch {
+                        file: outboard.into(),
+                        what: "outboard size (from the size of the file it covers)",
+                        expected,
+                        found: o.size,
+                    };
+                    problems.push((outboard, e));
+                }
+            }
+        }
+        problems
+    }
+
+    /// True when the bundle carries outboards of its log and index (§14),
+    /// so that reads can be checked lazily.
+    pub fn has_outboards(&self) -> bool {
+        format::OUTBOARDS.iter().all(|(_, o)| self.files.contains_key(*o))
     }
 }
 
@@ -167,6 +196,30 @@ mod tests {
         assert!(matches!(SignatureField::of(br#"{"signature":7}"#), SignatureField::Malformed(_)));
         assert!(matches!(SignatureField::of(br#"{"signature":"x.sig"}"#), SignatureField::Malformed(_)));
         assert_eq!(SignatureField::of(b"not json"), SignatureField::Unknown);
+    }
+
+    /// Outboards are listed in a 1.1 manifest, never in a 1.0 one, and their
+    /// sizes follow from the sizes of the files they cover.
+    #[test]
+    fn outboards_follow_the_version() {
+        let h = Digest::of(b"").to_hex();
+        let entry = |name: &str, size: u64| format!(r#""{name}":{{"hash":"{h}","size":{size},"optional":false}}"#);
+        let required = ["blobs.cath-list", "dag.json", "events.cath-idx", "metadata.json", "workflow.cath"].map(|n| entry(n, 0)).join(",");
+        let log = entry("events.cath-log", 20_000);
+        let obao = |size| format!("{},{}", entry("events.cath-log.obao", size), entry("events.cath-idx.obao", 0));
+        let v = |version: &str, files: String| {
+            let text = manifest_json(&files).replace(r#""bundle_version":"1.0""#, &format!(r#""bundle_version":"{version}""#));
+            Manifest::parse(text.as_bytes()).unwrap().check()
+        };
+        assert!(v("1.0", format!("{required},{log}")).is_empty());
+        assert!(v("1.1", format!("{required},{log},{}", obao(64))).is_empty());
+        assert!(v("1.0", format!("{required},{log},{}", obao(64))).iter().any(|e| matches!(e, Error::InvalidPath { .. })));
+        assert!(v("1.1", format!("{required},{log}")).iter().any(|e| matches!(e, Error::Rule { .. })));
+        let wrong = format!("{required},{log},{}", obao(128));
+        let text = manifest_json(&wrong).replace(r#""bundle_version":"1.0""#, r#""bundle_version":"1.1""#);
+        let problems = Manifest::parse(text.as_bytes()).unwrap().outboard_size_problems();
+        assert!(matches!(problems.as_slice(), [("events.cath-log.obao", Error::SizeMismatch { expected: 64, found: 128, .. })]));
+        assert!(v("1.2", format!("{required},{log},{}", obao(64))).iter().any(|e| matches!(e, Error::Unsupported { .. })));
     }
 
     #[test]

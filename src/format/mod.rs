@@ -26,6 +26,7 @@ pub(crate) mod json;
 pub(crate) mod log;
 pub(crate) mod manifest;
 pub(crate) mod model;
+pub mod outboard;
 pub(crate) mod signature;
 pub(crate) mod snapshot;
 
@@ -48,8 +49,12 @@ pub const PREFIX_LEN: usize = MAGIC_LEN + 4;
 
 /// The `format` field of the manifest.
 pub const BUNDLE_FORMAT: &str = "cath-bundle";
-/// The `bundle_version` field of the manifest.
-pub const BUNDLE_VERSION: &str = "1.0";
+/// The `bundle_version` a writer emits: a 1.1 bundle carries outboards of
+/// its log and index (§14).
+pub const BUNDLE_VERSION: &str = "1.1";
+/// The earlier version, still read: a 1.0 bundle has no outboards, so it is
+/// only ever verified in full.
+pub const BUNDLE_VERSION_1_0: &str = "1.0";
 
 /// File names inside a bundle.
 pub const MANIFEST_FILE: &str = "MANIFEST.json";
@@ -67,21 +72,36 @@ pub const INDEX_FILE: &str = "events.cath-idx";
 pub const BLOB_LIST_FILE: &str = "blobs.cath-list";
 /// Optional starting snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot.cath-snap";
+/// Outboard of the event log (§14), in a v1.1 bundle.
+pub const LOG_OUTBOARD_FILE: &str = "events.cath-log.obao";
+/// Outboard of the index (§14), in a v1.1 bundle.
+pub const INDEX_OUTBOARD_FILE: &str = "events.cath-idx.obao";
 /// Directory of the sharded blob store.
 pub const BLOB_DIR: &str = "blobs";
 /// The detached signature: the one file the manifest does not list (§13).
 pub const SIGNATURE_FILE: &str = "MANIFEST.sig";
 
 /// Every file a v1 manifest may list, with whether it is optional.
-pub const LISTED_FILES: [(&str, bool); 7] = [
+pub const LISTED_FILES: [(&str, bool); 9] = [
     (BLOB_LIST_FILE, false),
     (DAG_FILE, false),
     (INDEX_FILE, false),
+    (INDEX_OUTBOARD_FILE, false),
     (EVENTS_FILE, false),
+    (LOG_OUTBOARD_FILE, false),
     (METADATA_FILE, false),
     (SNAPSHOT_FILE, true),
     (WORKFLOW_FILE, false),
 ];
+
+/// The outboard files and the file each one is the outboard of (§14).
+pub const OUTBOARDS: [(&str, &str); 2] = [(EVENTS_FILE, LOG_OUTBOARD_FILE), (INDEX_FILE, INDEX_OUTBOARD_FILE)];
+
+/// True when a manifest of `version` lists `name` (one of [`LISTED_FILES`]):
+/// a 1.0 manifest lists no outboard.
+pub fn version_lists(version: &str, name: &str) -> bool {
+    version != BUNDLE_VERSION_1_0 || !OUTBOARDS.iter().any(|(_, o)| *o == name)
+}
 
 /// Event log magic.
 pub const LOG_MAGIC: [u8; MAGIC_LEN] = *b"CATHLOG";

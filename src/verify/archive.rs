@@ -20,6 +20,7 @@ use std::io::{Read, Write};
 
 use super::blobs::{check_blob_data, BLOB_WINDOW};
 use super::events::{EventTap, LogContext};
+use super::outboards;
 use super::report::{Finding, FindingCode};
 use super::{Documents, VerifiedDocs, Verifier};
 use crate::digest::Digest;
@@ -467,6 +468,10 @@ impl Verifier<'_> {
                 self.log_entry(pass, manifest, header, stats, on_event);
                 Ok(())
             }
+            format::LOG_OUTBOARD_FILE | format::INDEX_OUTBOARD_FILE => {
+                self.hashed_entry(pass, name, entry.hash, stats);
+                Ok(())
+            }
             _ => {
                 let limit = if name == format::SNAPSHOT_FILE { self.limits.max_snapshot_size } else { self.limits.max_document_size };
                 let bytes = self.read_entry(pass, name, header.size, limit);
@@ -535,7 +540,8 @@ impl Verifier<'_> {
         Ok(())
     }
 
-    /// The log, checked against the kept index as it streams by.
+    /// The log, checked against the kept index as it streams by; in a 1.1
+    /// bundle, the outboards of both are rebuilt on the way.
     fn log_entry(
         &self,
         pass: &mut Pass<'_>,
@@ -551,35 +557,73 @@ impl Verifier<'_> {
         pass.with_sink(|s| s.begin(name, header.size));
         let Pass { tar, sink, sink_error, parsed, list, index, events, .. } = pass;
         let mut body = Body { tar, sink: sink.as_deref_mut(), sink_error };
-        let Some(stream) = self.findings.ok(name, Forward::new(&mut body, header.size, name)) else { return };
-        let docs = parsed.as_ref().expect("parsed above");
         let list = list.as_ref().map(CheckedList::reader);
-        let index = index.as_ref().and_then(|c| self.findings.ok(format::INDEX_FILE, IndexReader::new(c, format::INDEX_FILE)));
-        let log_hash = manifest.files[name].hash;
+        let index_reader = index.as_ref().and_then(|c| self.findings.ok(format::INDEX_FILE, IndexReader::new(c, format::INDEX_FILE)));
+        let cx = LogContext {
+            log_hash: manifest.files[name].hash,
+            run_id: parsed.as_ref().and_then(|d| d.metadata.as_ref()).map(|m| m.run_id),
+            nodes: parsed.as_ref().and_then(|d| d.nodes.as_ref()),
+            list: list.as_ref(),
+            on_event,
+        };
+        let mut check = |src: &mut (dyn Read + Send)| self.streamed_log(src, header.size, index_reader.as_ref(), &cx, events, stats);
+        if manifest.files.contains_key(format::LOG_OUTBOARD_FILE) {
+            if let (_, Some((root, rebuilt))) = outboards::rebuild_while(&mut body, header.size, check) {
+                self.compare_outboard(manifest, name, format::LOG_OUTBOARD_FILE, root, rebuilt);
+            }
+        } else {
+            check(&mut body);
+        }
+        if let Some(index) = index.as_ref().filter(|_| manifest.files.contains_key(format::INDEX_OUTBOARD_FILE)) {
+            self.compare_rebuilt(manifest, format::INDEX_FILE, index, format::INDEX_OUTBOARD_FILE);
+        }
+        pass.with_sink(|s| s.end());
+    }
+
+    /// Decodes and checks the log read from `src` (all `size` bytes of it).
+    fn streamed_log(
+        &self,
+        src: &mut (dyn Read + Send),
+        size: u64,
+        index: Option<&IndexReader<'_>>,
+        cx: &LogContext<'_>,
+        events: &mut Option<(u32, Encoding)>,
+        stats: &mut VerifyStats,
+    ) {
+        let name = format::EVENTS_FILE;
+        let Some(stream) = self.findings.ok(name, Forward::new(src, size, name)) else { return };
         let tick = self.tick();
         match LogReader::new(&stream, name, self.limits) {
             Ok(log) => {
                 *events = Some((log.header().count, log.header().encoding));
-                let cx = LogContext {
-                    log_hash,
-                    run_id: docs.metadata.as_ref().map(|m| m.run_id),
-                    nodes: docs.nodes.as_ref(),
-                    list: list.as_ref(),
-                    on_event,
-                };
-                stats.events = self.check_log(&log, index.as_ref(), &cx, &tick);
+                stats.events = self.check_log(&log, index, cx, &tick);
             }
             Err(e) => {
                 self.findings.error(name, e);
                 // A log whose header does not parse is still hashed, to say whether it is the committed one.
-                self.check_hash(name, &stream, log_hash, &tick);
+                self.check_hash(name, &stream, cx.log_hash, &tick);
             }
         }
-        stats.bytes_hashed += header.size;
+        stats.bytes_hashed += size;
         if let Err(e) = stream.drain() {
             self.findings.error(name, e);
         }
-        drop(stream);
+    }
+
+    /// An entry only hashed as it streams by (an outboard, which may be
+    /// larger than a document and is checked against its file elsewhere).
+    fn hashed_entry(&self, pass: &mut Pass<'_>, name: &'static str, expected: Digest, stats: &mut VerifyStats) {
+        let size = pass.tar.remaining();
+        pass.with_sink(|s| s.begin(name, size));
+        let tick = self.tick();
+        let mut body = pass.body();
+        if let Some(stream) = self.findings.ok(name, Forward::new(&mut body, size, name)) {
+            self.check_hash(name, &stream, expected, &tick);
+            if let Err(e) = stream.drain() {
+                self.findings.error(name, e);
+            }
+        }
+        stats.bytes_hashed += size;
         pass.with_sink(|s| s.end());
     }
 

@@ -11,12 +11,14 @@
 //!    mode, [`blobs`] hashes every listed blob in parallel.
 //! 4. The documents are read and parsed from the bytes that were hashed.
 //! 5. [`events`]: the log is hashed and decoded in one pass and checked
-//!    against the index, exactly; the index is hashed alongside.
+//!    against the index, exactly; the index is hashed alongside, and
+//!    [`outboards`] hashes each outboard and rebuilds it from its file.
 //! 6. Cross-file rules: counts, references, the snapshot against the log.
 
 pub(crate) mod archive;
 mod blobs;
 mod events;
+mod outboards;
 pub(crate) mod report;
 mod tree;
 
@@ -70,6 +72,15 @@ pub(crate) struct Verifier<'a> {
     findings: Findings,
     /// Event ids held at once by the exact id check ([`events::ID_WINDOW`]).
     id_window: usize,
+}
+
+/// The log, the index and their outboards, as opened (None where absent
+/// or not as committed).
+struct EventFiles<'f> {
+    log: Option<&'f ReadFile>,
+    index: Option<&'f ReadFile>,
+    /// In the order of [`format::OUTBOARDS`].
+    outboards: [Option<&'f ReadFile>; 2],
 }
 
 /// The parsed documents; each is None where it was absent or had a finding.
@@ -176,8 +187,10 @@ impl<'a> Verifier<'a> {
         let docs = self.documents(&manifest, &walk.present, stats);
         let log_file = self.open_present(&manifest, &walk.present, format::EVENTS_FILE);
         let index_file = self.open_present(&manifest, &walk.present, format::INDEX_FILE);
-        stats.files += u64::from(log_file.is_some()) + u64::from(index_file.is_some());
-        let (log, index) = self.events_pass(&manifest, log_file.as_ref(), index_file.as_ref(), &docs, list.as_ref(), stats, encoding);
+        let outboards = format::OUTBOARDS.map(|(_, o)| self.open_present(&manifest, &walk.present, o));
+        stats.files += [&log_file, &index_file].into_iter().chain(&outboards).filter(|f| f.is_some()).count() as u64;
+        let files = EventFiles { log: log_file.as_ref(), index: index_file.as_ref(), outboards: outboards.each_ref().map(Option::as_ref) };
+        let (log, index) = self.events_pass(&manifest, &files, &docs, list.as_ref(), stats, encoding);
         self.check_cross_file(&docs, log.as_ref(), index.as_ref(), list.as_ref());
         if !self.findings.is_empty() {
             return Ok(None);
@@ -216,17 +229,16 @@ impl<'a> Verifier<'a> {
     /// Pass 5: the log and its index. Full mode hashes and decodes the log in
     /// one pass, checking the index against it, while the index is hashed
     /// alongside; fast mode checks only that the index is bound to the log.
-    #[allow(clippy::too_many_arguments)]
     fn events_pass<'f>(
         &self,
         manifest: &Manifest,
-        log_file: Option<&'f ReadFile>,
-        index_file: Option<&'f ReadFile>,
+        files: &EventFiles<'f>,
         docs: &Documents,
         list: Option<&BlobList<'_>>,
         stats: &mut VerifyStats,
         encoding: &mut Option<crate::format::event::Encoding>,
     ) -> (Option<LogReader<'f>>, Option<IndexReader<'f>>) {
+        let (log_file, index_file) = (files.log, files.index);
         let log = log_file.and_then(|f| self.findings.ok(format::EVENTS_FILE, LogReader::new(f, format::EVENTS_FILE, self.limits)));
         let index = index_file.and_then(|f| self.findings.ok(format::INDEX_FILE, IndexReader::new(f, format::INDEX_FILE)));
         if let Some(log) = &log {
@@ -258,10 +270,15 @@ impl<'a> Verifier<'a> {
                 }
                 (None, None) => None,
             },
-            || index_file.map(|f| self.check_hash(format::INDEX_FILE, f, manifest.files[format::INDEX_FILE].hash, &tick)),
+            || {
+                if let Some(f) = index_file {
+                    self.check_hash(format::INDEX_FILE, f, manifest.files[format::INDEX_FILE].hash, &tick);
+                }
+                self.check_outboards(manifest, files, &tick);
+            },
         );
         stats.events = decoded.unwrap_or(stats.events);
-        stats.bytes_hashed += [log_file, index_file].iter().flatten().map(|f| f.size()).sum::<u64>();
+        stats.bytes_hashed += [log_file, index_file].into_iter().chain(files.outboards).flatten().map(|f| f.size()).sum::<u64>();
         (log, index)
     }
 
@@ -327,6 +344,9 @@ impl<'a> Verifier<'a> {
         if !problems.is_empty() {
             problems.into_iter().for_each(|e| self.findings.error(name, e));
             return None;
+        }
+        for (outboard, e) in manifest.outboard_size_problems() {
+            self.findings.error(outboard, e);
         }
         Some(manifest)
     }

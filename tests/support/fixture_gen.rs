@@ -263,7 +263,35 @@ pub fn write_bundles(dir: &Path) {
     for (name, run, encoding, level) in fixture_specs() {
         build(&run, &bundles.join(name), fixed_options(name, encoding, level));
     }
+    write_legacy(dir);
     write_archives(dir);
+}
+
+/// A bundle as written before outboards (bundle_version 1.0).
+pub const LEGACY_FIXTURE: &str = "v1-0-postcard.cath-bundle";
+
+/// The 1.0 fixture: the small postcard bundle without its outboards, its
+/// manifest rewritten as a 1.0 writer wrote it (unsigned).
+pub fn write_legacy(dir: &Path) {
+    let bundles = dir.join("bundles");
+    let (from, to) = (bundles.join("small-postcard.cath-bundle"), bundles.join(LEGACY_FIXTURE));
+    if to.exists() {
+        std::fs::remove_dir_all(&to).unwrap();
+    }
+    for entry in walkdir::WalkDir::new(&from).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.path().strip_prefix(&from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else if !entry.file_name().to_string_lossy().ends_with(".obao") {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+    let mut manifest = cathedral_bundle::format::Manifest::parse(&std::fs::read(from.join("MANIFEST.json")).unwrap()).unwrap();
+    manifest.bundle_version = "1.0".into();
+    manifest.files.retain(|name, _| !name.ends_with(".obao"));
+    manifest.bundle_id = uuid_for(LEGACY_FIXTURE);
+    std::fs::write(to.join("MANIFEST.json"), manifest.to_bytes()).unwrap();
 }
 
 /// The shipped archive: `dir/archives/small-postcard.cath-bundle.tar.zst`,
