@@ -85,6 +85,9 @@ impl<'p> BundleLoader<'p> {
 
     /// Sets the verification mode. [`VerifyMode::Fast`] skips hashing: the
     /// bundle's structure and sizes are checked, its bytes are not.
+    /// [`VerifyMode::Lazy`] opens after checking the manifest, the signature
+    /// and the documents, and checks the log and the index as they are read:
+    /// a read of changed bytes is then an [`Error::RangeMismatch`].
     pub fn mode(mut self, mode: VerifyMode) -> Self {
         self.mode = mode;
         self
@@ -167,7 +170,8 @@ impl<'p> BundleLoader<'p> {
         if self.enforce_signature && !self.signature_acceptable(&report) {
             return Err(LoadError::Signature { path: path.to_path_buf(), report: Box::new(report) });
         }
-        ReplayBundle::open(path, self.limits, self.mode, report, verified).map_err(LoadError::from)
+        // The mode that ran: a lazy open of a bundle without outboards verified in full.
+        ReplayBundle::open(path, self.limits, report.mode, report, verified).map_err(LoadError::from)
     }
 }
 
@@ -236,6 +240,14 @@ impl ReplayBundle {
     /// How it was verified before opening.
     pub fn verified(&self) -> VerifyMode {
         self.mode
+    }
+
+    /// For a bundle opened lazily, the chunk groups of the log and the index
+    /// read and checked so far (FORMAT.md §14); None when it was verified
+    /// before opening.
+    pub fn groups_checked(&self) -> Option<u64> {
+        let (log, index) = (self.verified.log.groups_checked()?, self.verified.index.groups_checked()?);
+        Some(log + index)
     }
 
     /// The verification report (with no findings).
@@ -371,12 +383,22 @@ impl ReplayBundle {
         }
     }
 
-    /// The event with `id` and its position, through the index.
+    /// The event with `id` and its position, through the index. The event
+    /// read must carry `id` (a lazily opened bundle's index was not checked
+    /// against the log as a whole).
     pub fn event_by_id(&self, id: &Uuid) -> Result<Option<(u32, Event)>, Error> {
-        match self.index().position_of_id(id)? {
-            Some(p) => Ok(self.event(p)?.map(|e| (p, e))),
-            None => Ok(None),
+        let Some(p) = self.index().position_of_id(id)? else { return Ok(None) };
+        let event =
+            self.event(p)?.ok_or_else(|| Error::inconsistent(format::INDEX_FILE, "indexed position", "below the event count", p))?;
+        if event.event_id != *id {
+            return Err(Error::inconsistent(
+                format::INDEX_FILE,
+                "id of the event at the indexed position",
+                id,
+                format!("{} (position {p})", event.event_id),
+            ));
         }
+        Ok(Some((p, event)))
     }
 
     /// Position of the event with `id`, through the index, without reading the log.
@@ -393,7 +415,13 @@ impl ReplayBundle {
     /// The first event whose logical time is exactly `time`, and its position.
     pub fn event_at_time(&self, time: u64) -> Result<Option<(u32, Event)>, Error> {
         let Some(p) = self.index().position_of_time(time)? else { return Ok(None) };
-        Ok(self.event(p)?.map(|e| (p, e)))
+        let event =
+            self.event(p)?.ok_or_else(|| Error::inconsistent(format::INDEX_FILE, "indexed position", "below the event count", p))?;
+        if event.logical_time != time {
+            let found = format!("{} (position {p})", event.logical_time);
+            return Err(Error::inconsistent(format::INDEX_FILE, "logical time of the event at the indexed position", time, found));
+        }
+        Ok(Some((p, event)))
     }
 
     /// The blob list record for `hash`, if the bundle holds that blob.

@@ -58,8 +58,13 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["events", "event", "time", "blob", "snapshot"])]
     pub(super) json: bool,
     /// Check structure and sizes only before reading; do not hash the bundle first.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full")]
     pub(super) fast: bool,
+    /// Verify the whole bundle before reading. The summary always does; --event, --time,
+    /// --events, --blob and --snapshot otherwise check only what they read, against the
+    /// manifest, through the outboards of a 1.1 bundle.
+    #[arg(long)]
+    pub(super) full: bool,
     #[command(flatten)]
     pub(super) trust: super::trust::TrustArgs,
     #[command(flatten)]
@@ -154,8 +159,13 @@ impl Args {
     }
 }
 
-pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
-    let mode = if args.fast { VerifyMode::Fast } else { VerifyMode::Full };
+pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
+    let targeted = args.events || args.event.is_some() || args.time.is_some() || args.blob.is_some() || args.snapshot;
+    let mode = match (args.fast, args.full || !targeted) {
+        (true, _) => VerifyMode::Fast,
+        (false, true) => VerifyMode::Full,
+        (false, false) => VerifyMode::Lazy,
+    };
     // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
     let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
     // A node named rather than given by id needs the DAG before the
@@ -220,7 +230,30 @@ pub fn run(args: Args, _quiet: bool) -> Result<Outcome, Error> {
         write_summary(&mut out, &Summary::of_bundle(&bundle)?, args.json)?;
     }
     out.commit()?;
+    if targeted && !quiet {
+        eprintln!("cathedral: {}", checked_note(&bundle));
+    }
     Ok(Outcome::Ok)
+}
+
+/// What was checked before the output was shown.
+fn checked_note(bundle: &ReplayBundle) -> String {
+    let signature = match bundle.signature() {
+        cathedral_bundle::SignatureStatus::Unsigned => "unsigned".to_string(),
+        status => format!("signature {status}"),
+    };
+    match (bundle.verified(), bundle.groups_checked()) {
+        (VerifyMode::Lazy, Some(groups)) => format!(
+            "verified lazily ({signature}): manifest, documents and blob list hashed; {groups} chunk group(s) of 16 KiB of the log and \
+             index checked against the manifest as they were read; nothing else was read (verify-bundle or --full checks all of it)"
+        ),
+        (VerifyMode::Fast, _) => format!("NOT verified ({signature}): --fast checked structure and sizes only"),
+        _ if bundle.manifest().has_outboards() => format!("verified in full before reading ({signature})"),
+        _ => format!(
+            "verified in full before reading ({signature}); a {} bundle has no outboards to check reads lazily",
+            bundle.manifest().bundle_version
+        ),
+    }
 }
 
 /// The snapshot as JSON; a bundle without one is "not found".
@@ -361,6 +394,7 @@ fn summary_text(s: &Summary<'_>) -> String {
         match s.verified {
             VerifyMode::Full => "full: every byte hashed before reading".into(),
             VerifyMode::Fast => "fast: structure and sizes only, contents NOT hashed".into(),
+            VerifyMode::Lazy => "lazy: manifest, signature and documents hashed; the rest checked as read".into(),
         },
     );
     line("run", md.run_id.to_string());

@@ -79,6 +79,9 @@ fn human(report: &VerifyReport, signature_ok: bool, quiet: bool) -> String {
     head += match report.mode {
         VerifyMode::Full => "mode     full: every file and blob hashed, every event decoded\n",
         VerifyMode::Fast => "mode     fast: structure, completeness and sizes only; contents were NOT hashed\n",
+        VerifyMode::Lazy => {
+            "mode     lazy: manifest, signature, documents and blob list hashed; the log and the index are checked as they are read\n"
+        }
     };
     head += &format!(
         "checked  {} files, {} blobs, {} events, {} hashed of {}\n",

@@ -18,6 +18,7 @@
 pub(crate) mod archive;
 mod blobs;
 mod events;
+mod lazy;
 mod outboards;
 pub(crate) mod report;
 mod tree;
@@ -39,6 +40,7 @@ use crate::format::{self, json};
 use crate::fsutil::{self, Contents, ReadFile};
 use crate::limits::Limits;
 pub(crate) use events::EventTap;
+pub(crate) use lazy::Source;
 use report::Findings;
 pub use report::{Finding, FindingCode, Progress, VerifyMode, VerifyReport, VerifyStats};
 
@@ -57,8 +59,8 @@ pub(crate) struct VerifiedDocs {
 /// same files even if the paths are replaced.
 pub(crate) struct Verified {
     pub docs: VerifiedDocs,
-    pub log: ReadFile,
-    pub index: ReadFile,
+    pub log: Source,
+    pub index: Source,
     pub blob_list: Contents,
 }
 
@@ -119,7 +121,17 @@ impl<'a> Verifier<'a> {
         let mut stats = VerifyStats::default();
         let mut signature = SignatureStatus::Unsigned;
         let mut encoding = None;
-        let verified = self.verify(&mut stats, &mut signature, &mut encoding)?;
+        let verified = if self.mode == VerifyMode::Lazy {
+            match self.verify_lazy(&mut stats, &mut signature, &mut encoding)? {
+                lazy::LazyOpen::Lazily(verified) => verified,
+                // Nothing to check reads against: verify everything instead.
+                lazy::LazyOpen::NoOutboards => {
+                    return Verifier { mode: VerifyMode::Full, findings: Findings::new(self.limits.max_findings), ..self }.run()
+                }
+            }
+        } else {
+            self.verify(&mut stats, &mut signature, &mut encoding)?
+        };
         let (findings, omitted) = self.findings.into_sorted();
         let report = VerifyReport {
             bundle: self.root.display().to_string(),
@@ -197,12 +209,12 @@ impl<'a> Verifier<'a> {
         }
         let Some(docs) = docs.verified(manifest, manifest_bytes) else { return Ok(None) };
         let (Some(log), Some(index), Some(blob_list)) = (log_file, index_file, blob_list) else { return Ok(None) };
-        Ok(Some(Verified { docs, log, index, blob_list }))
+        Ok(Some(Verified { docs, log: Source::Whole(log), index: Source::Whole(index), blob_list }))
     }
 
     /// The documents, parsed from the bytes that were hashed.
     fn documents(&self, manifest: &Manifest, present: &BTreeMap<String, tree::Present>, stats: &mut VerifyStats) -> Documents {
-        self.parse_documents(&self.read_documents(manifest, present, stats))
+        self.parse_documents(&self.read_documents(manifest, Some(present), stats))
     }
 
     /// Parses the documents that were read and hashed.
@@ -315,7 +327,7 @@ impl<'a> Verifier<'a> {
             self.limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64);
         let blob_list = self.load_listed(&manifest, format::BLOB_LIST_FILE, list_limit);
         stats.files += u64::from(blob_list.is_some());
-        if self.mode == VerifyMode::Full {
+        if self.mode != VerifyMode::Fast {
             stats.bytes_hashed += blob_list.as_ref().map_or(0, fsutil::ReadAt::len);
         }
         let totals = blob_list.as_ref().and_then(|c| self.check_list(&manifest, c)).map(|(_, totals)| totals);
@@ -412,7 +424,7 @@ impl<'a> Verifier<'a> {
         }
         let file = self.open_committed(&self.root.join(name), name, entry.size)?;
         let contents = self.findings.ok(name, Contents::load(file))?;
-        if self.mode == VerifyMode::Full {
+        if self.mode != VerifyMode::Fast {
             let actual = self.findings.ok(name, fsutil::hash(&contents, name, &|_| {}))?;
             if !self.committed(name, entry.hash, actual) {
                 return None;
@@ -450,19 +462,25 @@ impl<'a> Verifier<'a> {
     }
 
     /// Reads the small listed documents whole (bounded), hashing them in full mode.
+    /// Documents are opened where the walk found them (`present`), or,
+    /// without a walk, where the manifest lists them.
     fn read_documents(
         &self,
         manifest: &Manifest,
-        present: &BTreeMap<String, tree::Present>,
+        present: Option<&BTreeMap<String, tree::Present>>,
         stats: &mut VerifyStats,
     ) -> BTreeMap<&'static str, Vec<u8>> {
         let mut docs = BTreeMap::new();
         for name in [format::METADATA_FILE, format::DAG_FILE, format::WORKFLOW_FILE, format::SNAPSHOT_FILE] {
-            let Some(file) = self.open_present(manifest, present, name) else { continue };
+            let file = match present {
+                Some(present) => self.open_present(manifest, present, name),
+                None => manifest.files.get(name).and_then(|e| self.open_committed(&self.root.join(name), name, e.size)),
+            };
+            let Some(file) = file else { continue };
             stats.files += 1;
             let limit = if name == format::SNAPSHOT_FILE { self.limits.max_snapshot_size } else { self.limits.max_document_size };
             let Some(mut bytes) = self.findings.ok(name, file.read_all("file size", limit)) else { continue };
-            if self.mode == VerifyMode::Full {
+            if self.mode != VerifyMode::Fast {
                 let Some(hashed) = self.hashed_document(name, manifest.files[name].hash, bytes, stats) else { continue };
                 bytes = hashed;
             }

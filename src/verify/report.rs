@@ -20,6 +20,12 @@ pub enum VerifyMode {
     /// Everything: every byte hashed, every record decoded.
     #[default]
     Full,
+    /// Only what is read (FORMAT.md §14): the manifest, the signature, the
+    /// documents and the blob list are hashed when the bundle is opened;
+    /// the log and the index are checked chunk group by chunk group, through
+    /// their outboards, as they are read; a blob when it is read. A bundle
+    /// without outboards (1.0) is verified in full instead, and says so.
+    Lazy,
 }
 
 /// Receives progress of long verifications, in bytes.
@@ -158,7 +164,7 @@ impl FindingCode {
             Error::Truncated { .. } => FindingCode::Truncated,
             Error::TrailingData { .. } => FindingCode::TrailingData,
             Error::LimitExceeded { .. } => FindingCode::LimitExceeded,
-            Error::HashMismatch { .. } => FindingCode::HashMismatch,
+            Error::HashMismatch { .. } | Error::RangeMismatch { .. } => FindingCode::HashMismatch,
             Error::SizeMismatch { .. } => FindingCode::SizeMismatch,
             Error::Inconsistent { .. } | Error::Rule { .. } => FindingCode::Inconsistent,
             Error::Json { .. } => FindingCode::InvalidJson,

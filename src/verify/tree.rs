@@ -176,7 +176,8 @@ impl Verifier<'_> {
         match Digest::parse(name) {
             Ok(hash) if name.starts_with(shard.name.as_str()) => {
                 let size = match self.mode {
-                    super::VerifyMode::Full => None,
+                    // (A lazy verification does not walk the tree.)
+                    super::VerifyMode::Full | super::VerifyMode::Lazy => None,
                     super::VerifyMode::Fast => match entry.metadata() {
                         Ok(m) => Some(m.len()),
                         Err(e) => {

@@ -1,0 +1,122 @@
+//! Lazy verification (FORMAT.md §14): the bundle is opened after checking
+//! only what every read depends on (the manifest, the signature, the
+//! documents and the blob list); the log and the index are then checked
+//! through their outboards, chunk group by chunk group, as they are read.
+
+use crate::error::Error;
+use crate::format::event::Encoding;
+use crate::format::index::IndexReader;
+use crate::format::log::LogReader;
+use crate::format::outboard::Checked;
+use crate::format::signature::SignatureStatus;
+use crate::format::{self, Manifest};
+use crate::fsutil::{ReadAt, ReadFile};
+
+use super::{Documents, Verified, Verifier, VerifyStats};
+
+/// What the log or the index of an open bundle is read through.
+pub(crate) enum Source {
+    /// The file, verified whole before the bundle was opened.
+    Whole(ReadFile),
+    /// The file, each read checked through its outboard.
+    Checked(Box<Checked<ReadFile>>),
+}
+
+impl Source {
+    /// Chunk groups checked so far, for a lazily read file.
+    pub fn groups_checked(&self) -> Option<u64> {
+        match self {
+            Source::Whole(_) => None,
+            Source::Checked(c) => Some(c.groups_checked()),
+        }
+    }
+}
+
+impl ReadAt for Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Whole(f) => f.len(),
+            Source::Checked(c) => c.len(),
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Source::Whole(f) => f.read_at(offset, buf),
+            Source::Checked(c) => c.read_at(offset, buf),
+        }
+    }
+}
+
+/// The outcome of opening lazily.
+// (Returned once per open and matched at once: boxing would gain nothing.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum LazyOpen {
+    /// Opened (Some) or refused with findings (None).
+    Lazily(Option<Verified>),
+    /// The bundle has no outboards: it must be verified in full.
+    NoOutboards,
+}
+
+impl Verifier<'_> {
+    /// Opens the bundle lazily: no walk of the tree, no hash of the log,
+    /// the index or the blobs. `Err` only when the root cannot be examined.
+    pub(super) fn verify_lazy(
+        &self,
+        stats: &mut VerifyStats,
+        signature: &mut SignatureStatus,
+        encoding: &mut Option<Encoding>,
+    ) -> Result<LazyOpen, Error> {
+        if !self.check_root()? {
+            return Ok(LazyOpen::Lazily(None));
+        }
+        let Some(opened) = self.open_manifest_and_list(stats, signature) else { return Ok(LazyOpen::Lazily(None)) };
+        if !opened.manifest.has_outboards() {
+            return Ok(LazyOpen::NoOutboards);
+        }
+        let super::Opened { manifest, manifest_bytes, blob_list, .. } = opened;
+        let list = blob_list.as_ref().and_then(|c| {
+            self.findings.ok(format::BLOB_LIST_FILE, crate::format::BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs))
+        });
+        let docs = self.parse_documents(&self.read_documents(&manifest, None, stats));
+        let [log, index] = format::OUTBOARDS.map(|(data, outboard)| self.open_checked(&manifest, data, outboard));
+        stats.files += 2 * [&log, &index].into_iter().filter(|s| s.is_some()).count() as u64;
+        let log_reader =
+            log.as_ref().and_then(|l| self.findings.ok(format::EVENTS_FILE, LogReader::new(l, format::EVENTS_FILE, self.limits)));
+        let index_reader = index.as_ref().and_then(|i| self.findings.ok(format::INDEX_FILE, IndexReader::new(i, format::INDEX_FILE)));
+        if let Some(l) = &log_reader {
+            *encoding = Some(l.header().encoding);
+            stats.events = l.header().count.into();
+            if let Some(ix) = &index_reader {
+                self.check_binding(l, ix, &manifest.files[format::EVENTS_FILE].hash);
+            }
+        }
+        self.check_cross_file(&docs, log_reader.as_ref(), index_reader.as_ref(), list.as_ref());
+        Ok(LazyOpen::Lazily(self.lazily_verified(manifest, manifest_bytes, docs, log, index, blob_list)))
+    }
+
+    /// The log or the index, opened with its outboard; sizes checked.
+    fn open_checked(&self, manifest: &Manifest, data: &'static str, outboard: &'static str) -> Option<Source> {
+        let (entry, outboard_entry) = (&manifest.files[data], &manifest.files[outboard]);
+        let file = self.open_committed(&self.root.join(data), data, entry.size)?;
+        let outboard_file = self.open_committed(&self.root.join(outboard), outboard, outboard_entry.size)?;
+        let checked = Checked::new(file, outboard_file, entry.hash, entry.size, data, outboard);
+        self.findings.ok(outboard, checked).map(|c| Source::Checked(Box::new(c)))
+    }
+
+    fn lazily_verified(
+        &self,
+        manifest: Manifest,
+        manifest_bytes: Vec<u8>,
+        docs: Documents,
+        log: Option<Source>,
+        index: Option<Source>,
+        blob_list: Option<crate::fsutil::Contents>,
+    ) -> Option<Verified> {
+        if !self.findings.is_empty() {
+            return None;
+        }
+        let docs = docs.verified(manifest, manifest_bytes)?;
+        Some(Verified { docs, log: log?, index: index?, blob_list: blob_list? })
+    }
+}
