@@ -23,8 +23,10 @@ pub fn run(args: &Args, url: &str) -> Result<Outcome, Error> {
     }
     let mut out = Output::open(args.output.as_deref(), args.force)?;
     let checked = format!("MANIFEST.json (signature {}), metadata.json, dag.json", bundle.signature());
-    let unchecked = "the events shown: read by range from events.cath-idx and events.cath-log, whose hashes cover whole files (verify-bundle checks them)";
-    let note = if args.events || args.event.is_some() || args.time.is_some() {
+    let unchecked = "the events shown: read by range from events.cath-idx and events.cath-log of a 1.0 bundle, which has no outboards; their hashes cover whole files (verify-bundle checks them)";
+    let note = if (args.events || args.event.is_some() || args.time.is_some()) && bundle.checks_reads() {
+        format!("checked against the manifest: {checked}, and every 16 KiB of events.cath-idx and events.cath-log read, through their outboards")
+    } else if args.events || args.event.is_some() || args.time.is_some() {
         format!("checked against the manifest: {checked}; not checked: {unchecked}")
     } else if args.blob.is_some() {
         format!("checked: {checked}, and the blob's content against its hash")

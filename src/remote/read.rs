@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::format::blob::decode_blob_to;
 use crate::format::event::Event;
 use crate::format::model::{Dag, Metadata, Snapshot};
+use crate::format::outboard::Checked;
 use crate::format::signature::{self, SignatureSource};
 use crate::format::{self, BlobHeader, BlobList, IndexReader, LogReader, Manifest, SignatureField};
 use crate::fsutil::ReadAt;
@@ -32,6 +33,28 @@ struct Ranged<'r> {
     key: String,
     size: u64,
     pages: Mutex<HashMap<u64, bytes::Bytes>>,
+}
+
+/// The log or the index of a remote bundle.
+enum EventsFile<'r> {
+    Unchecked(Ranged<'r>),
+    Checked(Box<Checked<Ranged<'r>>>),
+}
+
+impl ReadAt for EventsFile<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            EventsFile::Unchecked(r) => r.len(),
+            EventsFile::Checked(c) => c.len(),
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            EventsFile::Unchecked(r) => r.read_at(offset, buf),
+            EventsFile::Checked(c) => c.read_at(offset, buf),
+        }
+    }
 }
 
 impl<'r> Ranged<'r> {
@@ -158,6 +181,25 @@ impl RemoteBundle<'_> {
         Ok(Ranged::new(self.store(), bundle_key(&self.id, file), self.size_of(file)?))
     }
 
+    /// The log or the index by range: each page read is checked through
+    /// the file's outboard (also read by range) in a 1.1 bundle
+    /// (FORMAT.md §14); unchecked in a 1.0 bundle.
+    fn events_file(&self, file: &'static str) -> Result<EventsFile<'_>, Error> {
+        let data = self.ranged(file)?;
+        let Some((_, outboard)) = format::OUTBOARDS.iter().find(|(d, _)| *d == file).filter(|_| self.checks_reads()) else {
+            return Ok(EventsFile::Unchecked(data));
+        };
+        let entry = &self.manifest.files[file];
+        let checked = Checked::new(data, self.ranged(outboard)?, entry.hash, entry.size, file, outboard)?;
+        Ok(EventsFile::Checked(Box::new(checked)))
+    }
+
+    /// True when the events read are checked against the manifest as they
+    /// are read (a 1.1 bundle, which has outboards).
+    pub fn checks_reads(&self) -> bool {
+        self.manifest.has_outboards()
+    }
+
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -187,8 +229,8 @@ impl RemoteBundle<'_> {
         Snapshot::decode_file(&bytes, format::SNAPSHOT_FILE).map(Some)
     }
 
-    /// Events `from..from + limit`, read by range through the index. Their
-    /// bytes are not checked against the manifest (that takes the whole log).
+    /// Events `from..from + limit`, read by range through the index, their
+    /// bytes checked as they are read where [`RemoteBundle::checks_reads`].
     pub fn events(&self, from: u32, limit: u32) -> Result<Vec<Event>, Error> {
         self.with_log(|index, log| {
             let end = from.saturating_add(limit).min(index.count());
@@ -196,14 +238,14 @@ impl RemoteBundle<'_> {
         })
     }
 
-    /// The event with `id` and its position, through the index (unchecked bytes).
+    /// The event with `id` and its position, through the index.
     pub fn event_by_id(&self, id: &Uuid) -> Result<Option<(u32, Event)>, Error> {
         self.with_log(|index, log| {
             index.position_of_id(id)?.map(|p| Ok((p, log.event_at(index.offset(p)?.expect("in range"))?))).transpose()
         })
     }
 
-    /// The first event at logical time `time` (unchecked bytes).
+    /// The first event at logical time `time`.
     pub fn event_at_time(&self, time: u64) -> Result<Option<(u32, Event)>, Error> {
         self.with_log(|index, log| {
             index.position_of_time(time)?.map(|p| Ok((p, log.event_at(index.offset(p)?.expect("in range"))?))).transpose()
@@ -212,7 +254,7 @@ impl RemoteBundle<'_> {
 
     /// Calls `f` with the index and the log, read by range.
     fn with_log<T>(&self, f: impl FnOnce(&IndexReader<'_>, &LogReader<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        let (idx, log) = (self.ranged(format::INDEX_FILE)?, self.ranged(format::EVENTS_FILE)?);
+        let (idx, log) = (self.events_file(format::INDEX_FILE)?, self.events_file(format::EVENTS_FILE)?);
         let index = IndexReader::new(&idx, format::INDEX_FILE)?;
         let log = LogReader::new(&log, format::EVENTS_FILE, &self.limits)?;
         f(&index, &log)
@@ -253,7 +295,7 @@ impl RemoteBundle<'_> {
 
     /// Number of events (from the index header).
     pub fn event_count(&self) -> Result<u32, Error> {
-        let idx = self.ranged(format::INDEX_FILE)?;
+        let idx = self.events_file(format::INDEX_FILE)?;
         Ok(IndexReader::new(&idx, format::INDEX_FILE)?.count())
     }
 }
