@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::idsort::IdSorter;
 use super::replace;
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::format::blob::{encode_blob_with, encode_list, BlobFormat, BlobRecord};
+use crate::format::blob::{encode_blob_with, encode_list, BlobFormat, BlobRecord, EncodedBlob};
 use crate::format::event::{Encoding, Event, EventRules};
 use crate::format::index::{write_index, IndexHeader};
 use crate::format::log::LogWriter;
@@ -134,7 +135,7 @@ pub struct BundleBuilder {
     log: Option<LogWriter>,
     offsets: BufWriter<File>,
     times: BufWriter<File>,
-    ids: Vec<([u8; 16], u32)>,
+    ids: IdSorter,
     rules: EventRules,
     first_run: Option<Uuid>,
     /// Blobs named by `BlobStored` events, and node ids named by events:
@@ -173,7 +174,7 @@ impl BundleBuilder {
             dag: None,
             snapshot: None,
             log: None,
-            ids: Vec::new(),
+            ids: IdSorter::new(),
             rules: EventRules::new(None),
             first_run: None,
             blob_refs: BTreeSet::new(),
@@ -227,11 +228,18 @@ impl BundleBuilder {
     /// node and any blob it names are checked against the DAG and the blobs
     /// at [`BundleBuilder::build`].
     pub fn add_event(&mut self, event: &Event) -> Result<u32, Error> {
+        self.add_event_hashed(event, event.check_payload_hash())
+    }
+
+    /// [`BundleBuilder::add_event`] for an event whose payload hash was
+    /// checked already (`hashed` is that check's result): callers check
+    /// many on other threads and add them in order.
+    pub(crate) fn add_event_hashed(&mut self, event: &Event, hashed: Result<(), Error>) -> Result<u32, Error> {
         if let Some(run) = self.metadata_run() {
             check_run_id(run, event.run_id)?;
         }
         self.first_run.get_or_insert(event.run_id);
-        if let Some(blob) = self.rules.check(event)? {
+        if let Some(blob) = self.rules.check_hashed(event, hashed)? {
             self.blob_refs.insert(blob);
         }
         if !event.node_id.is_nil() {
@@ -244,7 +252,7 @@ impl BundleBuilder {
         let staging = &self.staging;
         self.offsets.write_all(&offset.to_be_bytes()).map_err(|e| Error::output(staging, e))?;
         self.times.write_all(&event.logical_time.to_be_bytes()).map_err(|e| Error::output(staging, e))?;
-        self.ids.push((*event.event_id.as_bytes(), position));
+        self.ids.push(*event.event_id.as_bytes(), position, &self.staging)?;
         Ok(position)
     }
 
@@ -260,18 +268,35 @@ impl BundleBuilder {
 
     /// Stores a blob whose BLAKE3 the caller has computed.
     pub(crate) fn add_blob_hashed(&mut self, content: &[u8], hash: Digest, blob_format: BlobFormat) -> Result<Digest, Error> {
-        debug_assert_eq!(hash, Digest::of(content));
-        let limits = &self.options.limits;
-        if content.len() as u64 > limits.max_blob_size {
-            return Err(Error::limit("blob", "blob size", limits.max_blob_size, content.len() as u64));
+        if self.blobs.contains_key(&hash) {
+            return Ok(hash);
         }
+        let blob = encode_checked(&self.options, &mut self.zstd, content, hash, blob_format)?;
+        self.add_encoded_blob(blob)
+    }
+
+    /// Encodes a blob for [`BundleBuilder::add_encoded_blob`] with the
+    /// caller's zstd context, so that blobs can be compressed on every core.
+    pub(crate) fn encode_blob(
+        &self,
+        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+        content: &[u8],
+        hash: Digest,
+        blob_format: BlobFormat,
+    ) -> Result<EncodedBlob<'static>, Error> {
+        encode_checked(&self.options, zstd, content, hash, blob_format).map(EncodedBlob::into_owned)
+    }
+
+    /// Stores an encoded blob; identical content is stored once.
+    pub(crate) fn add_encoded_blob(&mut self, blob: EncodedBlob<'_>) -> Result<Digest, Error> {
+        let hash = blob.record.header.hash;
+        let limits = &self.options.limits;
         if self.blobs.contains_key(&hash) {
             return Ok(hash);
         }
         if self.blobs.len() as u64 >= limits.max_blobs.min(u32::MAX as u64) {
             return Err(Error::limit("blob", "blob count", limits.max_blobs, self.blobs.len() as u64 + 1));
         }
-        let blob = encode_blob_with(&mut self.zstd, content, hash, blob_format, self.options.compression_level)?;
         let path = self.staging.join(format::blob_path(&hash));
         let shard = usize::from(hash.0[0]);
         if !self.shards_made[shard] {
@@ -420,18 +445,19 @@ impl BundleBuilder {
         let log_size = self.log.take().expect("log is open until build").finish()?;
         // One pass over the log gives its hash (the root of its tree) and its outboard.
         let (log_hash, log_outboard) = write_outboard(&staging, format::EVENTS_FILE, log_size, format::LOG_OUTBOARD_FILE)?;
-        self.ids.sort_unstable();
-        if let Some(pair) = self.ids.windows(2).find(|w| w[0].0 == w[1].0) {
-            let detail = format!("event id {} was added twice (events {} and {})", Uuid::from_bytes(pair[0].0), pair[0].1, pair[1].1);
-            return Err(Error::rule("event", "event id", detail));
-        }
+        let mut ids = std::mem::replace(&mut self.ids, IdSorter::new()).finish(&staging)?;
         let index_path = staging.join(format::INDEX_FILE);
         let index_file = File::options().write(true).create_new(true).open(&index_path).map_err(|e| Error::output(&index_path, e))?;
         let mut out = HashingWriter { inner: BufWriter::with_capacity(1 << 20, index_file), hasher: blake3::Hasher::new(), written: 0 };
         let mut offsets = rewind(&mut self.offsets, &staging)?;
         let mut times = rewind(&mut self.times, &staging)?;
         let header = IndexHeader { count: event_count, log_hash, log_size };
-        write_index(&mut out, &header, &mut offsets, &mut times, &self.ids).map_err(|e| Error::output(&index_path, e))?;
+        write_index(&mut out, &header, &mut offsets, &mut times, &mut ids).map_err(|e| Error::output(&index_path, e))?;
+        // Equal ids meet in the merge, which stops there.
+        if let Some((a, b)) = ids.duplicate() {
+            let detail = format!("event id {} was added twice (events {} and {})", Uuid::from_bytes(a.0), a.1, b.1);
+            return Err(Error::rule("event", "event id", detail));
+        }
         let index_file = out.inner.into_inner().map_err(|e| Error::output(&index_path, e.into_error()))?;
         index_file.sync_all().map_err(|e| Error::output(&index_path, e))?;
         let log = FileEntry { hash: log_hash, size: log_size, optional: false };
@@ -467,6 +493,22 @@ fn rewind(section: &mut BufWriter<File>, staging: &Path) -> Result<std::io::BufR
     let mut file = section.get_ref().try_clone().map_err(|e| Error::output(staging, e))?;
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::output(staging, e))?;
     Ok(std::io::BufReader::with_capacity(1 << 20, file))
+}
+
+/// A blob's size checked against the limit, then encoded with the build's compression level.
+fn encode_checked<'c>(
+    options: &BuildOptions,
+    zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+    content: &'c [u8],
+    hash: Digest,
+    blob_format: BlobFormat,
+) -> Result<EncodedBlob<'c>, Error> {
+    debug_assert_eq!(hash, Digest::of(content));
+    let limit = options.limits.max_blob_size;
+    if content.len() as u64 > limit {
+        return Err(Error::limit("blob", "blob size", limit, content.len() as u64));
+    }
+    encode_blob_with(zstd, content, hash, blob_format, options.compression_level)
 }
 
 /// Writes the outboard of the staged file `name` (`size` bytes) as

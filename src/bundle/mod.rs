@@ -3,6 +3,7 @@
 
 mod archive;
 mod builder;
+mod idsort;
 mod loader;
 mod replace;
 

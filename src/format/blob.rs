@@ -366,6 +366,11 @@ pub struct EncodedBlob<'a> {
 }
 
 impl EncodedBlob<'_> {
+    /// The same blob owning its data (a raw blob's content is copied).
+    pub fn into_owned(self) -> EncodedBlob<'static> {
+        EncodedBlob { header: self.header, data: std::borrow::Cow::Owned(self.data.into_owned()), record: self.record }
+    }
+
     /// The whole file.
     pub fn to_vec(&self) -> Vec<u8> {
         [self.header.as_slice(), &self.data].concat()

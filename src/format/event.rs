@@ -1,6 +1,7 @@
 //! The CATHEDRAL event: its binary record encodings (postcard, CBOR) and its
 //! JSON form (`schemas/event.schema.json`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -338,21 +339,19 @@ impl Event {
 
     /// Parses the JSON form strictly. The payload hash is not checked here.
     pub fn from_json(json: &EventJson) -> Result<Self, Error> {
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(&json.payload)
-            .map_err(|e| Error::input("event payload", format!("not standard base64: {e}")))?;
-        Ok(Event {
-            event_id: parse_uuid("event_id", &json.event_id)?,
-            run_id: parse_uuid("run_id", &json.run_id)?,
-            node_id: parse_uuid("node_id", &json.node_id)?,
-            parent_event_id: json.parent_event_id.as_deref().map(|s| parse_uuid("parent_event_id", s)).transpose()?,
+        EventJsonRef {
+            event_id: Cow::Borrowed(&json.event_id),
+            run_id: Cow::Borrowed(&json.run_id),
+            node_id: Cow::Borrowed(&json.node_id),
+            parent_event_id: json.parent_event_id.as_deref().map(Cow::Borrowed),
             logical_time: json.logical_time,
             kind: json.kind,
-            payload,
-            payload_hash: Digest::parse(&json.payload_hash)?,
-            prior_state_hash: json.prior_state_hash.as_deref().map(Digest::parse).transpose()?,
-            post_state_hash: json.post_state_hash.as_deref().map(Digest::parse).transpose()?,
-        })
+            payload: Cow::Borrowed(&json.payload),
+            payload_hash: Cow::Borrowed(&json.payload_hash),
+            prior_state_hash: json.prior_state_hash.as_deref().map(Cow::Borrowed),
+            post_state_hash: json.post_state_hash.as_deref().map(Cow::Borrowed),
+        }
+        .to_event()
     }
 
     /// Parses one JSON line strictly (unknown fields and duplicate keys are errors).
@@ -728,6 +727,52 @@ pub struct EventJson {
     pub prior_state_hash: Option<String>,
     /// 64 lowercase hex characters, or null.
     pub post_state_hash: Option<String>,
+}
+
+/// [`EventJson`] borrowing its strings from the text it was parsed from
+/// (a string with an escape is copied), for readers of many lines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventJsonRef<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    run_id: Cow<'a, str>,
+    #[serde(borrow)]
+    node_id: Cow<'a, str>,
+    #[serde(borrow)]
+    parent_event_id: Option<Cow<'a, str>>,
+    logical_time: u64,
+    kind: EventKind,
+    #[serde(borrow)]
+    payload: Cow<'a, str>,
+    #[serde(borrow)]
+    payload_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    prior_state_hash: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    post_state_hash: Option<Cow<'a, str>>,
+}
+
+impl EventJsonRef<'_> {
+    /// The event, its fields parsed strictly. The payload hash is not checked here.
+    pub fn to_event(&self) -> Result<Event, Error> {
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(self.payload.as_bytes())
+            .map_err(|e| Error::input("event payload", format!("not standard base64: {e}")))?;
+        Ok(Event {
+            event_id: parse_uuid("event_id", &self.event_id)?,
+            run_id: parse_uuid("run_id", &self.run_id)?,
+            node_id: parse_uuid("node_id", &self.node_id)?,
+            parent_event_id: self.parent_event_id.as_deref().map(|s| parse_uuid("parent_event_id", s)).transpose()?,
+            logical_time: self.logical_time,
+            kind: self.kind,
+            payload,
+            payload_hash: Digest::parse(&self.payload_hash)?,
+            prior_state_hash: self.prior_state_hash.as_deref().map(Digest::parse).transpose()?,
+            post_state_hash: self.post_state_hash.as_deref().map(Digest::parse).transpose()?,
+        })
+    }
 }
 
 /// UUIDs on the wire: 16 raw bytes (a fixed-size tuple).

@@ -162,7 +162,7 @@ pub(crate) fn write_index(
     header: &IndexHeader,
     offsets: &mut impl Read,
     times: &mut impl Read,
-    sorted_ids: &[([u8; 16], u32)],
+    sorted_ids: impl Iterator<Item = io::Result<([u8; 16], u32)>>,
 ) -> io::Result<()> {
     out.write_all(&super::INDEX_MAGIC)?;
     out.write_all(&super::INDEX_VERSION.to_be_bytes())?;
@@ -176,8 +176,9 @@ pub(crate) fn write_index(
             return Err(io::Error::other(format!("index {section} section holds {copied} bytes, expected {expected}")));
         }
     }
-    for (id, position) in sorted_ids {
-        out.write_all(id)?;
+    for entry in sorted_ids {
+        let (id, position) = entry?;
+        out.write_all(&id)?;
         out.write_all(&position.to_be_bytes())?;
     }
     Ok(())
@@ -208,6 +209,6 @@ pub fn rebuild(log: &super::log::LogReader<'_>) -> Result<Vec<u8>, Error> {
     }
     let header = IndexHeader { count, log_hash, log_size: log.len() };
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + count as usize * INDEX_BYTES_PER_EVENT);
-    write_index(&mut out, &header, &mut offsets.as_slice(), &mut times.as_slice(), &ids).expect("writing to memory");
+    write_index(&mut out, &header, &mut offsets.as_slice(), &mut times.as_slice(), ids.iter().map(|e| Ok(*e))).expect("writing to memory");
     Ok(out)
 }

@@ -4,10 +4,13 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use super::{RunState, RunStore, RUN_FILE, SNAPSHOT_FILE};
+use rayon::prelude::*;
+
+use super::{parse_line, EventLines, RunState, RunStore, RUN_FILE, SNAPSHOT_FILE};
 use crate::bundle::{BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, PackOptions};
 use crate::error::Error;
-use crate::format::blob::BlobFormat;
+use crate::format::blob::{BlobFormat, EncodedBlob};
+use crate::format::event::Event;
 use crate::format::model::RunStatus;
 
 /// Validates run `id` of `store` and writes it into a bundle at `output`:
@@ -84,10 +87,7 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
         builder.set_snapshot(s);
     }
     let mut events = run.events(&limits)?;
-    while let Some((event, bytes)) = events.next_event()? {
-        progress(bytes as u64);
-        builder.add_event(&event).map_err(|e| e.located(&events.location()))?;
-    }
+    add_events(&mut builder, &mut events, progress)?;
     if events.lines() as u64 != metadata.event_count {
         let detail = format!(
             "holds {} events, but run.json says event_count {}: the run is incomplete or was changed",
@@ -96,10 +96,23 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
         );
         return Err(Error::rule(&run.dir().join(super::EVENTS_FILE).display().to_string(), "event count", detail));
     }
-    for hash in &blobs {
-        let content = run.read_blob(hash, &limits)?;
-        builder.add_blob_hashed(&content, *hash, BlobFormat::Raw)?;
-        progress(content.len() as u64);
+    for hashes in blobs.chunks(BLOB_BATCH) {
+        // Read, check and encode on every core; written in order.
+        let encoded: Vec<Result<(u64, EncodedBlob), Error>> = hashes
+            .par_iter()
+            .map_init(
+                || None,
+                |zstd, hash| {
+                    let content = run.read_blob(hash, &limits)?;
+                    Ok((content.len() as u64, builder.encode_blob(zstd, &content, *hash, BlobFormat::Raw)?))
+                },
+            )
+            .collect();
+        for blob in encoded {
+            let (size, blob) = blob?;
+            builder.add_encoded_blob(blob)?;
+            progress(size);
+        }
     }
     builder.build().map_err(|e| match e {
         Error::Rule { file, rule, detail } if file == "event" => {
@@ -110,4 +123,40 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
         }
         other => other,
     })
+}
+
+/// An event parsed from its line, and the check of its payload hash.
+type Parsed = (Event, Result<(), Error>);
+
+/// Event lines parsed and checked per batch, on every core.
+const EVENT_BATCH: usize = 4096;
+/// Blobs read and encoded per batch, on every core.
+const BLOB_BATCH: usize = 256;
+
+/// Adds every event of `events` in order. Lines are read in batches; each
+/// batch is parsed, checked for canonical form and payload hash on every
+/// core, then added in order (the order-dependent rules are the builder's).
+fn add_events(builder: &mut BundleBuilder, events: &mut EventLines, progress: &dyn Fn(u64)) -> Result<(), Error> {
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    loop {
+        events.next_batch(EVENT_BATCH, &mut batch)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let first = events.lines() - batch.len() + 1;
+        let parsed: Vec<Result<Parsed, Error>> = batch
+            .par_iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let event = parse_line(line, &|| events.location_of(first + i))?;
+                let hashed = event.check_payload_hash();
+                Ok((event, hashed))
+            })
+            .collect();
+        for (i, (parsed, line)) in parsed.into_iter().zip(&batch).enumerate() {
+            let (event, hashed) = parsed?;
+            builder.add_event_hashed(&event, hashed).map_err(|e| e.located(&events.location_of(first + i)))?;
+            progress(line.len() as u64 + 1);
+        }
+    }
 }

@@ -264,7 +264,7 @@ impl StoredRun {
         let file = ReadFile::open(&path, &path.display().to_string())?;
         // A JSON line is at most about 4/3 of its record (base64 payload) plus the other fields.
         let max_line = limits.max_record_len.saturating_mul(2).saturating_add(1024);
-        Ok(EventLines { reader: BufReader::with_capacity(1 << 20, file.into_read()), path, line: String::new(), number: 0, max_line })
+        Ok(EventLines { reader: BufReader::with_capacity(1 << 20, file.into_read()), path, line: Vec::new(), number: 0, max_line })
     }
 
     /// The content hashes of the run's blobs, sorted. The blob directory
@@ -311,7 +311,7 @@ impl StoredRun {
 pub struct EventLines {
     reader: BufReader<std::io::Take<std::fs::File>>,
     path: PathBuf,
-    line: String,
+    line: Vec<u8>,
     number: usize,
     max_line: u64,
 }
@@ -319,7 +319,12 @@ pub struct EventLines {
 impl EventLines {
     /// `path:LINE` of the line read last.
     pub fn location(&self) -> String {
-        format!("{}:{}", self.path.display(), self.number)
+        self.location_of(self.number)
+    }
+
+    /// `path:LINE` of line `number` (1-based).
+    pub fn location_of(&self, number: usize) -> String {
+        format!("{}:{}", self.path.display(), number)
     }
 
     /// Lines read so far.
@@ -329,33 +334,69 @@ impl EventLines {
 
     /// The next event and its line's length in bytes, or None at the end.
     pub fn next_event(&mut self) -> Result<Option<(Event, usize)>, Error> {
-        self.line.clear();
-        let n = (&mut self.reader).take(self.max_line).read_line(&mut self.line).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => {
-                Error::malformed(&format!("{}:{}", self.path.display(), self.number + 1), "event line", 0, "not UTF-8")
+        let mut line = std::mem::take(&mut self.line);
+        let read = self.next_line(&mut line);
+        let parsed = match read {
+            Ok(true) => parse_line(&line, &|| self.location()).map(|e| Some((e, line.len() + 1))),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        self.line = line;
+        parsed
+    }
+
+    /// Reads up to `max` lines into `batch` (its buffers reused), each
+    /// without its newline, for [`parse_line`] elsewhere (on other threads);
+    /// the first is line `lines() - batch.len() + 1`. An empty batch is the end.
+    pub fn next_batch(&mut self, max: usize, batch: &mut Vec<Vec<u8>>) -> Result<(), Error> {
+        let mut spare: Vec<Vec<u8>> = std::mem::take(batch);
+        spare.reverse();
+        while batch.len() < max {
+            let mut line = spare.pop().unwrap_or_default();
+            if !self.next_line(&mut line)? {
+                break;
             }
-            _ => Error::io(&self.path, e),
-        })?;
+            batch.push(line);
+        }
+        Ok(())
+    }
+
+    /// One line, bounded, without its newline; false at the end.
+    fn next_line(&mut self, line: &mut Vec<u8>) -> Result<bool, Error> {
+        line.clear();
+        let n = (&mut self.reader).take(self.max_line).read_until(b'\n', line).map_err(|e| Error::io(&self.path, e))?;
         if n == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         self.number += 1;
-        let at = self.location();
-        let Some(text) = self.line.strip_suffix('\n') else {
+        if line.pop() != Some(b'\n') {
+            let at = self.location();
             if n as u64 == self.max_line {
                 return Err(Error::limit(&at, "event line length", self.max_line, n as u64 + 1));
             }
             return Err(Error::rule(&at, "incomplete run", "the last line has no newline: the recorder stopped mid-line"));
-        };
-        let event = Event::from_json_line(text).map_err(|e| match e {
-            Error::InvalidInput { what, detail } => Error::Json { file: at.clone(), detail: format!("{what}: {detail}") },
-            other => other.located(&at),
-        })?;
-        let canonical = event.to_json_line();
-        if canonical != text {
-            let detail = "the line is not the canonical JSON form of its event (compact, fields in schema order, null fields present, no optional escapes)";
-            return Err(Error::rule(&at, "canonical form", detail));
         }
-        Ok(Some((event, n)))
+        Ok(true)
     }
+}
+
+/// One event line (without its newline): the canonical JSON form of an
+/// event, or an error located at `at()`. One strict parse (unknown and
+/// repeated fields refused), then the event is written back and compared
+/// byte for byte: only the canonical form is accepted, so no other
+/// spelling (a duplicate key, an escape, another order) gets through.
+pub fn parse_line(text: &[u8], at: &dyn Fn() -> String) -> Result<Event, Error> {
+    let json: crate::format::event::EventJsonRef<'_> =
+        serde_json::from_slice(text).map_err(|e| Error::Json { file: at(), detail: e.to_string() })?;
+    let event = json.to_event().map_err(|e| match e {
+        Error::InvalidInput { what, detail } => Error::Json { file: at(), detail: format!("{what}: {detail}") },
+        other => other.located(&at()),
+    })?;
+    let mut canonical = Vec::with_capacity(text.len());
+    event.write_json_line(&mut canonical);
+    if canonical != text {
+        let detail = "the line is not the canonical JSON form of its event (compact, fields in schema order, null fields present, no optional escapes)";
+        return Err(Error::rule(&at(), "canonical form", detail));
+    }
+    Ok(event)
 }
