@@ -25,11 +25,13 @@ MIB = 1 << 20
 FULL = dict(large_count=64, large_size=16 * MIB, small_count=100_000, create_count=100_000,
             big_events=1_000_000, big_blobs=10_000, codec_events=1_000_000,
             access_sizes=[100_000, 1_000_000, 10_000_000], mix_blobs=3_000, repeat=3,
-            replay_sizes=[1_000_000, 10_000_000], replay_rounds=5, shared_count=1_000, shared_size=256 << 10)
+            replay_sizes=[1_000_000, 10_000_000], replay_rounds=5, shared_count=1_000, shared_size=256 << 10,
+            capture_sizes=[1_000_000, 10_000_000])
 SMOKE = dict(large_count=2, large_size=1 * MIB, small_count=500, create_count=500,
              big_events=5_000, big_blobs=50, codec_events=10_000,
              access_sizes=[1_000, 10_000], mix_blobs=30, repeat=1,
-             replay_sizes=[20_000], replay_rounds=1, shared_count=20, shared_size=4 << 10)
+             replay_sizes=[20_000], replay_rounds=1, shared_count=20, shared_size=4 << 10,
+             capture_sizes=[5_000, 20_000])
 
 
 def sh(cmd, **kw):
@@ -296,6 +298,20 @@ def main():
     ], rep)
     res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs tar --zstd -cf", ours, tar, ours / tar, None, None, "s")
     res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs cp -r", ours, cp, ours / cp, None, None, "s")
+    # Both sides durable: the bundle is synced before it appears.
+    ours, tar = interleaved([
+        (lambda i: [BIN, "bundle", "--quiet", "--store", store_big, "--run", run_big, "--output", work / f"bigs-{i}.cath-bundle"], None),
+        (lambda i: f"tar --zstd -cf {work}/bigs-{i}.tar.zst -C {store_big} {run_dir} && sync", None),
+    ], rep)
+    res.add(f"bundle {cfg['big_events']} events + {cfg['big_blobs']} blobs vs tar --zstd -cf + sync", ours, tar, ours / tar, "<= 1.0x", ours / tar <= 1.0, "s")
+    # Memory of capture does not grow with the number of events.
+    for n in cfg["capture_sizes"]:
+        store_n = work / f"store-{n}"
+        run_n = sh([GEN, "store", store_n, str(n), "10", "1024", "2048"], capture_output=True, text=True).stdout.strip()
+        _, rss = timed([BIN, "bundle", "--quiet", "--store", store_n, "--run", run_n, "--output", work / f"mem-{n}.cath-bundle", "--force"], 1)
+        res.add(f"peak RSS, bundle, {n} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+        shutil.rmtree(store_n, ignore_errors=True)
+        shutil.rmtree(work / f"mem-{n}.cath-bundle", ignore_errors=True)
 
     # 5. Random access through inspect, growing log sizes.
     section("5. random access")
@@ -312,13 +328,29 @@ def main():
         for kind, flags in kinds.items():
             times = [timed([BIN, "inspect", "--fast", "--bundle", b] + flags(p), rep)[0] for p in probes]
             access[(kind, n)] = statistics.median(times) * 1000
+            # The default: read lazily, every byte shown checked against the manifest.
+            times = [timed([BIN, "inspect", "--bundle", b] + flags(p), rep)[0] for p in probes]
+            access[(kind, n, "lazy")] = statistics.median(times) * 1000
     smallest, largest = cfg["access_sizes"][0], cfg["access_sizes"][-1]
     for kind in ("position", "id", "time"):
         for n in cfg["access_sizes"]:
             ms = access[(kind, n)]
             res.add(f"event by {kind}, {n} events (inspect --fast)", ms, None, None, "< 10 ms", ms < 10, "ms")
+        for n in cfg["access_sizes"]:
+            ms = access[(kind, n, "lazy")]
+            res.add(f"event by {kind}, {n} events (inspect, verified lazily)", ms, None, None, "< 10 ms", ms < 10, "ms")
         growth = access[(kind, largest)] / access[(kind, smallest)]
         res.add(f"event by {kind}: {largest} vs {smallest} events", access[(kind, largest)], access[(kind, smallest)], growth, "no growth (<= 1.5x)", growth <= 1.5, "ms")
+
+    # One event of a bundle holding many blobs costs what it costs without them.
+    few = work / f"events-{smallest}.cath-bundle"
+    many_blobs, no_blobs, fast_many = interleaved([
+        ([BIN, "inspect", "--bundle", small, "--events", "--from", "1", "--limit", "1"], None),
+        ([BIN, "inspect", "--bundle", few, "--events", "--from", "1", "--limit", "1"], None),
+        ([BIN, "inspect", "--fast", "--bundle", small, "--events", "--from", "1", "--limit", "1"], None),
+    ], rep)
+    res.add(f"one event, bundle of {cfg['small_count']} blobs vs of none (inspect)", many_blobs, no_blobs, many_blobs / no_blobs, "<= 1.5x", many_blobs / no_blobs <= 1.5, "s")
+    res.add(f"one event, bundle of {cfg['small_count']} blobs vs of none (inspect --fast)", fast_many, no_blobs, fast_many / no_blobs, None, None, "s")
 
     # 6. Peak memory on the largest bundle.
     section("6. memory")

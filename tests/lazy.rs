@@ -218,6 +218,10 @@ fn inspect_says_which_mode_ran() {
     assert_ne!(code(&o), 0);
     assert!(stdout(&o).is_empty());
     assert!(stderr(&o).contains("events.cath-log") && stderr(&o).contains("not what the manifest commits to"), "{}", stderr(&o));
+    // --fast does not make a targeted read unchecked: it reads lazily too.
+    let o = cathedral(&["inspect", "--bundle", path, "--event", &id, "--fast"]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("not what the manifest commits to"), "{}", stderr(&o));
     // Elsewhere: the event shows, and the note says what was not read; --full refuses.
     let far_id = far.event_id.to_string();
     let o = cathedral(&["inspect", "--bundle", path, "--event", &far_id]);
@@ -235,4 +239,7 @@ fn inspect_says_which_mode_ran() {
     let o = cathedral(&["inspect", "--bundle", legacy.to_str().unwrap(), "--event", &id]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("1.0 bundle has no outboards"), "{}", stderr(&o));
+    let o = cathedral(&["inspect", "--bundle", legacy.to_str().unwrap(), "--event", &id, "--fast"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("NOT verified"), "{}", stderr(&o));
 }

@@ -52,6 +52,7 @@ pub enum LoadError {
 pub struct BundleLoader<'p> {
     limits: Limits,
     mode: VerifyMode,
+    without_outboards: VerifyMode,
     progress: Option<&'p dyn Progress>,
     trusted: Vec<PublicKey>,
     require_signature: bool,
@@ -63,6 +64,7 @@ impl Default for BundleLoader<'_> {
         BundleLoader {
             limits: Limits::default(),
             mode: VerifyMode::Full,
+            without_outboards: VerifyMode::Full,
             progress: None,
             trusted: Vec::new(),
             require_signature: false,
@@ -90,6 +92,14 @@ impl<'p> BundleLoader<'p> {
     /// a read of changed bytes is then an [`Error::RangeMismatch`].
     pub fn mode(mut self, mode: VerifyMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// What [`VerifyMode::Lazy`] does with a bundle that has no outboards
+    /// (a 1.0 bundle): [`VerifyMode::Full`] (the default) or
+    /// [`VerifyMode::Fast`].
+    pub fn without_outboards(mut self, mode: VerifyMode) -> Self {
+        self.without_outboards = mode;
         self
     }
 
@@ -127,7 +137,11 @@ impl<'p> BundleLoader<'p> {
         if is_archive(path) {
             return Ok(self.verify_archive(path, crate::verify::archive::Taps::default())?.0);
         }
-        Ok(Verifier::new(path, self.mode, &self.limits, &self.trusted, self.progress).run()?.0)
+        Ok(self.verifier(path).run()?.0)
+    }
+
+    fn verifier<'a>(&'a self, path: &'a Path) -> Verifier<'a> {
+        Verifier::new(path, self.mode, &self.limits, &self.trusted, self.progress).without_outboards(self.without_outboards)
     }
 
     pub(crate) fn limits_ref(&self) -> &Limits {
@@ -163,7 +177,7 @@ impl<'p> BundleLoader<'p> {
         if is_archive(path) {
             return self.load_archive(path);
         }
-        let (report, verified) = Verifier::new(path, self.mode, &self.limits, &self.trusted, self.progress).run()?;
+        let (report, verified) = self.verifier(path).run()?;
         let Some(verified) = verified else {
             return Err(LoadError::Invalid { path: path.to_path_buf(), report: Box::new(report) });
         };

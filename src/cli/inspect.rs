@@ -57,7 +57,9 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long, conflicts_with_all = ["events", "event", "time", "blob", "snapshot"])]
     pub(super) json: bool,
-    /// Check structure and sizes only before reading; do not hash the bundle first.
+    /// Do not hash the bundle first. The summary checks structure and sizes only; --event,
+    /// --time, --events, --blob and --snapshot of a 1.1 bundle still check what they read
+    /// (which costs less than the structure check).
     #[arg(long, conflicts_with = "full")]
     pub(super) fast: bool,
     /// Verify the whole bundle before reading. The summary always does; --event, --time,
@@ -161,13 +163,17 @@ impl Args {
 
 pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let targeted = args.events || args.event.is_some() || args.time.is_some() || args.blob.is_some() || args.snapshot;
-    let mode = match (args.fast, args.full || !targeted) {
-        (true, _) => VerifyMode::Fast,
-        (false, true) => VerifyMode::Full,
-        (false, false) => VerifyMode::Lazy,
+    // A targeted read checks what it reads (FORMAT.md §14). With --fast too:
+    // that costs less than the structure check, which walks every blob; a
+    // bundle without outboards then gets the structure check.
+    let (mode, without_outboards) = match (args.fast, args.full || !targeted) {
+        (true, false) => (VerifyMode::Lazy, VerifyMode::Fast),
+        (true, true) => (VerifyMode::Fast, VerifyMode::Fast),
+        (false, true) => (VerifyMode::Full, VerifyMode::Full),
+        (false, false) => (VerifyMode::Lazy, VerifyMode::Full),
     };
     // The same signature policy as verify-bundle: a bad or untrusted signature is never silent.
-    let loader = args.trust.apply(BundleLoader::new().mode(mode).limits(args.limits.limits()))?;
+    let loader = args.trust.apply(BundleLoader::new().mode(mode).without_outboards(without_outboards).limits(args.limits.limits()))?;
     // A node named rather than given by id needs the DAG before the
     // events: an archive is then opened through a verified unpack.
     if is_archive(&args.bundle) && args.node.as_deref().is_none_or(|n| node_id(n).is_some()) {

@@ -74,6 +74,8 @@ pub(crate) struct Verifier<'a> {
     findings: Findings,
     /// Event ids held at once by the exact id check ([`events::ID_WINDOW`]).
     id_window: usize,
+    /// The mode a lazy verification falls back to.
+    without_outboards: VerifyMode,
 }
 
 /// The log, the index and their outboards, as opened (None where absent
@@ -112,7 +114,15 @@ struct Opened {
 
 impl<'a> Verifier<'a> {
     pub fn new(root: &'a Path, mode: VerifyMode, limits: &'a Limits, trusted: &'a [PublicKey], progress: Option<&'a dyn Progress>) -> Self {
-        Verifier { root, mode, limits, trusted, progress, findings: Findings::new(limits.max_findings), id_window: events::ID_WINDOW }
+        let (findings, id_window) = (Findings::new(limits.max_findings), events::ID_WINDOW);
+        Verifier { root, mode, limits, trusted, progress, findings, id_window, without_outboards: VerifyMode::Full }
+    }
+
+    /// What a lazy verification of a bundle without outboards does instead
+    /// (default: a full verification).
+    pub fn without_outboards(mut self, mode: VerifyMode) -> Self {
+        self.without_outboards = mode;
+        self
     }
 
     /// Verifies the bundle. `Err` only when the root cannot be examined at
@@ -126,7 +136,8 @@ impl<'a> Verifier<'a> {
                 lazy::LazyOpen::Lazily(verified) => verified,
                 // Nothing to check reads against: verify everything instead.
                 lazy::LazyOpen::NoOutboards => {
-                    return Verifier { mode: VerifyMode::Full, findings: Findings::new(self.limits.max_findings), ..self }.run()
+                    let mode = if self.without_outboards == VerifyMode::Lazy { VerifyMode::Full } else { self.without_outboards };
+                    return Verifier { mode, findings: Findings::new(self.limits.max_findings), ..self }.run();
                 }
             }
         } else {
