@@ -231,6 +231,19 @@ fn inspect_says_which_mode_ran() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     fs::write(&log, original).unwrap();
 
+    // The blob list is checked when a blob is read, not before an event is shown.
+    let list = bundle.join("blobs.cath-list");
+    let original = flip(&list, 20);
+    let o = cathedral(&["inspect", "--bundle", path, "--event", &far_id]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let blob = cathedral_bundle::Digest::of(&large_run("lazy", 3_000, 100).1).to_string();
+    let o = cathedral(&["inspect", "--bundle", path, "--blob", &blob]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    assert!(stderr(&o).contains("blobs.cath-list") && stderr(&o).contains("hash mismatch"), "{}", stderr(&o));
+    fs::write(&list, original).unwrap();
+    assert_eq!(code(&cathedral(&["inspect", "--bundle", path, "--blob", &blob])), 0);
+
     // A 1.0 bundle has no outboards: verified in full, and said so.
     let legacy = support::fixture(support::fixture_gen::LEGACY_FIXTURE);
     let b = lazy(&legacy).unwrap();

@@ -210,6 +210,8 @@ pub struct ReplayBundle {
     verified: Verified,
     log_header: LogHeader,
     index_header: IndexHeader,
+    /// The blob list, checked; filled on first use after a lazy open.
+    blob_list: std::sync::OnceLock<crate::fsutil::Contents>,
     blob_count: u32,
     /// The temporary directory an archive was unpacked into, removed on drop.
     _scratch: Option<tempfile::TempDir>,
@@ -225,11 +227,22 @@ impl std::fmt::Debug for ReplayBundle {
 }
 
 impl ReplayBundle {
-    fn open(root: &Path, limits: Limits, mode: VerifyMode, report: VerifyReport, verified: Verified) -> Result<Self, Error> {
+    fn open(root: &Path, limits: Limits, mode: VerifyMode, report: VerifyReport, mut verified: Verified) -> Result<Self, Error> {
         let log_header = LogReader::new(&verified.log, format::EVENTS_FILE, &limits)?.header();
         let index_header = IndexReader::new(&verified.index, format::INDEX_FILE)?.header();
-        let blob_count = BlobList::new(&verified.blob_list, format::BLOB_LIST_FILE, limits.max_blobs)?.count();
-        Ok(ReplayBundle { root: root.to_path_buf(), limits, mode, report, verified, log_header, index_header, blob_count, _scratch: None })
+        let blob_list = std::sync::OnceLock::new();
+        let blob_count = match verified.blob_list.take() {
+            Some(contents) => {
+                let count = BlobList::new(&contents, format::BLOB_LIST_FILE, limits.max_blobs)?.count();
+                let _ = blob_list.set(contents);
+                count
+            }
+            // Read on first use, and checked then against this count.
+            None => u32::try_from(verified.docs.manifest.blob_count)
+                .map_err(|_| Error::limit(format::MANIFEST_FILE, "blob_count", u32::MAX.into(), verified.docs.manifest.blob_count))?,
+        };
+        let (root, _scratch) = (root.to_path_buf(), None);
+        Ok(ReplayBundle { root, limits, mode, report, verified, log_header, index_header, blob_list, blob_count, _scratch })
     }
 
     /// Opens a bundle unpacked (and verified fully) into `scratch`, which
@@ -312,8 +325,42 @@ impl ReplayBundle {
         IndexReader::with_header(&self.verified.index, format::INDEX_FILE, self.index_header)
     }
 
-    fn blob_list(&self) -> BlobList<'_> {
-        BlobList::with_count(&self.verified.blob_list, format::BLOB_LIST_FILE, self.blob_count)
+    fn blob_list(&self) -> Result<BlobList<'_>, Error> {
+        let contents = match self.blob_list.get() {
+            Some(contents) => contents,
+            None => {
+                let _ = self.blob_list.set(self.load_blob_list()?);
+                self.blob_list.get().expect("set above")
+            }
+        };
+        Ok(BlobList::with_count(contents, format::BLOB_LIST_FILE, self.blob_count))
+    }
+
+    /// The blob list of a lazily opened bundle: size, hash, count and order
+    /// checked (FORMAT.md §7), as a full verification checks them.
+    fn load_blob_list(&self) -> Result<crate::fsutil::Contents, Error> {
+        let name = format::BLOB_LIST_FILE;
+        let entry = &self.manifest().files[name];
+        let limit =
+            self.limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64);
+        if entry.size > limit {
+            return Err(Error::limit(name, "file size", limit, entry.size));
+        }
+        let file = ReadFile::open(&self.root.join(name), name)?;
+        if file.size() != entry.size {
+            return Err(Error::SizeMismatch { file: name.into(), what: "size", expected: entry.size, found: file.size() });
+        }
+        let contents = crate::fsutil::Contents::load(file)?;
+        let actual = crate::fsutil::hash(&contents, name, &|_| {})?;
+        if actual != entry.hash {
+            return Err(Error::HashMismatch { file: name.into(), what: "hash", expected: entry.hash, found: actual });
+        }
+        let list = BlobList::new(&contents, name, self.limits.max_blobs)?;
+        if list.count() != self.blob_count {
+            return Err(Error::inconsistent(name, "count (the manifest's blob_count)", self.blob_count, list.count()));
+        }
+        list.scan()?;
+        Ok(contents)
     }
 
     /// How events are encoded.
@@ -440,12 +487,16 @@ impl ReplayBundle {
 
     /// The blob list record for `hash`, if the bundle holds that blob.
     pub fn blob_record(&self, hash: &Digest) -> Result<Option<BlobRecord>, Error> {
-        self.blob_list().find(hash)
+        self.blob_list()?.find(hash)
     }
 
     /// Every blob list record, in order.
     pub fn blob_records(&self) -> impl Iterator<Item = Result<BlobRecord, Error>> + '_ {
-        self.blob_list().records(0..self.blob_count)
+        let (list, failed) = match self.blob_list() {
+            Ok(list) => (Some(list), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        failed.into_iter().chain(list.into_iter().flat_map(move |l| l.records(0..self.blob_count)))
     }
 
     /// Streams a blob's original content into `out`. Nothing reaches `out`

@@ -250,8 +250,9 @@ fn checked_note(bundle: &ReplayBundle) -> String {
     };
     match (bundle.verified(), bundle.groups_checked()) {
         (VerifyMode::Lazy, Some(groups)) => format!(
-            "verified lazily ({signature}): manifest, documents and blob list hashed; {groups} chunk group(s) of 16 KiB of the log and \
-             index checked against the manifest as they were read; nothing else was read (verify-bundle or --full checks all of it)"
+            "verified lazily ({signature}): manifest and documents hashed; {groups} chunk group(s) of 16 KiB of the log and index \
+             checked against the manifest as they were read (and a blob, with the blob list, when one is read); nothing else was read \
+             (verify-bundle or --full checks all of it)"
         ),
         (VerifyMode::Fast, _) => format!("NOT verified ({signature}): --fast checked structure and sizes only"),
         _ if bundle.manifest().has_outboards() => format!("verified in full before reading ({signature})"),

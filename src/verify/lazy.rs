@@ -1,7 +1,8 @@
 //! Lazy verification (FORMAT.md §14): the bundle is opened after checking
-//! only what every read depends on (the manifest, the signature, the
-//! documents and the blob list); the log and the index are then checked
-//! through their outboards, chunk group by chunk group, as they are read.
+//! only what every read depends on (the manifest, the signature and the
+//! documents); the log and the index are then checked through their
+//! outboards, chunk group by chunk group, as they are read, and the blob
+//! list whole when a blob is first read.
 
 use crate::error::Error;
 use crate::format::event::Encoding;
@@ -70,14 +71,12 @@ impl Verifier<'_> {
         if !self.check_root()? {
             return Ok(LazyOpen::Lazily(None));
         }
-        let Some(opened) = self.open_manifest_and_list(stats, signature) else { return Ok(LazyOpen::Lazily(None)) };
-        if !opened.manifest.has_outboards() {
+        let Some((manifest, manifest_bytes)) = self.open_manifest(stats, signature) else { return Ok(LazyOpen::Lazily(None)) };
+        if !manifest.has_outboards() {
             return Ok(LazyOpen::NoOutboards);
         }
-        let super::Opened { manifest, manifest_bytes, blob_list, .. } = opened;
-        let list = blob_list.as_ref().and_then(|c| {
-            self.findings.ok(format::BLOB_LIST_FILE, crate::format::BlobList::new(c, format::BLOB_LIST_FILE, self.limits.max_blobs))
-        });
+        // The blob list is read and checked when a blob is first asked for:
+        // opening costs the same whatever the number of blobs.
         let docs = self.parse_documents(&self.read_documents(&manifest, None, stats));
         let [log, index] = format::OUTBOARDS.map(|(data, outboard)| self.open_checked(&manifest, data, outboard));
         stats.files += 2 * [&log, &index].into_iter().filter(|s| s.is_some()).count() as u64;
@@ -91,8 +90,8 @@ impl Verifier<'_> {
                 self.check_binding(l, ix, &manifest.files[format::EVENTS_FILE].hash);
             }
         }
-        self.check_cross_file(&docs, log_reader.as_ref(), index_reader.as_ref(), list.as_ref());
-        Ok(LazyOpen::Lazily(self.lazily_verified(manifest, manifest_bytes, docs, log, index, blob_list)))
+        self.check_cross_file(&docs, log_reader.as_ref(), index_reader.as_ref(), None);
+        Ok(LazyOpen::Lazily(self.lazily_verified(manifest, manifest_bytes, docs, log, index)))
     }
 
     /// The log or the index, opened with its outboard; sizes checked.
@@ -111,12 +110,11 @@ impl Verifier<'_> {
         docs: Documents,
         log: Option<Source>,
         index: Option<Source>,
-        blob_list: Option<crate::fsutil::Contents>,
     ) -> Option<Verified> {
         if !self.findings.is_empty() {
             return None;
         }
         let docs = docs.verified(manifest, manifest_bytes)?;
-        Some(Verified { docs, log: log?, index: index?, blob_list: blob_list? })
+        Some(Verified { docs, log: log?, index: index?, blob_list: None })
     }
 }

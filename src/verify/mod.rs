@@ -61,7 +61,8 @@ pub(crate) struct Verified {
     pub docs: VerifiedDocs,
     pub log: Source,
     pub index: Source,
-    pub blob_list: Contents,
+    /// None when a lazy verification left it to be read (and checked) on first use.
+    pub blob_list: Option<Contents>,
 }
 
 /// One verification: its settings, and the findings it collects.
@@ -220,7 +221,7 @@ impl<'a> Verifier<'a> {
         }
         let Some(docs) = docs.verified(manifest, manifest_bytes) else { return Ok(None) };
         let (Some(log), Some(index), Some(blob_list)) = (log_file, index_file, blob_list) else { return Ok(None) };
-        Ok(Some(Verified { docs, log: Source::Whole(log), index: Source::Whole(index), blob_list }))
+        Ok(Some(Verified { docs, log: Source::Whole(log), index: Source::Whole(index), blob_list: Some(blob_list) }))
     }
 
     /// The documents, parsed from the bytes that were hashed.
@@ -328,11 +329,7 @@ impl<'a> Verifier<'a> {
 
     /// Passes 1 and 2: the manifest, the signature, the blob list and the limits.
     fn open_manifest_and_list(&self, stats: &mut VerifyStats, signature: &mut SignatureStatus) -> Option<Opened> {
-        let name = format::MANIFEST_FILE;
-        let bytes = ReadFile::open(&self.root.join(name), name).and_then(|f| f.read_all("file size", self.limits.max_document_size));
-        let manifest_bytes = self.findings.ok(name, bytes)?;
-        stats.files += 1;
-        let manifest = self.check_manifest(&manifest_bytes, &signature::SignatureSource::Dir(self.root), signature)?;
+        let (manifest, manifest_bytes) = self.open_manifest(stats, signature)?;
 
         let list_limit =
             self.limits.max_blobs.saturating_mul(format::BLOB_LIST_RECORD_LEN as u64).saturating_add(format::BLOB_LIST_HEADER_LEN as u64);
@@ -348,6 +345,16 @@ impl<'a> Verifier<'a> {
             return None;
         }
         Some(Opened { manifest, manifest_bytes, blob_list, totals })
+    }
+
+    /// Pass 1: the manifest, read (bounded) and checked, and the signature over it.
+    fn open_manifest(&self, stats: &mut VerifyStats, signature: &mut SignatureStatus) -> Option<(Manifest, Vec<u8>)> {
+        let name = format::MANIFEST_FILE;
+        let bytes = ReadFile::open(&self.root.join(name), name).and_then(|f| f.read_all("file size", self.limits.max_document_size));
+        let manifest_bytes = self.findings.ok(name, bytes)?;
+        stats.files += 1;
+        let manifest = self.check_manifest(&manifest_bytes, &signature::SignatureSource::Dir(self.root), signature)?;
+        Some((manifest, manifest_bytes))
     }
 
     /// The manifest's bytes, parsed strictly and checked (§2), and the

@@ -20,11 +20,12 @@ pub enum VerifyMode {
     /// Everything: every byte hashed, every record decoded.
     #[default]
     Full,
-    /// Only what is read (FORMAT.md §14): the manifest, the signature, the
-    /// documents and the blob list are hashed when the bundle is opened;
-    /// the log and the index are checked chunk group by chunk group, through
-    /// their outboards, as they are read; a blob when it is read. A bundle
-    /// without outboards (1.0) is verified in full instead, and says so.
+    /// Only what is read (FORMAT.md §14): the manifest, the signature and
+    /// the documents are hashed when the bundle is opened; the log and the
+    /// index are checked chunk group by chunk group, through their
+    /// outboards, as they are read; the blob list when a blob is first read,
+    /// and the blob then. A bundle without outboards (1.0) is verified in
+    /// full instead, and says so.
     Lazy,
 }
 
