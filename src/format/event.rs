@@ -261,9 +261,7 @@ impl Event {
     pub fn encode(&self, encoding: Encoding, out: &mut Vec<u8>) -> Result<(), Error> {
         match encoding {
             Encoding::Postcard => wire::encode(self, out),
-            Encoding::Cbor => {
-                ciborium::into_writer(self, &mut *out).map_err(|e| Error::input("event", e))?;
-            }
+            Encoding::Cbor => cbor::encode(&self.as_ref(), out),
         }
         Ok(())
     }
@@ -272,40 +270,7 @@ impl Event {
     /// of the event it decodes to: no trailing bytes, no overlong integers.
     /// `file` and `offset` name the record in errors.
     pub fn decode(record: &[u8], encoding: Encoding, file: &str, offset: u64) -> Result<Self, Error> {
-        let event: Event = match encoding {
-            // The hand-written decoder accepts only canonical encodings.
-            Encoding::Postcard => return wire::decode(record).map_err(|detail| Error::malformed(file, "event record", offset, detail)),
-            Encoding::Cbor => {
-                let mut reader = record;
-                let event = ciborium::de::from_reader_with_recursion_limit(&mut reader, 16).map_err(|e| Error::Malformed {
-                    file: file.to_string(),
-                    what: "event record",
-                    offset,
-                    detail: e.to_string(),
-                    source: Some(Box::new(e)),
-                })?;
-                if !reader.is_empty() {
-                    return Err(Error::malformed(
-                        file,
-                        "event record",
-                        offset,
-                        format!("{} bytes after the event inside its record", reader.len()),
-                    ));
-                }
-                event
-            }
-        };
-        let mut canonical = Vec::with_capacity(record.len());
-        event.encode(encoding, &mut canonical)?;
-        if canonical != record {
-            return Err(Error::malformed(
-                file,
-                "event record",
-                offset,
-                "not the canonical encoding of the event it holds (overlong integer or non-minimal form)",
-            ));
-        }
-        Ok(event)
+        Event::with_decoded(record, encoding, file, offset, |e| e.to_event())
     }
 
     /// The JSON form, one line, fields in schema order.
@@ -528,10 +493,6 @@ mod wire {
         }
     }
 
-    pub fn decode(record: &[u8]) -> Result<Event, String> {
-        decode_ref(record).map(|e| e.to_event())
-    }
-
     /// Decodes a record without copying its payload.
     pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
         let mut r = Reader { bytes: record, at: 0 };
@@ -548,6 +509,246 @@ mod wire {
         let payload_hash = Digest(r.array("payload_hash")?);
         let prior_state_hash = r.option("prior_state_hash")?.map(Digest);
         let post_state_hash = r.option("post_state_hash")?.map(Digest);
+        if r.at != record.len() {
+            return Err(format!("{} bytes after the event inside its record", record.len() - r.at));
+        }
+        Ok(EventRef {
+            event_id,
+            run_id,
+            node_id,
+            parent_event_id,
+            logical_time,
+            kind,
+            payload,
+            payload_hash,
+            prior_state_hash,
+            post_state_hash,
+        })
+    }
+}
+
+/// The CBOR record of FORMAT.md §5.3, written and read by hand. Only one
+/// encoding of an event is valid (definite lengths, shortest integers, the
+/// ten keys in order); this reader accepts exactly that one as it reads,
+/// byte by byte, where a general CBOR decoder (ciborium, kept as the tests'
+/// reference) reads ids and hashes element by element through serde and
+/// must re-encode every event to prove its form.
+mod cbor {
+    use uuid::Uuid;
+
+    use super::{EventKind, EventRef};
+    use crate::digest::Digest;
+
+    const MAP_OF_10: u8 = 0xA0 | 10;
+    const NULL: u8 = 0xF6;
+    const KEYS: [&str; 10] = [
+        "event_id",
+        "run_id",
+        "node_id",
+        "parent_event_id",
+        "logical_time",
+        "kind",
+        "payload",
+        "payload_hash",
+        "prior_state_hash",
+        "post_state_hash",
+    ];
+    const UINT: u8 = 0;
+    const BYTES: u8 = 2;
+    const TEXT: u8 = 3;
+    const ARRAY: u8 = 4;
+
+    /// A data item's head: major type and argument, in the shortest form.
+    fn head(out: &mut Vec<u8>, major: u8, value: u64) {
+        let m = major << 5;
+        match value {
+            0..=23 => out.push(m | value as u8),
+            24..=0xFF => out.extend_from_slice(&[m | 24, value as u8]),
+            0x100..=0xFFFF => {
+                out.push(m | 25);
+                out.extend_from_slice(&(value as u16).to_be_bytes());
+            }
+            0x1_0000..=0xFFFF_FFFF => {
+                out.push(m | 26);
+                out.extend_from_slice(&(value as u32).to_be_bytes());
+            }
+            _ => {
+                out.push(m | 27);
+                out.extend_from_slice(&value.to_be_bytes());
+            }
+        }
+    }
+
+    fn text(out: &mut Vec<u8>, s: &str) {
+        head(out, TEXT, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn byte_array(out: &mut Vec<u8>, bytes: &[u8]) {
+        head(out, ARRAY, bytes.len() as u64);
+        for b in bytes {
+            head(out, UINT, u64::from(*b));
+        }
+    }
+
+    fn optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(b) => byte_array(out, b),
+            None => out.push(NULL),
+        }
+    }
+
+    pub fn encode(e: &EventRef<'_>, out: &mut Vec<u8>) {
+        out.reserve(200 + 3 * 16 * 2 + 3 * 32 * 2 + e.payload.len());
+        out.push(MAP_OF_10);
+        let mut key = 0;
+        let mut next = |out: &mut Vec<u8>| {
+            text(out, KEYS[key]);
+            key += 1;
+        };
+        next(out);
+        byte_array(out, e.event_id.as_bytes());
+        next(out);
+        byte_array(out, e.run_id.as_bytes());
+        next(out);
+        byte_array(out, e.node_id.as_bytes());
+        next(out);
+        optional(out, e.parent_event_id.as_ref().map(|u| u.as_bytes().as_slice()));
+        next(out);
+        head(out, UINT, e.logical_time);
+        next(out);
+        text(out, e.kind.name());
+        next(out);
+        head(out, BYTES, e.payload.len() as u64);
+        out.extend_from_slice(e.payload);
+        next(out);
+        byte_array(out, e.payload_hash.as_bytes());
+        next(out);
+        optional(out, e.prior_state_hash.as_ref().map(|d| d.as_bytes().as_slice()));
+        next(out);
+        optional(out, e.post_state_hash.as_ref().map(|d| d.as_bytes().as_slice()));
+    }
+
+    struct Reader<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+            let remaining = self.bytes.len() - self.at;
+            if n > remaining {
+                return Err(format!("{what} at byte {} needs {n} bytes, {remaining} remain", self.at));
+            }
+            let out = &self.bytes[self.at..self.at + n];
+            self.at += n;
+            Ok(out)
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.at).copied()
+        }
+
+        /// A head of `major` type, its argument in the shortest form.
+        #[inline]
+        fn head(&mut self, major: u8, what: &str) -> Result<u64, String> {
+            let start = self.at;
+            let first = self.take(1, what)?[0];
+            if first >> 5 != major {
+                return Err(format!("{what} at byte {start}: CBOR major type {}, expected {major}", first >> 5));
+            }
+            let (value, shortest_from) = match first & 0x1F {
+                ai @ 0..=23 => return Ok(u64::from(ai)),
+                24 => (u64::from(self.take(1, what)?[0]), 24),
+                25 => (u64::from(u16::from_be_bytes(self.take(2, what)?.try_into().expect("2"))), 0x100),
+                26 => (u64::from(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4"))), 0x1_0000),
+                27 => (u64::from_be_bytes(self.take(8, what)?.try_into().expect("8")), 0x1_0000_0000),
+                _ => return Err(format!("{what} at byte {start}: indefinite or reserved length, not the canonical encoding")),
+            };
+            if value < shortest_from {
+                return Err(format!("{what} at byte {start}: not the shortest integer encoding, not the canonical encoding"));
+            }
+            Ok(value)
+        }
+
+        /// The `index`th key: a text string shorter than 24 bytes, so its
+        /// canonical head is the one byte `0x60 | len`.
+        fn key(&mut self, index: usize) -> Result<(), String> {
+            let (start, expected) = (self.at, KEYS[index]);
+            let head = [(TEXT << 5) | expected.len() as u8];
+            let end = start + 1 + expected.len();
+            if self.bytes.get(start..start + 1) != Some(&head[..]) || self.bytes.get(start + 1..end) != Some(expected.as_bytes()) {
+                return Err(format!("map key at byte {start}: expected {expected:?} (key {index}), the canonical order"));
+            }
+            self.at = end;
+            Ok(())
+        }
+
+        fn byte_array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+            let start = self.at;
+            let len = self.head(ARRAY, what)?;
+            if len != N as u64 {
+                return Err(format!("{what} at byte {start}: an array of {len} items, expected {N}"));
+            }
+            let mut out = [0u8; N];
+            for (i, b) in out.iter_mut().enumerate() {
+                // The two canonical forms of a byte, read directly; anything
+                // else goes through the general reader for its error.
+                match self.bytes.get(self.at..self.at + 2) {
+                    Some(&[v, _]) if v < 24 => (*b, self.at) = (v, self.at + 1),
+                    Some(&[0x18, v]) if v >= 24 => (*b, self.at) = (v, self.at + 2),
+                    _ => {
+                        let v = self.head(UINT, what)?;
+                        *b = u8::try_from(v).map_err(|_| format!("{what}: item {i} is {v}, not a byte"))?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+
+        fn optional<const N: usize>(&mut self, what: &str) -> Result<Option<[u8; N]>, String> {
+            if self.peek() == Some(NULL) {
+                self.at += 1;
+                return Ok(None);
+            }
+            self.byte_array(what).map(Some)
+        }
+    }
+
+    /// Decodes a record without copying its payload; only the canonical
+    /// encoding is accepted.
+    pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
+        let mut r = Reader { bytes: record, at: 0 };
+        if r.take(1, "event")?[0] != MAP_OF_10 {
+            return Err("not a definite map of 10 entries (0xAA), as the canonical encoding starts".to_string());
+        }
+        r.key(0)?;
+        let event_id = Uuid::from_bytes(r.byte_array("event_id")?);
+        r.key(1)?;
+        let run_id = Uuid::from_bytes(r.byte_array("run_id")?);
+        r.key(2)?;
+        let node_id = Uuid::from_bytes(r.byte_array("node_id")?);
+        r.key(3)?;
+        let parent_event_id = r.optional("parent_event_id")?.map(Uuid::from_bytes);
+        r.key(4)?;
+        let logical_time = r.head(UINT, "logical_time")?;
+        r.key(5)?;
+        let len = r.head(TEXT, "kind")?;
+        let name = r.take(usize::try_from(len).map_err(|_| "kind: length out of range".to_string())?, "kind")?;
+        let kind = EventKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name().as_bytes() == name)
+            .ok_or_else(|| format!("unknown event kind {:?}", String::from_utf8_lossy(name)))?;
+        r.key(6)?;
+        let len = r.head(BYTES, "payload")?;
+        let payload = r.take(usize::try_from(len).map_err(|_| format!("payload length {len} is out of range"))?, "payload")?;
+        r.key(7)?;
+        let payload_hash = Digest(r.byte_array("payload_hash")?);
+        r.key(8)?;
+        let prior_state_hash = r.optional("prior_state_hash")?.map(Digest);
+        r.key(9)?;
+        let post_state_hash = r.optional("post_state_hash")?.map(Digest);
         if r.at != record.len() {
             return Err(format!("{} bytes after the event inside its record", record.len() - r.at));
         }
@@ -682,9 +883,8 @@ impl Event {
         }
     }
 
-    /// Calls `f` with the record decoded, borrowing its payload from the
-    /// record where the encoding allows (postcard; CBOR decodes a copy).
-    /// The same checks as [`Event::decode`].
+    /// Calls `f` with the record decoded, its payload borrowed from the
+    /// record. The same checks as [`Event::decode`].
     pub fn with_decoded<T>(
         record: &[u8],
         encoding: Encoding,
@@ -692,13 +892,12 @@ impl Event {
         offset: u64,
         f: impl FnOnce(EventRef<'_>) -> T,
     ) -> Result<T, Error> {
-        match encoding {
-            Encoding::Postcard => {
-                let event = wire::decode_ref(record).map_err(|detail| Error::malformed(file, "event record", offset, detail))?;
-                Ok(f(event))
-            }
-            Encoding::Cbor => Event::decode(record, encoding, file, offset).map(|e| f(e.as_ref())),
-        }
+        // Both readers accept only the canonical encoding, as they read.
+        let event = match encoding {
+            Encoding::Postcard => wire::decode_ref(record),
+            Encoding::Cbor => cbor::decode_ref(record),
+        };
+        event.map(f).map_err(|detail| Error::malformed(file, "event record", offset, detail))
     }
 }
 
@@ -831,6 +1030,21 @@ pub(crate) mod raw_opt_digest {
 mod tests {
     use super::*;
 
+    /// What the hand CBOR decoder accepts, ciborium reads as the same event,
+    /// and that event's encoding is exactly the bytes accepted.
+    fn assert_canonical_cbor(bytes: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        if let Ok(e) = Event::decode(bytes, Encoding::Cbor, "t", 0) {
+            let mut reader = bytes;
+            let theirs: Event = ciborium::from_reader(&mut reader).unwrap();
+            proptest::prop_assert!(reader.is_empty());
+            proptest::prop_assert_eq!(&theirs, &e);
+            let mut again = Vec::new();
+            ciborium::into_writer(&theirs, &mut again).unwrap();
+            proptest::prop_assert_eq!(again.as_slice(), bytes);
+        }
+        Ok(())
+    }
+
     fn sample() -> Event {
         let mut e =
             Event::new(Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), 300, EventKind::ToolCompleted, b"hello".to_vec());
@@ -880,6 +1094,36 @@ mod tests {
         assert!(Event::decode(&out, Encoding::Postcard, "t", 0).is_err());
     }
 
+    /// Non-canonical spellings of a valid CBOR event are refused, each named.
+    #[test]
+    fn cbor_non_canonical_forms_are_rejected() {
+        let mut e = sample();
+        e.event_id = Uuid::from_bytes([5; 16]);
+        e.logical_time = 7;
+        let mut good = Vec::new();
+        e.encode(Encoding::Cbor, &mut good).unwrap();
+        let key = |k: &str| good.windows(k.len()).position(|w| w == k.as_bytes()).unwrap() + k.len();
+        // A uuid byte 5 as a one-byte argument (0x18 0x05).
+        let at = key("event_id") + 1;
+        let overlong_byte = [&good[..at], &[0x18, 0x05], &good[at + 1..]].concat();
+        // logical_time 7 as a two-byte argument.
+        let at = key("logical_time");
+        let overlong_time = [&good[..at], &[0x19, 0x00, 0x07], &good[at + 1..]].concat();
+        // An indefinite-length map.
+        let indefinite = [&[0xBF][..], &good[1..], &[0xFF]].concat();
+        // Keys in another order (run_id's entry swapped with event_id's).
+        let reordered = {
+            let (a, b, c) = (1, key("event_id") + 17, key("run_id") + 17);
+            [&good[..a], &good[b..c], &good[a..b], &good[c..]].concat()
+        };
+        for (case, bytes) in
+            [("overlong byte", overlong_byte), ("overlong time", overlong_time), ("indefinite", indefinite), ("order", reordered)]
+        {
+            let err = Event::decode(&bytes, Encoding::Cbor, "t", 0).expect_err(case);
+            assert!(err.to_string().contains("canonical") || err.to_string().contains("expected"), "{case}: {err}");
+        }
+    }
+
     #[test]
     fn json_round_trip_is_exact() {
         let e = sample();
@@ -915,6 +1159,42 @@ mod tests {
             proptest::prop_assert_eq!(Event::decode(&ours, Encoding::Postcard, "t", 0).unwrap(), e.clone());
             // The hand-written JSON line is exactly serde_json's.
             proptest::prop_assert_eq!(e.to_json_line(), serde_json::to_string(&e.to_json()).unwrap());
+        }
+
+        #[test]
+        fn hand_cbor_codec_matches_ciborium(
+            ids in proptest::array::uniform3(proptest::num::u128::ANY),
+            parent in proptest::option::of(proptest::num::u128::ANY),
+            time in proptest::num::u64::ANY,
+            kind in 0usize..23,
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            prior in proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
+            post in proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
+            flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 1..4),
+        ) {
+            let mut e = Event::new(Uuid::from_u128(ids[0]), Uuid::from_u128(ids[1]), Uuid::from_u128(ids[2]), time, EventKind::ALL[kind], payload);
+            e.parent_event_id = parent.map(Uuid::from_u128);
+            e.prior_state_hash = prior.map(Digest);
+            e.post_state_hash = post.map(Digest);
+            let mut ours = Vec::new();
+            e.encode(Encoding::Cbor, &mut ours).unwrap();
+            let mut theirs = Vec::new();
+            ciborium::into_writer(&e, &mut theirs).unwrap();
+            proptest::prop_assert_eq!(&ours, &theirs);
+            proptest::prop_assert_eq!(Event::decode(&ours, Encoding::Cbor, "t", 0).unwrap(), e.clone());
+            // Changed bytes: whatever the hand decoder accepts is a CBOR
+            // event whose canonical encoding is exactly those bytes.
+            let mut changed = ours.clone();
+            for (at, x) in flips {
+                let at = at % changed.len();
+                changed[at] ^= x;
+            }
+            assert_canonical_cbor(&changed)?;
+        }
+
+        #[test]
+        fn hand_cbor_decoder_accepts_only_canonical_records(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            assert_canonical_cbor(&bytes)?;
         }
 
         #[test]
