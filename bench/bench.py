@@ -375,6 +375,18 @@ def main():
     res.add(f"inspect --fast --events, {largest} events vs zstd -dc of the JSON lines", fast, ref, fast / ref, None, None, "s")
     _, rss = timed([BIN, "inspect", "--bundle", biggest, "--events"], 1)
     res.add(f"peak RSS, inspect --events, {largest} events", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
+    # The same events in CBOR against postcard.
+    middle = cfg["access_sizes"][-2] if len(cfg["access_sizes"]) > 1 else largest
+    postcard_b, cbor_b = work / f"events-{middle}.cath-bundle", work / f"events-{middle}-cbor.cath-bundle"
+    sh([GEN, "events-bundle", cbor_b, str(middle), "cbor"])
+    cbor_v, post_v, cbor_e, post_e = interleaved([
+        ([BIN, "verify-bundle", "--quiet", "--bundle", cbor_b], None),
+        ([BIN, "verify-bundle", "--quiet", "--bundle", postcard_b], None),
+        ([BIN, "inspect", "--bundle", cbor_b, "--events"], None),
+        ([BIN, "inspect", "--bundle", postcard_b, "--events"], None),
+    ], rep)
+    res.add(f"verify-bundle, {middle} events, CBOR vs postcard", cbor_v, post_v, cbor_v / post_v, "<= 1.5x", cbor_v / post_v <= 1.5, "s")
+    res.add(f"inspect --events, {middle} events, CBOR vs postcard", cbor_e, post_e, cbor_e / post_e, "<= 1.5x", cbor_e / post_e <= 1.5, "s")
     _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], 1)
     res.add(f"peak RSS, verify-bundle, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
 

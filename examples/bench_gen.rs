@@ -3,7 +3,7 @@
 //! ```text
 //! bench_gen blobs-bundle OUT COUNT MIN MAX         bundle of COUNT incompressible blobs of MIN..=MAX bytes
 //! bench_gen shared-bundle OUT COUNT SIZE SHARED SEED  COUNT blobs of SIZE bytes, the first SHARED the same for every SEED
-//! bench_gen events-bundle OUT EVENTS               bundle of EVENTS events (~200-byte payloads); writes OUT.probe.json
+//! bench_gen events-bundle OUT EVENTS [cbor]        bundle of EVENTS events (~200-byte payloads); writes OUT.probe.json
 //! bench_gen store DIR EVENTS BLOBS MIN MAX [mix]   run store with one run; blobs of MIN..=MAX bytes (mix: realistic content)
 //! bench_gen floor DIR COUNT MIN MAX                COUNT plain files of MIN..=MAX bytes (the file-system floor)
 //! bench_gen codec EVENTS DIR                       events/s: in-memory encode/decode and log write/read, both encodings
@@ -144,12 +144,13 @@ fn blobs_bundle_sharing(out: &Path, count: u64, min: u64, max: u64, shared: u64,
     b.build().unwrap();
 }
 
-fn events_bundle(out: &Path, events: u64) {
+fn events_bundle(out: &Path, events: u64, encoding: Encoding) {
     let mut rng = Rng(2);
     let dag = dag(&mut rng);
     let node = dag.nodes[0].id;
     let limits = Limits::default();
-    let mut b = BundleBuilder::create(out, BuildOptions::default().compression_level(None).overwrite(true).limits(limits)).unwrap();
+    let options = BuildOptions::default().compression_level(None).overwrite(true).limits(limits).encoding(encoding);
+    let mut b = BundleBuilder::create(out, options).unwrap();
     let mut probes = Vec::new();
     let stride = (events / 16).max(1);
     for i in 0..events {
@@ -369,7 +370,10 @@ fn main() {
     let n = |i: usize| args[i].parse::<u64>().unwrap();
     match args.get(1).map(String::as_str) {
         Some("blobs-bundle") => blobs_bundle(Path::new(&args[2]), n(3), n(4), n(5)),
-        Some("events-bundle") => events_bundle(Path::new(&args[2]), n(3)),
+        Some("events-bundle") => {
+            let encoding = if args.get(4).is_some_and(|a| a == "cbor") { Encoding::Cbor } else { Encoding::Postcard };
+            events_bundle(Path::new(&args[2]), n(3), encoding)
+        }
         Some("store") => store(Path::new(&args[2]), n(3), n(4), n(5), n(6), args.get(7).is_some_and(|a| a == "mix")),
         Some("floor") => floor(Path::new(&args[2]), n(3), n(4), n(5)),
         Some("codec") => codec(n(2), Path::new(&args[3])),
