@@ -336,8 +336,15 @@ pub struct SeqReader<'a> {
     start: usize,
     /// End of the bytes read into `buf`.
     end: usize,
-    hasher: Option<blake3::Hasher>,
+    hasher: Option<Hashing>,
     window: usize,
+}
+
+/// How a [`SeqReader`] hashes what it reads.
+enum Hashing {
+    Plain(Box<blake3::Hasher>),
+    /// The hash and, in the same pass, the hash of the outboard.
+    Tree(Box<crate::treehash::TreeHasher>),
 }
 
 /// A sequential reader is an [`std::io::Read`] too (for decoders); a file
@@ -357,7 +364,19 @@ impl<'a> SeqReader<'a> {
     /// reads when `hash` is set (then `offset` must be 0 for the hash to be
     /// the file's).
     pub fn new(src: &'a dyn ReadAt, name: &'a str, offset: u64, hash: bool) -> Self {
-        SeqReader { src, name, base: offset, buf: Vec::new(), start: 0, end: 0, hasher: hash.then(blake3::Hasher::new), window: WINDOW }
+        let hasher = hash.then(|| Hashing::Plain(Box::new(blake3::Hasher::new())));
+        SeqReader { src, name, base: offset, buf: Vec::new(), start: 0, end: 0, hasher, window: WINDOW }
+    }
+
+    /// A hashing reader that also hashes the outboard of what it reads
+    /// (FORMAT.md §14; chunk groups of `2^group_chunk_log` chunks), read
+    /// from the start of the source.
+    pub fn with_outboard(mut self, group_chunk_log: u8) -> Self {
+        if self.hasher.is_some() {
+            let tree = crate::treehash::TreeHasher::new(self.src.len(), group_chunk_log);
+            self.hasher = Some(Hashing::Tree(Box::new(tree)));
+        }
+        self
     }
 
     /// A reader with a smaller buffer, for sections read side by side.
@@ -417,9 +436,21 @@ impl<'a> SeqReader<'a> {
         self.hash_so_far()
     }
 
-    /// The hash of every byte read so far.
+    /// The hash of every byte read so far (with an outboard: once all were read).
     pub fn hash_so_far(&self) -> Option<Digest> {
-        self.hasher.as_ref().map(Digest::finished)
+        match self.hasher.as_ref()? {
+            Hashing::Plain(h) => Some(Digest::finished(h)),
+            Hashing::Tree(t) => t.finish().map(|(root, _)| root),
+        }
+    }
+
+    /// The hash of the outboard of everything read, once all was read
+    /// ([`SeqReader::with_outboard`]).
+    pub fn outboard_hash(&self) -> Option<Digest> {
+        match self.hasher.as_ref()? {
+            Hashing::Plain(_) => None,
+            Hashing::Tree(t) => t.finish().map(|(_, outboard)| outboard),
+        }
     }
 
     fn refill(&mut self, need: usize) -> Result<(), Error> {
@@ -440,13 +471,16 @@ impl<'a> SeqReader<'a> {
         }
         let fresh = self.end..self.end + read;
         self.src.read_at(self.base + self.end as u64, &mut self.buf[fresh.clone()])?;
-        if let Some(h) = &mut self.hasher {
+        match &mut self.hasher {
             // Both cores for a large window; small windows are hashed where they were read.
-            if read >= 1 << 20 {
+            Some(Hashing::Plain(h)) if read >= 1 << 20 => {
                 h.update_rayon(&self.buf[fresh]);
-            } else {
+            }
+            Some(Hashing::Plain(h)) => {
                 h.update(&self.buf[fresh]);
             }
+            Some(Hashing::Tree(t)) => t.update(&self.buf[fresh]),
+            None => {}
         }
         self.end += read;
         Ok(())
@@ -463,6 +497,23 @@ pub fn hash(src: &dyn ReadAt, name: &str, tick: &(dyn Fn(u64) + Sync)) -> Result
         tick(n as u64);
     }
     Ok(reader.finish().expect("a hashing reader"))
+}
+
+/// [`hash`], and the hash of the outboard of `src` (FORMAT.md §14), in one read.
+pub fn hash_with_outboard(
+    src: &dyn ReadAt,
+    name: &str,
+    tick: &(dyn Fn(u64) + Sync),
+    group_chunk_log: u8,
+) -> Result<(Digest, Digest), Error> {
+    let mut reader = SeqReader::new(src, name, 0, true).with_outboard(group_chunk_log);
+    while reader.remaining() > 0 {
+        let n = reader.remaining().min(WINDOW as u64) as usize;
+        reader.next_bytes(n)?;
+        tick(n as u64);
+    }
+    let root = reader.hash_so_far().expect("everything was read");
+    Ok((root, reader.outboard_hash().expect("everything was read")))
 }
 
 /// Reads a small file whole: regular files only, refused over `limit` before reading.

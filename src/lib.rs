@@ -92,6 +92,7 @@ pub mod remote;
 pub mod replay;
 pub mod store;
 mod text;
+mod treehash;
 mod verify;
 
 pub use bundle::{

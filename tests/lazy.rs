@@ -165,22 +165,38 @@ fn a_changed_index_or_outboard_is_caught_when_read() {
 #[test]
 fn a_committed_wrong_outboard_is_found_by_full_verification() {
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = many_groups(tmp.path(), Encoding::Postcard);
-    let obao = bundle.join("events.cath-log.obao");
-    let mut bytes = fs::read(&obao).unwrap();
-    bytes[100] ^= 1;
-    fs::write(&obao, &bytes).unwrap();
-    let manifest_path = bundle.join("MANIFEST.json");
-    let mut manifest = Manifest::parse(&fs::read(&manifest_path).unwrap()).unwrap();
-    manifest.files.get_mut("events.cath-log.obao").unwrap().hash = cathedral_bundle::Digest::of(&bytes);
-    fs::write(&manifest_path, manifest.to_bytes()).unwrap();
-    for report in [BundleLoader::new().verify(&bundle).unwrap(), archive_report(&bundle, tmp.path())] {
-        let named = report.findings.iter().find(|f| f.path == "events.cath-log.obao").expect("the outboard is named");
-        assert_eq!(named.code, FindingCode::Inconsistent, "{named:?}");
-        assert!(named.message.contains("not the outboard of events.cath-log"), "{}", named.message);
+    for (data, name) in [("events.cath-log", "events.cath-log.obao"), ("events.cath-idx", "events.cath-idx.obao")] {
+        let bundle = many_groups(tmp.path(), Encoding::Postcard);
+        let obao = bundle.join(name);
+        let mut bytes = fs::read(&obao).unwrap();
+        bytes[100] ^= 1;
+        fs::write(&obao, &bytes).unwrap();
+        let manifest_path = bundle.join("MANIFEST.json");
+        let mut manifest = Manifest::parse(&fs::read(&manifest_path).unwrap()).unwrap();
+        manifest.files.get_mut(name).unwrap().hash = cathedral_bundle::Digest::of(&bytes);
+        fs::write(&manifest_path, manifest.to_bytes()).unwrap();
+        for report in [BundleLoader::new().verify(&bundle).unwrap(), archive_report(&bundle, tmp.path())] {
+            assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+            let named = &report.findings[0];
+            assert_eq!((named.path.as_str(), named.code), (name, FindingCode::Inconsistent), "{named:?}");
+            assert!(named.message.contains(&format!("not the outboard of {data}")), "{}", named.message);
+        }
+        // Read lazily, the wrong pair fails the reads that use it; it never passes wrong bytes.
+        let b = lazy(&bundle).unwrap();
+        if data == "events.cath-log" {
+            assert!(b.events().any(|e| matches!(e, Err(Error::RangeMismatch { .. }))));
+        } else {
+            // Positions, times and ids together read every group of the index.
+            let mismatch = |r: Result<Option<(u32, cathedral_bundle::Event)>, Error>| matches!(r, Err(Error::RangeMismatch { .. }));
+            let caught = (0..b.event_count()).any(|p| match b.event(p) {
+                Ok(Some(e)) => mismatch(b.event_by_id(&e.event_id)) || mismatch(b.event_at_time(e.logical_time)),
+                other => matches!(other, Err(Error::RangeMismatch { .. })),
+            });
+            assert!(caught);
+        }
+        drop(b);
+        fs::remove_dir_all(&bundle).unwrap();
     }
-    let b = lazy(&bundle).unwrap();
-    assert!(b.events().any(|e| matches!(e, Err(Error::RangeMismatch { .. }))));
 }
 
 /// The report of the archive verifier on the stream of `bundle`: pack

@@ -137,7 +137,15 @@ impl<'a> LogReader<'a> {
     /// A sequential walk over every record, in order; with `hash`, every
     /// byte of the file is hashed as it is read.
     pub fn walk(&self, hash: bool) -> RecordWalk<'a> {
-        let mut reader = SeqReader::new(self.src, self.file, 0, hash);
+        self.walk_reading(SeqReader::new(self.src, self.file, 0, hash))
+    }
+
+    /// [`LogReader::walk`], hashing the file and its outboard (FORMAT.md §14).
+    pub fn walk_with_outboard(&self) -> RecordWalk<'a> {
+        self.walk_reading(SeqReader::new(self.src, self.file, 0, true).with_outboard(super::outboard::GROUP_CHUNK_LOG))
+    }
+
+    fn walk_reading(&self, mut reader: SeqReader<'a>) -> RecordWalk<'a> {
         // The header was checked; read it so that it is hashed too.
         let _ = reader.next_bytes(LOG_HEADER_LEN);
         RecordWalk { reader, header: self.header, file: self.file, max_record_len: self.max_record_len, position: 0, failed: false }
@@ -211,6 +219,13 @@ impl RecordWalk<'_> {
     pub fn finish(mut self) -> Result<Option<Digest>, Error> {
         self.reader.skip_to_end()?;
         Ok(self.reader.finish())
+    }
+
+    /// [`RecordWalk::finish`], and the hash of the file's outboard when the
+    /// walk was [`LogReader::walk_with_outboard`].
+    pub fn finish_with_outboard(mut self) -> Result<(Option<Digest>, Option<Digest>), Error> {
+        self.reader.skip_to_end()?;
+        Ok((self.reader.hash_so_far(), self.reader.outboard_hash()))
     }
 }
 

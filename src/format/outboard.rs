@@ -265,6 +265,28 @@ mod tests {
         }
     }
 
+    /// The one-pass hasher gives the file's hash and the hash of exactly
+    /// this outboard, whatever pieces the bytes arrive in.
+    #[test]
+    fn tree_hasher_agrees_with_the_outboard() {
+        let g = GROUP_BYTES as usize;
+        for size in [0, 1, g - 1, g, g + 1, 2 * g, 3 * g - 7, 4 * g, 5 * g + 1, 6 * g, 7 * g, 8 * g + 3, 13 * g + 100, 33 * g] {
+            let bytes = data(size);
+            let mut out = Vec::new();
+            let root = write(&bytes[..], size as u64, &mut out).unwrap();
+            for piece in [1, 1000, g, g + 3, 1 << 20] {
+                let mut h = crate::treehash::TreeHasher::new(size as u64, GROUP_CHUNK_LOG);
+                for part in bytes.chunks(piece) {
+                    h.update(part);
+                }
+                assert_eq!(h.finish(), Some((root, Digest::of(&out))), "size {size} piece {piece}");
+            }
+            let mut short = crate::treehash::TreeHasher::new(size as u64 + 1, GROUP_CHUNK_LOG);
+            short.update(&bytes);
+            assert_eq!(short.finish(), None, "size {size}: too few bytes");
+        }
+    }
+
     fn checked(bytes: &[u8], outboard: &[u8]) -> Checked<Vec<u8>> {
         let root = Digest(*blake3::hash(bytes).as_bytes());
         Checked::new(bytes.to_vec(), outboard.to_vec(), root, bytes.len() as u64, "f", "f.obao").unwrap()

@@ -20,7 +20,6 @@ use std::io::{Read, Write};
 
 use super::blobs::{check_blob_data, BLOB_WINDOW};
 use super::events::{EventTap, LogContext};
-use super::outboards;
 use super::report::{Finding, FindingCode};
 use super::{Documents, VerifiedDocs, Verifier};
 use crate::digest::Digest;
@@ -34,6 +33,7 @@ use crate::format::manifest::Manifest;
 use crate::format::signature::{self, SignatureStatus};
 use crate::format::{self, blob_path, is_shard_name};
 use crate::fsutil::{self, Contents, Forward, SeqReader};
+use crate::treehash::TreeHasher;
 
 use super::report::{VerifyMode, VerifyReport, VerifyStats};
 
@@ -461,7 +461,7 @@ impl Verifier<'_> {
         match name {
             format::BLOB_LIST_FILE => self.list_entry(pass, manifest, manifest_bytes, header, stats),
             format::INDEX_FILE => {
-                pass.index = self.spool_entry(pass, name, entry.hash, stats);
+                pass.index = self.spool_entry(pass, manifest, name, stats);
                 Ok(())
             }
             format::EVENTS_FILE => {
@@ -485,11 +485,14 @@ impl Verifier<'_> {
 
     /// Keeps an entry (in memory or a temporary file) while hashing it;
     /// the contents only when they are the committed bytes.
-    fn spool_entry(&self, pass: &mut Pass<'_>, name: &'static str, expected: Digest, stats: &mut VerifyStats) -> Option<Contents> {
+    fn spool_entry(&self, pass: &mut Pass<'_>, manifest: &Manifest, name: &'static str, stats: &mut VerifyStats) -> Option<Contents> {
         let size = pass.tar.remaining();
         pass.with_sink(|s| s.begin(name, size));
         let mut spool = Contents::spool();
+        // The index's outboard (in a 1.1 bundle) is made in the same pass.
+        let outboard = format::OUTBOARDS.iter().find(|(d, _)| *d == name).and_then(|(_, o)| manifest.files.get(*o).map(|e| (*o, e.hash)));
         let mut hasher = blake3::Hasher::new();
+        let mut tree = outboard.map(|_| TreeHasher::new(size, format::outboard::GROUP_CHUNK_LOG));
         let mut buf = vec![0u8; 1 << 20];
         let tick = self.tick();
         loop {
@@ -498,14 +501,28 @@ impl Verifier<'_> {
                 Ok(n) => n,
                 Err(e) => return self.findings.ok(name, Err(fsutil::stream_error(name, e))),
             };
-            hasher.update(&buf[..n]);
+            match &mut tree {
+                Some(t) => t.update(&buf[..n]),
+                None => {
+                    hasher.update(&buf[..n]);
+                }
+            }
             self.findings.ok(name, spool.write_all(&buf[..n]).map_err(|e| Error::output("temporary file", e)))?;
             tick(n as u64);
         }
         pass.with_sink(|s| s.end());
         stats.bytes_hashed += size;
-        if !self.committed(name, expected, Digest::finished(&hasher)) {
+        let (root, made) = match tree.map(|t| t.finish()) {
+            // Fewer bytes than the header said: the archive reader reports it.
+            Some(None) => return None,
+            Some(Some((root, made))) => (root, Some(made)),
+            None => (Digest::finished(&hasher), None),
+        };
+        if !self.committed(name, manifest.files[name].hash, root) {
             return None;
+        }
+        if let (Some((outboard_name, committed)), Some(made)) = (outboard, made) {
+            self.outboard_agrees(name, outboard_name, made, committed);
         }
         self.findings.ok(name, Contents::from_spool(spool, name))
     }
@@ -525,8 +542,7 @@ impl Verifier<'_> {
             self.findings.error(format::BLOB_LIST_FILE, Error::limit(format::BLOB_LIST_FILE, "file size", limit, header.size));
             return self.skip(pass, header);
         }
-        let hash = manifest.files[format::BLOB_LIST_FILE].hash;
-        let Some(contents) = self.spool_entry(pass, format::BLOB_LIST_FILE, hash, stats) else { return Ok(()) };
+        let Some(contents) = self.spool_entry(pass, manifest, format::BLOB_LIST_FILE, stats) else { return Ok(()) };
         let Some((count, totals)) = self.check_list(manifest, &contents) else { return Ok(()) };
         if !self.within_limits(manifest, manifest_bytes, &totals) {
             return Err(Stop);
@@ -561,22 +577,13 @@ impl Verifier<'_> {
         let index_reader = index.as_ref().and_then(|c| self.findings.ok(format::INDEX_FILE, IndexReader::new(c, format::INDEX_FILE)));
         let cx = LogContext {
             log_hash: manifest.files[name].hash,
+            log_outboard: manifest.files.get(format::LOG_OUTBOARD_FILE).map(|e| e.hash),
             run_id: parsed.as_ref().and_then(|d| d.metadata.as_ref()).map(|m| m.run_id),
             nodes: parsed.as_ref().and_then(|d| d.nodes.as_ref()),
             list: list.as_ref(),
             on_event,
         };
-        let mut check = |src: &mut (dyn Read + Send)| self.streamed_log(src, header.size, index_reader.as_ref(), &cx, events, stats);
-        if manifest.files.contains_key(format::LOG_OUTBOARD_FILE) {
-            if let (_, Some((root, rebuilt))) = outboards::rebuild_while(&mut body, header.size, check) {
-                self.compare_outboard(manifest, name, format::LOG_OUTBOARD_FILE, root, rebuilt);
-            }
-        } else {
-            check(&mut body);
-        }
-        if let Some(index) = index.as_ref().filter(|_| manifest.files.contains_key(format::INDEX_OUTBOARD_FILE)) {
-            self.compare_rebuilt(manifest, format::INDEX_FILE, index, format::INDEX_OUTBOARD_FILE);
-        }
+        self.streamed_log(&mut body, header.size, index_reader.as_ref(), &cx, events, stats);
         pass.with_sink(|s| s.end());
     }
 

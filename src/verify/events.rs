@@ -45,6 +45,9 @@ pub(crate) type EventTap<'a> = &'a (dyn Fn(u32, &Event) + Sync);
 pub(super) struct LogContext<'a> {
     /// The manifest's hash of the log.
     pub log_hash: Digest,
+    /// The manifest's hash of the log's outboard, in a 1.1 bundle: the
+    /// outboard is then hashed in the same pass and compared (§10 step 6).
+    pub log_outboard: Option<Digest>,
     /// The run id from `metadata.json`, when it parsed.
     pub run_id: Option<Uuid>,
     /// The DAG's node ids, when it parsed.
@@ -99,7 +102,7 @@ impl Verifier<'_> {
         let mut window: Vec<[u8; 16]> = Vec::with_capacity((count as usize).min(self.id_window));
         let mut window_start = 0u32;
         let mut ids_checked = false;
-        let mut walk = log.walk(true);
+        let mut walk = if cx.log_outboard.is_some() { log.walk_with_outboard() } else { log.walk(true) };
         let mut walked = 0u64;
         let mut batch: Vec<(u64, Event)> = Vec::with_capacity(HASH_BATCH);
         let mut complete = false;
@@ -153,11 +156,15 @@ impl Verifier<'_> {
             self.check_id_window(&ix.index, window_start, &window, !ids_checked);
         }
         tick(log.len().saturating_sub(walked));
-        match walk.finish() {
-            Ok(Some(actual)) => {
-                self.committed(LOG, cx.log_hash, actual);
+        match walk.finish_with_outboard() {
+            Ok((Some(actual), outboard)) => {
+                if self.committed(LOG, cx.log_hash, actual) {
+                    if let (Some(committed), Some(found)) = (cx.log_outboard, outboard) {
+                        self.outboard_agrees(LOG, format::LOG_OUTBOARD_FILE, found, committed);
+                    }
+                }
             }
-            Ok(None) => {}
+            Ok((None, _)) => {}
             Err(e) => self.findings.error(LOG, e),
         }
         rules.count()

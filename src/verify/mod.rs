@@ -279,6 +279,7 @@ impl<'a> Verifier<'a> {
         let tick = self.tick();
         let cx = events::LogContext {
             log_hash,
+            log_outboard: manifest.files.get(format::LOG_OUTBOARD_FILE).map(|e| e.hash),
             run_id: docs.metadata.as_ref().map(|m| m.run_id),
             nodes: docs.nodes.as_ref(),
             list,
@@ -296,7 +297,7 @@ impl<'a> Verifier<'a> {
             },
             || {
                 if let Some(f) = index_file {
-                    self.check_hash(format::INDEX_FILE, f, manifest.files[format::INDEX_FILE].hash, &tick);
+                    self.check_hash_and_outboard(manifest, format::INDEX_FILE, f, &tick);
                 }
                 self.check_outboards(manifest, files, &tick);
             },
