@@ -126,6 +126,14 @@ impl<'a> IndexReader<'a> {
         Ok(decode_id_entry(&b))
     }
 
+    /// The raw entries `from..to` of the id section, read into `buf`.
+    pub fn id_entries<'b>(&self, from: u32, to: u32, buf: &'b mut Vec<u8>) -> Result<&'b [u8], Error> {
+        let len = (to.saturating_sub(from) as usize) * INDEX_ID_LEN;
+        buf.resize(len, 0);
+        self.src.read_at(self.section_start(Section::Ids) + u64::from(from) * INDEX_ID_LEN as u64, buf)?;
+        Ok(buf)
+    }
+
     /// Position of the event with `id`, by binary search over the id section.
     pub fn position_of_id(&self, id: &Uuid) -> Result<Option<u32>, Error> {
         let target = id.as_bytes();

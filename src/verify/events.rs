@@ -104,12 +104,12 @@ impl Verifier<'_> {
         let mut ids_checked = false;
         let mut walk = if cx.log_outboard.is_some() { log.walk_with_outboard() } else { log.walk(true) };
         let mut walked = 0u64;
-        let mut batch: Vec<(u64, Event)> = Vec::with_capacity(HASH_BATCH);
+        let mut batch = Batch::default();
         let mut complete = false;
         let mut stopped = false;
         while !stopped && !complete {
-            // Decode a batch in order, hash its payloads on every core, then
-            // apply the order-dependent checks in order.
+            // Frame a batch in order, decode it and hash its payloads on
+            // every core, then apply the order-dependent checks in order.
             match decode_batch(&mut walk, log.header().encoding, &mut batch) {
                 Ok(done) => complete = done,
                 Err(e) => {
@@ -117,8 +117,7 @@ impl Verifier<'_> {
                     stopped = true;
                 }
             }
-            let hashed: Vec<Result<(), Error>> = batch.par_iter().map(|(_, e)| e.check_payload_hash()).collect();
-            for ((offset, event), hashed) in batch.iter().zip(hashed) {
+            for ((offset, event), hashed) in batch.events.iter().zip(batch.hashed.drain(..)) {
                 let position = rules.count() as u32;
                 if let Err(e) = self.check_event(&mut rules, event, hashed, cx) {
                     self.findings.error(LOG, e);
@@ -186,64 +185,135 @@ impl Verifier<'_> {
     /// Scans the whole id section once. Every entry whose position lies in
     /// `start .. start + ids.len()` must carry the id the log has there.
     /// With `structure`, also checks that ids strictly increase and that
-    /// every position is in range. Reports the first problem; true if none.
+    /// every position is in range. Parts of the section are scanned on
+    /// every core; the first problem in section order is reported. True if none.
     fn check_id_window(&self, index: &IndexReader<'_>, start: u32, ids: &[[u8; 16]], structure: bool) -> bool {
         let count = index.count();
-        let end = u64::from(start) + ids.len() as u64;
-        let mut section = index.section(Section::Ids, SECTION_WINDOW);
-        let mut previous: Option<[u8; 16]> = None;
-        let fail = |i: u32, detail: String| {
-            self.findings.error(INDEX, Error::malformed(INDEX, "id entry", index.section_start(Section::Ids) + u64::from(i) * 20, detail));
-            false
-        };
-        for i in 0..count {
-            let (id, position) = match section.next_bytes(INDEX_ID_LEN) {
-                Ok(b) => decode_id_entry(b),
-                Err(e) => {
-                    self.findings.error(INDEX, e);
-                    return false;
-                }
-            };
-            if structure {
-                if position >= count {
-                    return fail(i, format!("entry {i}: position {position} is past the last event ({count})"));
-                }
-                if previous.is_some_and(|p| p >= id) {
-                    return fail(i, format!("entry {i}: ids are not strictly increasing (duplicate or unsorted event id)"));
-                }
-                previous = Some(id);
+        let parts: Vec<u32> = (0..count).step_by(ID_PART as usize).collect();
+        let problem = parts
+            .par_iter()
+            .map(|&from| scan_ids(index, from, from.saturating_add(ID_PART).min(count), start, ids, structure))
+            .find_first(Option::is_some)
+            .flatten();
+        let Some(problem) = problem else { return true };
+        match problem {
+            IdProblem::Read(e) => self.findings.error(INDEX, e),
+            IdProblem::Malformed(i, detail) => {
+                let at = index.section_start(Section::Ids) + u64::from(i) * INDEX_ID_LEN as u64;
+                self.findings.error(INDEX, Error::malformed(INDEX, "id entry", at, detail));
             }
-            if u64::from(position) >= u64::from(start) && u64::from(position) < end && ids[(position - start) as usize] != id {
-                self.findings.push(
-                    Finding::new(
-                        INDEX,
-                        FindingCode::Inconsistent,
-                        format!("id entry {i} points at event {position}, which has another id"),
-                    )
-                    .with_values(Uuid::from_bytes(ids[(position - start) as usize]), Uuid::from_bytes(id)),
-                );
-                return false;
-            }
+            IdProblem::Mismatch { i, position, log, entry } => self.findings.push(
+                Finding::new(INDEX, FindingCode::Inconsistent, format!("id entry {i} points at event {position}, which has another id"))
+                    .with_values(Uuid::from_bytes(log), Uuid::from_bytes(entry)),
+            ),
         }
-        true
+        false
     }
 }
 
-/// Decodes up to [`HASH_BATCH`] records into `batch` (cleared first); true
-/// when the log ended. On an error, `batch` holds the events before it.
+/// Entries of the id section scanned as one part.
+const ID_PART: u32 = 1 << 16;
+
+/// The first problem in a part of the id section.
+enum IdProblem {
+    Read(Error),
+    Malformed(u32, String),
+    Mismatch { i: u32, position: u32, log: [u8; 16], entry: [u8; 16] },
+}
+
+/// [`Verifier::check_id_window`] over entries `from..to`; with `structure`,
+/// the entry before `from` is read too, to check the order across parts.
+fn scan_ids(index: &IndexReader<'_>, from: u32, to: u32, start: u32, ids: &[[u8; 16]], structure: bool) -> Option<IdProblem> {
+    let count = index.count();
+    let end = u64::from(start) + ids.len() as u64;
+    let first = if structure { from.saturating_sub(1) } else { from };
+    let mut buf = Vec::new();
+    let bytes = match index.id_entries(first, to, &mut buf) {
+        Ok(b) => b,
+        Err(e) => return Some(IdProblem::Read(e)),
+    };
+    let mut previous = (first < from).then(|| decode_id_entry(&bytes[..INDEX_ID_LEN]).0);
+    for (i, entry) in (first..to).zip(bytes.chunks_exact(INDEX_ID_LEN)).skip((from - first) as usize) {
+        let (id, position) = decode_id_entry(entry);
+        if structure {
+            if position >= count {
+                return Some(IdProblem::Malformed(i, format!("entry {i}: position {position} is past the last event ({count})")));
+            }
+            if previous.is_some_and(|p| p >= id) {
+                return Some(IdProblem::Malformed(
+                    i,
+                    format!("entry {i}: ids are not strictly increasing (duplicate or unsorted event id)"),
+                ));
+            }
+            previous = Some(id);
+        }
+        if u64::from(position) >= u64::from(start) && u64::from(position) < end && ids[(position - start) as usize] != id {
+            return Some(IdProblem::Mismatch { i, position, log: ids[(position - start) as usize], entry: id });
+        }
+    }
+    None
+}
+
+/// One batch of records: framed in order, then decoded and payload-hashed
+/// on every core. The buffers are reused from batch to batch.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// (offset in the log, start in `bytes`, length) of each record.
+    framed: Vec<(u64, usize, usize)>,
+    events: Vec<(u64, Event)>,
+    /// The payload hash check of each event.
+    hashed: Vec<Result<(), Error>>,
+}
+
+/// Decoded event, or the error of its record.
+type Decoded = Result<((u64, Event), Result<(), Error>), Error>;
+
+/// Frames up to [`HASH_BATCH`] records, then decodes them and checks their
+/// payload hashes on every core; true when the log ended. On an error,
+/// `batch` holds the events before it.
 fn decode_batch(
     walk: &mut crate::format::log::RecordWalk<'_>,
     encoding: crate::format::event::Encoding,
-    batch: &mut Vec<(u64, Event)>,
+    batch: &mut Batch,
 ) -> Result<bool, Error> {
-    batch.clear();
-    while batch.len() < HASH_BATCH {
-        match walk.next_record()? {
-            Some((offset, record)) => batch.push((offset, Event::decode(record, encoding, LOG, offset)?)),
-            None => return Ok(true),
+    batch.bytes.clear();
+    batch.framed.clear();
+    batch.events.clear();
+    batch.hashed.clear();
+    let mut framing = Ok(false);
+    while batch.framed.len() < HASH_BATCH {
+        match walk.next_record() {
+            Ok(Some((offset, record))) => {
+                batch.framed.push((offset, batch.bytes.len(), record.len()));
+                batch.bytes.extend_from_slice(record);
+            }
+            Ok(None) => {
+                framing = Ok(true);
+                break;
+            }
+            Err(e) => {
+                framing = Err(e);
+                break;
+            }
         }
     }
-    Ok(false)
+    let bytes = &batch.bytes;
+    let decoded: Vec<Decoded> = batch
+        .framed
+        .par_iter()
+        .map(|&(offset, start, len)| {
+            let event = Event::decode(&bytes[start..start + len], encoding, LOG, offset)?;
+            let hashed = event.check_payload_hash();
+            Ok(((offset, event), hashed))
+        })
+        .collect();
+    for d in decoded {
+        let (event, hashed) = d?;
+        batch.events.push(event);
+        batch.hashed.push(hashed);
+    }
+    framing
 }
 
 /// The index's `offsets` and `times` entries for event `position` match the
