@@ -362,7 +362,14 @@ def main():
         ([BIN, "verify-bundle", "--quiet", "--bundle", biggest], None),
         (["b3sum", "--no-names", biggest / "events.cath-log"], None),
     ], rep)
-    res.add(f"verify-bundle, {largest} events vs b3sum of the log", ours, ref, ours / ref, None, None, "s")
+    res.add(f"verify-bundle, {largest} events vs b3sum of the log", ours, ref, ours / ref, "<= 2.0x", ours / ref <= 2.0, "s")
+    middle_b = work / f"events-{cfg['access_sizes'][-2] if len(cfg['access_sizes']) > 1 else largest}.cath-bundle"
+    every_file = [str(p) for p in sorted(middle_b.rglob("*")) if p.is_file()]
+    ours, ref = interleaved([
+        ([BIN, "verify-bundle", "--quiet", "--bundle", middle_b], None),
+        (["b3sum", "--no-names"] + every_file, None),
+    ], rep)
+    res.add(f"verify-bundle, {middle_b.name} vs b3sum of every file", ours, ref, ours / ref, "<= 2.0x", ours / ref <= 2.0, "s")
     # inspect --events against decompressing the same JSON lines with zstd, both to /dev/null.
     jsonl = work / "events.jsonl.zst"
     sh(f"{BIN} inspect --fast --bundle {biggest} --events | zstd -q -3 -o {jsonl}")

@@ -32,7 +32,7 @@ for f in fixtures/archives/*.tar.zst; do
 done
 
 status=0
-for target in event_log index manifest blob snapshot archive; do
+for target in event_log index manifest blob snapshot archive outboard; do
     log="fuzz/$target.log"
     if (cd fuzz && cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576) >"$log" 2>&1; then
         runs=$(grep -oE 'Done [0-9]+ runs' "$log" | tail -1 | grep -oE '[0-9]+' || echo "?")

@@ -120,6 +120,12 @@ impl Manifest {
         problems
     }
 
+    /// The name and committed hash of the outboard of `file`, when listed.
+    pub fn outboard_entry(&self, file: &str) -> Option<(&'static str, Digest)> {
+        let name = format::outboard_of(file)?;
+        self.files.get(name).map(|e| (name, e.hash))
+    }
+
     /// True when the bundle carries outboards of its log and index (§14),
     /// so that reads can be checked lazily.
     pub fn has_outboards(&self) -> bool {

@@ -97,6 +97,11 @@ pub const LISTED_FILES: [(&str, bool); 9] = [
 /// The outboard files and the file each one is the outboard of (§14).
 pub const OUTBOARDS: [(&str, &str); 2] = [(EVENTS_FILE, LOG_OUTBOARD_FILE), (INDEX_FILE, INDEX_OUTBOARD_FILE)];
 
+/// The name of the outboard of `file` (the log or the index), if it has one.
+pub fn outboard_of(file: &str) -> Option<&'static str> {
+    OUTBOARDS.iter().find(|(data, _)| *data == file).map(|(_, outboard)| *outboard)
+}
+
 /// True when a manifest of `version` lists `name` (one of [`LISTED_FILES`]):
 /// a 1.0 manifest lists no outboard.
 pub fn version_lists(version: &str, name: &str) -> bool {

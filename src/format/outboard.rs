@@ -329,6 +329,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever is changed in the file and its outboard, a read that
+        /// succeeds returns exactly the committed bytes.
+        #[test]
+        fn no_changed_byte_is_ever_returned(
+            size in 0usize..(6 * GROUP_BYTES as usize),
+            data_flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 0..3),
+            outboard_flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 0..3),
+            reads in proptest::collection::vec((proptest::num::usize::ANY, 0usize..40_000), 1..8),
+        ) {
+            let original = data(size);
+            let mut outboard = Vec::new();
+            let root = write(&original[..], size as u64, &mut outboard).unwrap();
+            let mut changed = original.clone();
+            for (at, x) in data_flips.iter().filter(|_| size > 0) {
+                changed[at % size] ^= x;
+            }
+            let n = outboard.len();
+            for (at, x) in outboard_flips.iter().filter(|_| n > 0) {
+                outboard[at % n] ^= x;
+            }
+            let r = Checked::new(changed, outboard, root, size as u64, "f", "f.obao").unwrap();
+            for (at, len) in reads.into_iter().filter(|_| size > 0) {
+                let at = at % size;
+                let len = len.min(size - at);
+                let mut buf = vec![0; len];
+                if r.read_at(at as u64, &mut buf).is_ok() {
+                    proptest::prop_assert_eq!(&buf[..], &original[at..at + len]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn sizes_are_checked_first() {
         let bytes = data(3 * GROUP_BYTES as usize);

@@ -186,7 +186,7 @@ impl RemoteBundle<'_> {
     /// (FORMAT.md §14); unchecked in a 1.0 bundle.
     fn events_file(&self, file: &'static str) -> Result<EventsFile<'_>, Error> {
         let data = self.ranged(file)?;
-        let Some((_, outboard)) = format::OUTBOARDS.iter().find(|(d, _)| *d == file).filter(|_| self.checks_reads()) else {
+        let Some((outboard, _)) = self.manifest.outboard_entry(file) else {
             return Ok(EventsFile::Unchecked(data));
         };
         let entry = &self.manifest.files[file];

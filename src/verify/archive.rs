@@ -490,7 +490,7 @@ impl Verifier<'_> {
         pass.with_sink(|s| s.begin(name, size));
         let mut spool = Contents::spool();
         // The index's outboard (in a 1.1 bundle) is made in the same pass.
-        let outboard = format::OUTBOARDS.iter().find(|(d, _)| *d == name).and_then(|(_, o)| manifest.files.get(*o).map(|e| (*o, e.hash)));
+        let outboard = manifest.outboard_entry(name);
         let mut hasher = blake3::Hasher::new();
         let mut tree = outboard.map(|_| TreeHasher::new(size, format::outboard::GROUP_CHUNK_LOG));
         let mut buf = vec![0u8; 1 << 20];

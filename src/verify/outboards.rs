@@ -33,8 +33,7 @@ impl Verifier<'_> {
     /// Hashes a listed file (the index) against the manifest, and, when its
     /// outboard is listed, the outboard made from it in the same pass.
     pub(super) fn check_hash_and_outboard(&self, manifest: &Manifest, name: &str, src: &dyn ReadAt, tick: &(dyn Fn(u64) + Sync)) {
-        let outboard = format::OUTBOARDS.iter().find(|(d, _)| *d == name).and_then(|(_, o)| manifest.files.get(*o).map(|e| (*o, e.hash)));
-        let Some((outboard_name, committed)) = outboard else {
+        let Some((outboard_name, committed)) = manifest.outboard_entry(name) else {
             return self.check_hash(name, src, manifest.files[name].hash, tick);
         };
         match fsutil::hash_with_outboard(src, name, tick, outboard::GROUP_CHUNK_LOG) {
