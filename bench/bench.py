@@ -98,6 +98,16 @@ class Results:
         print(f"  {figure}: ours {fmt(ours, unit)}, reference {fmt(reference, unit)}, ratio {fmt_ratio(ratio)}, target {target or '-'}: {verdict(passed)}", flush=True)
 
 
+def clean(work, *patterns):
+    """Removes what a section made, so that a full run fits the disk."""
+    for pattern in patterns:
+        for p in work.glob(pattern):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def fmt(v, unit):
     if v is None:
         return "-"
@@ -154,6 +164,7 @@ def archives(cfg, work, res, rep, section):
             (lambda i, a=archive: f"mkdir {work}/x-{a.stem}-{i} && tar --zstd -xf {a} -C {work}/x-{a.stem}-{i} && sync", None),
         ], rep)
         res.add(f"unpack ({what}) vs tar --zstd -xf + sync", ours, ref, ours / ref, "<= 1.2x", ours / ref <= 1.2, "s")
+        clean(work, "arch-*", "p-*", "t-*", "v-*", "u-*", "x-*")
 
 
 def replay(cfg, work, res, rep, section):
@@ -178,6 +189,7 @@ def replay(cfg, work, res, rep, section):
         t, rss = timed([BIN, "diff", "--fast", b, b], 1)
         res.add(f"cathedral diff --fast, {n} events against itself: wall time", t, None, None, "seconds", None, "s")
         res.add(f"peak RSS, cathedral diff --fast, {n} events", rss, None, None, None, None, "B")
+        clean(work, b.name)
 
 
 def remote(cfg, work, res, rep, section):
@@ -313,6 +325,8 @@ def main():
         shutil.rmtree(store_n, ignore_errors=True)
         shutil.rmtree(work / f"mem-{n}.cath-bundle", ignore_errors=True)
 
+    clean(work, "store-small", "create-*", "floor-*", "store-big", "big-*", "bigs-*")
+
     # 5. Random access through inspect, growing log sizes.
     section("5. random access")
     access = {}
@@ -397,6 +411,8 @@ def main():
     _, rss = timed([BIN, "verify-bundle", "--quiet", "--bundle", large], 1)
     res.add(f"peak RSS, verify-bundle, {cfg['large_count']} x {cfg['large_size'] // MIB} MiB blobs", rss, None, None, "< 100 MiB", rss < 100 * MIB, "B")
 
+    clean(work, "events-*", "events.jsonl.zst", "small.cath-bundle", "small.b3", "large.cath-bundle")
+
     # 7. Compression on a realistic mix, and verification that must decompress.
     section("7. compression")
     store_mix = work / "store-mix"
@@ -417,6 +433,7 @@ def main():
     ], rep)
     res.add("verify (decompressing) vs zstd -d piped into b3sum", ours, ref, ours / ref, None, None, "s")
 
+    clean(work, "store-mix", "mix*")
     archives(cfg, work, res, rep, section)
     replay(cfg, work, res, rep, section)
     remote(cfg, work, res, rep, section)

@@ -96,7 +96,7 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
         );
         return Err(Error::rule(&run.dir().join(super::EVENTS_FILE).display().to_string(), "event count", detail));
     }
-    for hashes in blobs.chunks(BLOB_BATCH) {
+    for hashes in batches(&blobs, |hash| run.blob_size(hash))? {
         // Read, check and encode on every core; written in order.
         let encoded: Vec<Result<(u64, EncodedBlob), Error>> = hashes
             .par_iter()
@@ -130,8 +130,30 @@ type Parsed = (Event, Result<(), Error>);
 
 /// Event lines parsed and checked per batch, on every core.
 const EVENT_BATCH: usize = 4096;
-/// Blobs read and encoded per batch, on every core.
+/// Blobs read and encoded per batch, on every core: at most this many, and
+/// at most [`BLOB_BATCH_BYTES`] of them (a single larger blob is a batch of
+/// its own), so memory stays bounded whatever the blob sizes.
 const BLOB_BATCH: usize = 256;
+const BLOB_BATCH_BYTES: u64 = 64 << 20;
+
+/// `items` cut into batches of at most [`BLOB_BATCH`] items and at most
+/// [`BLOB_BATCH_BYTES`] by `size` (an item larger alone is a batch of its own).
+fn batches<T>(items: &[T], size: impl Fn(&T) -> Result<u64, Error>) -> Result<Vec<&[T]>, Error> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, item) in items.iter().enumerate() {
+        let size = size(item)?;
+        if i > start && (i - start == BLOB_BATCH || bytes.saturating_add(size) > BLOB_BATCH_BYTES) {
+            batches.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < items.len() {
+        batches.push(&items[start..]);
+    }
+    Ok(batches)
+}
 
 /// Adds every event of `events` in order. Lines are read in batches; each
 /// batch is parsed, checked for canonical form and payload hash on every
@@ -157,6 +179,24 @@ fn add_events(builder: &mut BundleBuilder, events: &mut EventLines, progress: &d
             let (event, hashed) = parsed?;
             builder.add_event_hashed(&event, hashed).map_err(|e| e.located(&events.location_of(first + i)))?;
             progress(line.len() as u64 + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_batches_are_bounded_by_count_and_bytes() {
+        const M: u64 = 1 << 20;
+        for sizes in [vec![], vec![5], vec![1; 1000], vec![40 * M, 40 * M, 1, 200 * M, 3], vec![63 * M, M, M, 64 * M, 65 * M, 0]] {
+            let got = batches(&sizes, |s| Ok(*s)).unwrap();
+            assert_eq!(got.concat(), sizes, "every item once, in order");
+            for b in &got {
+                assert!(!b.is_empty() && b.len() <= BLOB_BATCH);
+                assert!(b.len() == 1 || b.iter().sum::<u64>() <= BLOB_BATCH_BYTES, "{b:?}");
+            }
         }
     }
 }

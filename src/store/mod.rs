@@ -294,6 +294,12 @@ impl StoredRun {
         Ok(hashes)
     }
 
+    /// The size of a blob file, from `lstat` (not followed), for planning reads.
+    pub fn blob_size(&self, hash: &Digest) -> Result<u64, Error> {
+        let path = self.path(BLOB_DIR).join(hash.to_hex());
+        fs::symlink_metadata(&path).map(|m| m.len()).map_err(|e| Error::io(&path, e))
+    }
+
     /// A blob's content, checked against its name: a regular file, not a link.
     pub fn read_blob(&self, hash: &Digest, limits: &Limits) -> Result<Vec<u8>, Error> {
         let path = self.path(BLOB_DIR).join(hash.to_hex());
