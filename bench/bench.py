@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,11 +39,22 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
 
 
+# A child's ru_maxrss counts the memory of the process it was forked from
+# (Linux keeps the high-water mark across exec), so peak memory is read
+# from GNU time, whose own footprint is small.
+GNU_TIME = Path("/usr/bin/time").exists()
+
+
 def timed(cmd, repeat, cwd=None, stdout=subprocess.DEVNULL):
     """Median wall time and peak RSS of one command; one warm-up run first."""
     times, rss = [], 0
     for i in range(repeat + 1):
         args = cmd
+        measure = GNU_TIME and not isinstance(cmd, str)
+        if measure:
+            fd, rss_file = tempfile.mkstemp()
+            os.close(fd)
+            args = ["/usr/bin/time", "-f", "%M", "-o", rss_file] + [str(a) for a in cmd]
         start = time.perf_counter()
         p = subprocess.Popen(args, shell=isinstance(args, str), cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(p.pid, 0)
@@ -50,9 +62,13 @@ def timed(cmd, repeat, cwd=None, stdout=subprocess.DEVNULL):
         err = p.stderr.read().decode(errors="replace")
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"command failed ({os.waitstatus_to_exitcode(status)}): {args}\n{err}")
+        peak = usage.ru_maxrss * 1024
+        if measure:
+            peak = int(Path(rss_file).read_text().split()[-1]) * 1024
+            os.unlink(rss_file)
         if i > 0:
             times.append(elapsed)
-            rss = max(rss, usage.ru_maxrss * 1024)
+            rss = max(rss, peak)
     return statistics.median(times), rss
 
 

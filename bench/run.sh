@@ -13,6 +13,10 @@ if ! command -v b3sum >/dev/null 2>&1; then
     echo "installing b3sum (cargo install b3sum)..." >&2
     cargo install --quiet --locked b3sum
 fi
+if [ ! -x /usr/bin/time ]; then
+    echo "installing GNU time (Debian), for peak memory..." >&2
+    apt-get update -qq && apt-get install -y -qq time >/dev/null
+fi
 if ! command -v rclone >/dev/null 2>&1; then
     echo "installing rclone (Debian)..." >&2
     apt-get update -qq && apt-get install -y -qq rclone >/dev/null
