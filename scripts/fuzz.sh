@@ -22,6 +22,8 @@ seed index fixtures/bundles/*/events.cath-idx
 seed manifest fixtures/bundles/*/MANIFEST.json fixtures/bundles/*/metadata.json fixtures/bundles/*/dag.json
 seed blob fixtures/bundles/*/blobs/*/* fixtures/bundles/*/blobs.cath-list
 seed snapshot fixtures/bundles/*/snapshot.cath-snap
+# (Any bytes make an input: the target reads a file, its changes and reads from them.)
+seed outboard fixtures/bundles/*/events.cath-idx
 # Archives: the file as is (first byte odd), and its tar stream (first byte even).
 mkdir -p fuzz/corpus/archive
 for f in fixtures/archives/*.tar.zst; do
