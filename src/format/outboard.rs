@@ -107,20 +107,21 @@ impl<S: ReadAt> Checked<S> {
     fn check_span(&self, span: &mut Span, start: u64, end: u64) -> Result<(), Error> {
         let first = start / GROUP_BYTES * GROUP_BYTES;
         let last = end.div_ceil(GROUP_BYTES).saturating_mul(GROUP_BYTES).min(self.size);
-        span.start = first;
-        span.bytes.clear();
-        span.bytes.resize((last - first) as usize, 0);
-        self.data.read_at(first, &mut span.bytes)?;
+        // The span holds nothing until the new bytes are checked: a failed
+        // read or check leaves it empty, never holding unchecked bytes.
+        let mut bytes = std::mem::take(&mut span.bytes);
+        bytes.clear();
+        bytes.resize((last - first) as usize, 0);
+        self.data.read_at(first, &mut bytes)?;
         let chunks = ChunkRanges::from(ChunkNum(first / 1024)..ChunkNum(last.div_ceil(1024)));
         let outboard =
             PostOrderOutboard { root: blake3::Hash::from_bytes(self.root.0), tree: tree(self.size), data: Positioned(&self.outboard) };
-        let window = Positioned(&Window { start: first, bytes: &span.bytes });
+        let window = Positioned(&Window { start: first, bytes: &bytes });
         let checked = encode_ranges_validated(window, outboard, &chunks, std::io::sink());
         self.groups.fetch_add((last - first).div_ceil(GROUP_BYTES), Ordering::Relaxed);
-        checked.map_err(|e| {
-            span.bytes.clear();
-            self.mismatch(e, first, last)
-        })
+        checked.map_err(|e| self.mismatch(e, first, last))?;
+        *span = Span { start: first, bytes };
+        Ok(())
     }
 
     fn mismatch(&self, e: EncodeError, start: u64, end: u64) -> Error {
@@ -315,6 +316,8 @@ mod tests {
             let mut buf = [0u8; 4];
             let err = r.read_at(flip as u64, &mut buf).unwrap_err();
             assert!(matches!(err, Error::RangeMismatch { .. }), "{err}");
+            // Nothing unchecked is kept for the next read.
+            assert!(r.read_at(flip as u64, &mut buf).is_err());
             let other = if group == 0 { g + 1 } else { 0 };
             r.read_at(other as u64, &mut buf).unwrap();
         }
