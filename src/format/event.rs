@@ -16,6 +16,34 @@ use crate::text::parse_uuid;
 
 /// CBOR records (FORMAT.md §5.3).
 mod cbor;
+
+/// A record being decoded, by either codec (each adds its own methods).
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The next `n` bytes.
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        let remaining = self.bytes.len() - self.at;
+        if n > remaining {
+            return Err(format!("{what} at byte {} needs {n} bytes, {remaining} remain", self.at));
+        }
+        let out = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(out)
+    }
+}
+
+/// `event`, decoded from `record` by a codec that stopped at `at`: a record
+/// holds one event and nothing after it.
+fn read_to_end<T>(record: &[u8], at: usize, event: T) -> Result<T, String> {
+    match record.len() - at {
+        0 => Ok(event),
+        rest => Err(format!("{rest} bytes after the event inside its record")),
+    }
+}
 /// Postcard records (FORMAT.md §5.2).
 mod wire;
 
@@ -773,9 +801,9 @@ mod tests {
         assert!(Event::from_json_line(&line.replace("{\"event_id\"", "{\"extra\":1,\"event_id\"")).is_err());
     }
 
-    proptest::proptest! {
-        #[test]
-        fn hand_codec_matches_postcard(
+    proptest::prop_compose! {
+        /// Any event: every field, every kind, payloads up to 400 bytes.
+        fn any_event()(
             ids in proptest::array::uniform3(proptest::num::u128::ANY),
             parent in proptest::option::of(proptest::num::u128::ANY),
             time in proptest::num::u64::ANY,
@@ -783,11 +811,18 @@ mod tests {
             payload in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
             prior in proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
             post in proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
-        ) {
+        ) -> Event {
             let mut e = Event::new(Uuid::from_u128(ids[0]), Uuid::from_u128(ids[1]), Uuid::from_u128(ids[2]), time, EventKind::ALL[kind], payload);
             e.parent_event_id = parent.map(Uuid::from_u128);
             e.prior_state_hash = prior.map(Digest);
             e.post_state_hash = post.map(Digest);
+            e
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hand_codec_matches_postcard(e in any_event()) {
             let mut ours = Vec::new();
             e.encode(Encoding::Postcard, &mut ours).unwrap();
             proptest::prop_assert_eq!(&ours, &postcard::to_allocvec(&e).unwrap());
@@ -798,19 +833,9 @@ mod tests {
 
         #[test]
         fn hand_cbor_codec_matches_ciborium(
-            ids in proptest::array::uniform3(proptest::num::u128::ANY),
-            parent in proptest::option::of(proptest::num::u128::ANY),
-            time in proptest::num::u64::ANY,
-            kind in 0usize..23,
-            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
-            prior in proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
-            post in proptest::option::of(proptest::array::uniform32(proptest::num::u8::ANY)),
+            e in any_event(),
             flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 1..4),
         ) {
-            let mut e = Event::new(Uuid::from_u128(ids[0]), Uuid::from_u128(ids[1]), Uuid::from_u128(ids[2]), time, EventKind::ALL[kind], payload);
-            e.parent_event_id = parent.map(Uuid::from_u128);
-            e.prior_state_hash = prior.map(Digest);
-            e.post_state_hash = post.map(Digest);
             let mut ours = Vec::new();
             e.encode(Encoding::Cbor, &mut ours).unwrap();
             let mut theirs = Vec::new();

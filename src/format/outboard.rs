@@ -169,6 +169,41 @@ impl<S: ReadAt> ReadAt for Checked<S> {
     }
 }
 
+/// A file read whole (verified before, or not at all), or through its
+/// outboard, each read checked.
+pub enum Source<S> {
+    /// The file itself.
+    Whole(S),
+    /// The file, each read checked through its outboard.
+    Checked(Box<Checked<S>>),
+}
+
+impl<S: ReadAt> Source<S> {
+    /// Chunk groups checked so far, for a file read through its outboard.
+    pub fn groups_checked(&self) -> Option<u64> {
+        match self {
+            Source::Whole(_) => None,
+            Source::Checked(c) => Some(c.groups_checked()),
+        }
+    }
+}
+
+impl<S: ReadAt> ReadAt for Source<S> {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Whole(f) => f.len(),
+            Source::Checked(c) => c.len(),
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Source::Whole(f) => f.read_at(offset, buf),
+            Source::Checked(c) => c.read_at(offset, buf),
+        }
+    }
+}
+
 /// Bytes in memory that stand at `start` in a file.
 struct Window<'a> {
     start: u64,

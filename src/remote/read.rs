@@ -35,27 +35,8 @@ struct Ranged<'r> {
     pages: Mutex<HashMap<u64, bytes::Bytes>>,
 }
 
-/// The log or the index of a remote bundle.
-enum EventsFile<'r> {
-    Unchecked(Ranged<'r>),
-    Checked(Box<Checked<Ranged<'r>>>),
-}
-
-impl ReadAt for EventsFile<'_> {
-    fn len(&self) -> u64 {
-        match self {
-            EventsFile::Unchecked(r) => r.len(),
-            EventsFile::Checked(c) => c.len(),
-        }
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        match self {
-            EventsFile::Unchecked(r) => r.read_at(offset, buf),
-            EventsFile::Checked(c) => c.read_at(offset, buf),
-        }
-    }
-}
+/// The log or the index of a remote bundle, read by range.
+type EventsFile<'r> = crate::format::outboard::Source<Ranged<'r>>;
 
 impl<'r> Ranged<'r> {
     fn new(store: &'r Store, key: String, size: u64) -> Self {
@@ -187,7 +168,7 @@ impl RemoteBundle<'_> {
     fn events_file(&self, file: &'static str) -> Result<EventsFile<'_>, Error> {
         let data = self.ranged(file)?;
         let Some((outboard, _)) = self.manifest.outboard_entry(file) else {
-            return Ok(EventsFile::Unchecked(data));
+            return Ok(EventsFile::Whole(data));
         };
         let entry = &self.manifest.files[file];
         let checked = Checked::new(data, self.ranged(outboard)?, entry.hash, entry.size, file, outboard)?;

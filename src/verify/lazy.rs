@@ -11,43 +11,12 @@ use crate::format::log::LogReader;
 use crate::format::outboard::Checked;
 use crate::format::signature::SignatureStatus;
 use crate::format::{self, Manifest};
-use crate::fsutil::{ReadAt, ReadFile};
+use crate::fsutil::ReadFile;
 
 use super::{Documents, Verified, Verifier, VerifyStats};
 
 /// What the log or the index of an open bundle is read through.
-pub(crate) enum Source {
-    /// The file, verified whole before the bundle was opened.
-    Whole(ReadFile),
-    /// The file, each read checked through its outboard.
-    Checked(Box<Checked<ReadFile>>),
-}
-
-impl Source {
-    /// Chunk groups checked so far, for a lazily read file.
-    pub fn groups_checked(&self) -> Option<u64> {
-        match self {
-            Source::Whole(_) => None,
-            Source::Checked(c) => Some(c.groups_checked()),
-        }
-    }
-}
-
-impl ReadAt for Source {
-    fn len(&self) -> u64 {
-        match self {
-            Source::Whole(f) => f.len(),
-            Source::Checked(c) => c.len(),
-        }
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        match self {
-            Source::Whole(f) => f.read_at(offset, buf),
-            Source::Checked(c) => c.read_at(offset, buf),
-        }
-    }
-}
+pub(crate) type Source = crate::format::outboard::Source<ReadFile>;
 
 /// The outcome of opening lazily.
 // (Returned once per open and matched at once: boxing would gain nothing.)

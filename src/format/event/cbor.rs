@@ -7,7 +7,7 @@
 
 use uuid::Uuid;
 
-use super::{EventKind, EventRef};
+use super::{EventKind, EventRef, Reader};
 use crate::digest::Digest;
 
 const MAP_OF_10: u8 = 0xA0 | 10;
@@ -100,22 +100,7 @@ pub fn encode(e: &EventRef<'_>, out: &mut Vec<u8>) {
     optional(out, e.post_state_hash.as_ref().map(|d| d.as_bytes().as_slice()));
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let remaining = self.bytes.len() - self.at;
-        if n > remaining {
-            return Err(format!("{what} at byte {} needs {n} bytes, {remaining} remain", self.at));
-        }
-        let out = &self.bytes[self.at..self.at + n];
-        self.at += n;
-        Ok(out)
-    }
-
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -177,6 +162,29 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The `index`th key, then its value as `read` reads it.
+    fn field<T>(&mut self, index: usize, read: impl FnOnce(&mut Self) -> Result<T, String>) -> Result<T, String> {
+        self.key(index)?;
+        read(self)
+    }
+
+    /// `kind`: a variant name as a text string.
+    fn kind(&mut self) -> Result<EventKind, String> {
+        let len = self.head(TEXT, "kind")?;
+        let name = self.take(usize::try_from(len).map_err(|_| "kind: length out of range".to_string())?, "kind")?;
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name().as_bytes() == name)
+            .ok_or_else(|| format!("unknown event kind {:?}", String::from_utf8_lossy(name)))
+    }
+
+    /// `payload`: a definite byte string.
+    fn payload(&mut self) -> Result<&'a [u8], String> {
+        let len = self.head(BYTES, "payload")?;
+        self.take(usize::try_from(len).map_err(|_| format!("payload length {len} is out of range"))?, "payload")
+    }
+
     fn optional<const N: usize>(&mut self, what: &str) -> Result<Option<[u8; N]>, String> {
         if self.peek() == Some(NULL) {
             self.at += 1;
@@ -193,46 +201,18 @@ pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
     if r.take(1, "event")?[0] != MAP_OF_10 {
         return Err("not a definite map of 10 entries (0xAA), as the canonical encoding starts".to_string());
     }
-    r.key(0)?;
-    let event_id = Uuid::from_bytes(r.byte_array("event_id")?);
-    r.key(1)?;
-    let run_id = Uuid::from_bytes(r.byte_array("run_id")?);
-    r.key(2)?;
-    let node_id = Uuid::from_bytes(r.byte_array("node_id")?);
-    r.key(3)?;
-    let parent_event_id = r.optional("parent_event_id")?.map(Uuid::from_bytes);
-    r.key(4)?;
-    let logical_time = r.head(UINT, "logical_time")?;
-    r.key(5)?;
-    let len = r.head(TEXT, "kind")?;
-    let name = r.take(usize::try_from(len).map_err(|_| "kind: length out of range".to_string())?, "kind")?;
-    let kind = EventKind::ALL
-        .iter()
-        .copied()
-        .find(|k| k.name().as_bytes() == name)
-        .ok_or_else(|| format!("unknown event kind {:?}", String::from_utf8_lossy(name)))?;
-    r.key(6)?;
-    let len = r.head(BYTES, "payload")?;
-    let payload = r.take(usize::try_from(len).map_err(|_| format!("payload length {len} is out of range"))?, "payload")?;
-    r.key(7)?;
-    let payload_hash = Digest(r.byte_array("payload_hash")?);
-    r.key(8)?;
-    let prior_state_hash = r.optional("prior_state_hash")?.map(Digest);
-    r.key(9)?;
-    let post_state_hash = r.optional("post_state_hash")?.map(Digest);
-    if r.at != record.len() {
-        return Err(format!("{} bytes after the event inside its record", record.len() - r.at));
-    }
-    Ok(EventRef {
-        event_id,
-        run_id,
-        node_id,
-        parent_event_id,
-        logical_time,
-        kind,
-        payload,
-        payload_hash,
-        prior_state_hash,
-        post_state_hash,
-    })
+    // Fields are read in the order they are written, each after its key.
+    let event = EventRef {
+        event_id: Uuid::from_bytes(r.field(0, |r| r.byte_array("event_id"))?),
+        run_id: Uuid::from_bytes(r.field(1, |r| r.byte_array("run_id"))?),
+        node_id: Uuid::from_bytes(r.field(2, |r| r.byte_array("node_id"))?),
+        parent_event_id: r.field(3, |r| r.optional("parent_event_id"))?.map(Uuid::from_bytes),
+        logical_time: r.field(4, |r| r.head(UINT, "logical_time"))?,
+        kind: r.field(5, Reader::kind)?,
+        payload: r.field(6, Reader::payload)?,
+        payload_hash: Digest(r.field(7, |r| r.byte_array("payload_hash"))?),
+        prior_state_hash: r.field(8, |r| r.optional("prior_state_hash"))?.map(Digest),
+        post_state_hash: r.field(9, |r| r.optional("post_state_hash"))?.map(Digest),
+    };
+    super::read_to_end(record, r.at, event)
 }

@@ -5,7 +5,7 @@
 
 use uuid::Uuid;
 
-use super::{Event, EventKind, EventRef};
+use super::{Event, EventKind, EventRef, Reader};
 use crate::digest::Digest;
 
 pub fn encode(e: &Event, out: &mut Vec<u8>) {
@@ -41,22 +41,7 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let remaining = self.bytes.len() - self.at;
-        if n > remaining {
-            return Err(format!("{what} at byte {} needs {n} bytes, {remaining} remain", self.at));
-        }
-        let out = &self.bytes[self.at..self.at + n];
-        self.at += n;
-        Ok(out)
-    }
-
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
         Ok(self.take(N, what)?.try_into().expect("N bytes"))
     }
@@ -110,10 +95,7 @@ pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
     let payload_hash = Digest(r.array("payload_hash")?);
     let prior_state_hash = r.option("prior_state_hash")?.map(Digest);
     let post_state_hash = r.option("post_state_hash")?.map(Digest);
-    if r.at != record.len() {
-        return Err(format!("{} bytes after the event inside its record", record.len() - r.at));
-    }
-    Ok(EventRef {
+    let event = EventRef {
         event_id,
         run_id,
         node_id,
@@ -124,5 +106,6 @@ pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
         payload_hash,
         prior_state_hash,
         post_state_hash,
-    })
+    };
+    super::read_to_end(record, r.at, event)
 }
