@@ -146,6 +146,20 @@ pub(super) fn write_event_line(event: &cathedral_bundle::Event, decode: bool, ou
     out.push(b'\n');
 }
 
+/// The one event `--event` or `--time` found, as a JSON line; when none
+/// was found, the error names what was asked for.
+pub(super) fn write_found(out: &mut Output, found: Option<(u32, cathedral_bundle::Event)>, args: &Args) -> Result<(), Error> {
+    let Some((_, event)) = found else {
+        let asked = match (args.event, args.time) {
+            (Some(id), _) => format!("event {id}"),
+            (None, Some(time)) => format!("event at logical time {time}"),
+            (None, None) => "event".to_string(),
+        };
+        return Err(Error::NotFound { file: asked });
+    };
+    out.write_bytes(event_line(&event, args.decode_payload).as_bytes())
+}
+
 fn parse_uuid(s: &str) -> Result<Uuid, String> {
     cathedral_bundle::parse_uuid("id", s).map_err(|e| e.to_string())
 }
@@ -223,11 +237,9 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         })?;
         out.write_bytes(&line)?;
     } else if let Some(id) = args.event {
-        let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { file: format!("event {id}") })?;
-        out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
+        write_found(&mut out, bundle.event_by_id(&id)?, &args)?;
     } else if let Some(time) = args.time {
-        let (_, event) = bundle.event_at_time(time)?.ok_or_else(|| Error::NotFound { file: format!("event at logical time {time}") })?;
-        out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
+        write_found(&mut out, bundle.event_at_time(time)?, &args)?;
     } else if let Some(hash) = args.blob {
         bundle.read_blob(&hash, &mut out)?;
     } else if args.snapshot {

@@ -5,7 +5,7 @@
 use cathedral_bundle::remote::{Remote, RemoteBundle};
 use cathedral_bundle::{escape_for_terminal, Error};
 
-use super::inspect::{event_line, Args, Filter};
+use super::inspect::{event_line, write_found, Args, Filter};
 use super::output::Output;
 use super::Outcome;
 
@@ -49,11 +49,9 @@ fn show(args: &Args, bundle: &RemoteBundle<'_>, out: &mut Output) -> Result<(), 
             out.write_bytes(event_line(event, args.decode_payload).as_bytes())?;
         }
     } else if let Some(id) = args.event {
-        let (_, event) = bundle.event_by_id(&id)?.ok_or_else(|| Error::NotFound { file: format!("event {id}") })?;
-        out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
+        write_found(out, bundle.event_by_id(&id)?, args)?;
     } else if let Some(time) = args.time {
-        let (_, event) = bundle.event_at_time(time)?.ok_or_else(|| Error::NotFound { file: format!("event at logical time {time}") })?;
-        out.write_bytes(event_line(&event, args.decode_payload).as_bytes())?;
+        write_found(out, bundle.event_at_time(time)?, args)?;
     } else if let Some(hash) = args.blob {
         let content = bundle.blob(&hash)?.ok_or_else(|| Error::NotFound { file: format!("blob {hash}") })?;
         out.write_bytes(&content)?;
