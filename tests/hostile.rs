@@ -909,3 +909,41 @@ fn decompression_is_bounded_by_its_own_limit() {
     // Refused before any blob was read.
     assert!(below.stats.bytes_hashed <= fs::metadata(bundle.join("blobs.cath-list")).unwrap().len(), "{:?}", below.stats);
 }
+
+/// Payloads are hashed many at a time (one per SIMD lane, grouped by length):
+/// a lying payload hash is named at its own event whatever its payload's
+/// length and whatever shares its group, and the events around it pass.
+#[test]
+fn a_lying_payload_hash_is_named_at_its_event_for_every_payload_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut run = support::fixture_gen::sample_run("lanes", 2, false, false);
+    let (run_id, time) = (run.metadata.run_id, run.events.last().unwrap().logical_time);
+    let last = run.events.pop().unwrap();
+    let first = run.events.len();
+    // Lengths 0..=1,100 in steps of 13, then two chunks and more: every block
+    // count, both sides of each block and chunk boundary, and inputs hashed alone.
+    let lengths: Vec<usize> = (0..=1100).step_by(13).chain([63, 64, 65, 1023, 1024, 1025, 2048, 5000]).collect();
+    for (i, len) in lengths.iter().enumerate() {
+        let id = support::fixture_gen::uuid_for(&format!("lanes/{i}"));
+        let payload = support::fixture_gen::noise(&format!("lanes/{i}"), *len);
+        run.events.push(Event::new(id, run_id, Uuid::nil(), time, EventKind::Heartbeat, payload));
+    }
+    run.events.push(last);
+    run.metadata.event_count = run.events.len() as u64;
+    let clean = tmp.path().join("clean.cath-bundle");
+    support::fixture_gen::build(&run, &clean, support::fixture_gen::fixed_options("lanes", cathedral_bundle::Encoding::Postcard, None));
+    assert!(verify(&clean).is_valid(), "every length hashes as BLAKE3 does");
+    for (k, len) in lengths.iter().enumerate().step_by(5) {
+        let bundle = tmp.path().join(format!("lie-{k}"));
+        support::copy_tree(&clean, &bundle);
+        let position = first + k;
+        rewrite_events(&bundle, |e| e[position].payload_hash = Digest::of(b"other"));
+        let report = verify(&bundle);
+        let wanted = format!("event {position}:");
+        assert!(
+            report.findings.iter().any(|f| f.path == "events.cath-log" && f.message.contains(&wanted)),
+            "a lie at event {position} ({len}-byte payload) is named there: {:#?}",
+            report.findings
+        );
+    }
+}

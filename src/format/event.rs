@@ -277,7 +277,20 @@ impl Event {
 
     /// Checks that `payload_hash` is the BLAKE3 of `payload`.
     pub fn check_payload_hash(&self) -> Result<(), Error> {
-        let actual = Digest::of(&self.payload);
+        self.payload_hashed_to(Digest::of(&self.payload))
+    }
+
+    /// [`Event::check_payload_hash`] of each event, in order, their payloads
+    /// hashed side by side (several events per SIMD pass).
+    pub(crate) fn check_payload_hashes(events: &[&Event]) -> Vec<Result<(), Error>> {
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+        let mut digests = Vec::with_capacity(events.len());
+        crate::digest::hash_each(&payloads, &mut digests);
+        events.iter().zip(digests).map(|(e, actual)| e.payload_hashed_to(actual)).collect()
+    }
+
+    /// Compares `payload_hash` with `actual`, the BLAKE3 of `payload`.
+    fn payload_hashed_to(&self, actual: Digest) -> Result<(), Error> {
         if actual != self.payload_hash {
             return Err(Error::HashMismatch { file: "event".into(), what: "payload hash", expected: self.payload_hash, found: actual });
         }

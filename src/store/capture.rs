@@ -127,6 +127,8 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
 
 /// An event parsed from its line, and the check of its payload hash.
 type Parsed = (Event, Result<(), Error>);
+/// Lines parsed, then payload-hashed side by side, by one task.
+const LANE_BATCH: usize = 256;
 
 /// Event lines parsed and checked per batch, on every core.
 const EVENT_BATCH: usize = 4096;
@@ -166,16 +168,19 @@ fn add_events(builder: &mut BundleBuilder, events: &mut EventLines, progress: &d
             return Ok(());
         }
         let first = events.lines() - batch.len() + 1;
-        let parsed: Vec<Result<Parsed, Error>> = batch
-            .par_iter()
+        let parsed: Vec<Vec<Result<Parsed, Error>>> = batch
+            .par_chunks(LANE_BATCH)
             .enumerate()
-            .map(|(i, line)| {
-                let event = parse_line(line, &|| events.location_of(first + i))?;
-                let hashed = event.check_payload_hash();
-                Ok((event, hashed))
+            .map(|(c, lines)| {
+                let at = first + c * LANE_BATCH;
+                let events: Vec<Result<Event, Error>> =
+                    lines.iter().enumerate().map(|(i, line)| parse_line(line, &|| events.location_of(at + i))).collect();
+                let parsed: Vec<&Event> = events.iter().filter_map(|e| e.as_ref().ok()).collect();
+                let mut hashed = Event::check_payload_hashes(&parsed).into_iter();
+                events.into_iter().map(|e| Ok((e?, hashed.next().expect("one check per parsed event")))).collect()
             })
             .collect();
-        for (i, (parsed, line)) in parsed.into_iter().zip(&batch).enumerate() {
+        for (i, (parsed, line)) in parsed.into_iter().flatten().zip(&batch).enumerate() {
             let (event, hashed) = parsed?;
             builder.add_event_hashed(&event, hashed).map_err(|e| e.located(&events.location_of(first + i)))?;
             progress(line.len() as u64 + 1);

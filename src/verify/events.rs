@@ -32,6 +32,8 @@ use crate::format::{self, be_u64, INDEX_ID_LEN};
 pub(crate) const ID_WINDOW: usize = 1 << 21;
 /// Events decoded before their payloads are hashed, in parallel.
 const HASH_BATCH: usize = 4096;
+/// Events decoded, then payload-hashed side by side, by one task.
+const LANE_BATCH: usize = 256;
 /// Buffer of each index section read side by side with the log.
 const SECTION_WINDOW: usize = 1 << 20;
 
@@ -299,16 +301,20 @@ fn decode_batch(
         }
     }
     let bytes = &batch.bytes;
-    let decoded: Vec<Decoded> = batch
+    let decoded: Vec<Vec<Decoded>> = batch
         .framed
-        .par_iter()
-        .map(|&(offset, start, len)| {
-            let event = Event::decode(&bytes[start..start + len], encoding, LOG, offset)?;
-            let hashed = event.check_payload_hash();
-            Ok(((offset, event), hashed))
+        .par_chunks(LANE_BATCH)
+        .map(|framed| {
+            let events: Vec<Result<(u64, Event), Error>> = framed
+                .iter()
+                .map(|&(offset, start, len)| Ok((offset, Event::decode(&bytes[start..start + len], encoding, LOG, offset)?)))
+                .collect();
+            let decoded: Vec<&Event> = events.iter().filter_map(|e| e.as_ref().ok()).map(|(_, e)| e).collect();
+            let mut hashed = Event::check_payload_hashes(&decoded).into_iter();
+            events.into_iter().map(|e| Ok((e?, hashed.next().expect("one check per decoded event")))).collect()
         })
         .collect();
-    for d in decoded {
+    for d in decoded.into_iter().flatten() {
         let (event, hashed) = d?;
         batch.events.push(event);
         batch.hashed.push(hashed);

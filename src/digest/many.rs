@@ -1,0 +1,315 @@
+//! BLAKE3 of many short, independent inputs at once: one input per SIMD
+//! lane. Event payloads are a few hundred bytes, so hashing them one by one
+//! runs BLAKE3's compression on a single lane: the `blake3` crate spreads
+//! only the chunks of *one* input across lanes, and does not expose a way to
+//! hash independent inputs together (BLAKE3-team/BLAKE3 issues 386 and 478;
+//! its `platform::hash_many` is hidden, unstable, and limited to equal
+//! whole-block lengths). That is why this module exists.
+//!
+//! An input of at most one chunk (1,024 bytes) is a single BLAKE3 chunk: a
+//! chain of compressions of its 64-byte blocks (the last zero-padded to 64,
+//! with its true length as the block length), counter 0, `CHUNK_START` on the
+//! first block, `CHUNK_END | ROOT` on the last, and its hash is the first 32
+//! bytes of the last compression's output. This module runs that chain for
+//! `LANES` inputs side by side, each lane with its own block count, length
+//! and flags; a lane whose input has ended keeps its chaining value. Longer
+//! inputs go to `blake3::hash`. The code is plain arrays of `u32` lanes,
+//! compiled for AVX-512 and for AVX2 (chosen at run time), which the
+//! compiler turns into vector instructions; without either, every input goes
+//! to `blake3::hash`. The unit tests compare every length up to two chunks,
+//! and random mixes, with `blake3::hash`.
+
+use super::Digest;
+
+/// Inputs hashed side by side.
+const LANES: usize = 16;
+const BLOCK_LEN: usize = 64;
+const CHUNK_LEN: usize = 1024;
+const CHUNK_START: u32 = 1;
+const CHUNK_END: u32 = 2;
+const ROOT: u32 = 8;
+const IV: [u32; 8] = [0x6A09_E667, 0xBB67_AE85, 0x3C6E_F372, 0xA54F_F53A, 0x510E_527F, 0x9B05_688C, 0x1F83_D9AB, 0x5BE0_CD19];
+/// The message word order of each of the seven rounds (BLAKE3's permutation
+/// applied round after round).
+const SCHEDULE: [[usize; 16]; 7] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+    [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8],
+    [3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1],
+    [10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6],
+    [12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4],
+    [9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7],
+    [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13],
+];
+
+/// The BLAKE3 of each input, in order, appended to `out`.
+pub(crate) fn hash_each(inputs: &[&[u8]], out: &mut Vec<Digest>) {
+    let first = out.len();
+    out.resize(first + inputs.len(), Digest::default());
+    let out = &mut out[first..];
+    if !lanes_available() {
+        for (input, digest) in inputs.iter().zip(out.iter_mut()) {
+            *digest = Digest::of(input);
+        }
+        return;
+    }
+    // Inputs with the same block count share a group, so that few lanes
+    // idle (a counting sort by block count); longer inputs are hashed alone.
+    const LONG: usize = CHUNK_LEN / BLOCK_LEN + 1;
+    let class = |input: &[u8]| input.len().div_ceil(BLOCK_LEN).min(LONG);
+    let mut next = [0usize; LONG + 2];
+    for input in inputs {
+        next[class(input) + 1] += 1;
+    }
+    for c in 1..next.len() {
+        next[c] += next[c - 1];
+    }
+    let mut order = vec![0u32; inputs.len()];
+    for (i, input) in inputs.iter().enumerate() {
+        let at = &mut next[class(input)];
+        order[*at] = i as u32;
+        *at += 1;
+    }
+    // Every class has been placed: `next[c]` is where class c ends.
+    let short = next[LONG - 1];
+    for group in order[..short].chunks(LANES) {
+        let mut lanes: [&[u8]; LANES] = [&[]; LANES];
+        for (lane, &i) in lanes.iter_mut().zip(group) {
+            *lane = inputs[i as usize];
+        }
+        let cvs = hash_group(&lanes, group.len());
+        for (lane, &i) in group.iter().enumerate() {
+            let digest = &mut out[i as usize].0;
+            for (w, word) in cvs.iter().enumerate() {
+                digest[4 * w..4 * w + 4].copy_from_slice(&word[lane].to_le_bytes());
+            }
+        }
+    }
+    for &i in &order[short..] {
+        out[i as usize] = Digest::of(inputs[i as usize]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn lanes_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") || std::arch::is_x86_feature_detected!("avx2")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn lanes_available() -> bool {
+    false
+}
+
+/// The chaining values (here: the hashes) of the first `used` lanes, each
+/// input at most one chunk long.
+#[cfg(target_arch = "x86_64")]
+fn hash_group(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { hash_group_avx512(inputs, used) }
+    } else {
+        // SAFETY: only called when `lanes_available`, so the CPU has AVX2.
+        unsafe { hash_group_avx2(inputs, used) }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn hash_group(_: &[&[u8]; LANES], _: usize) -> [[u32; LANES]; 8] {
+    unreachable!("lanes_available is false on this architecture")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn hash_group_avx512(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
+    chain(inputs, used)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hash_group_avx2(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
+    chain(inputs, used)
+}
+
+type Lanes = [u32; LANES];
+
+/// Runs each lane's chain of block compressions.
+#[inline(always)]
+fn chain(inputs: &[&[u8]; LANES], used: usize) -> [Lanes; 8] {
+    let blocks: [usize; LANES] = std::array::from_fn(|l| if l < used { inputs[l].len().div_ceil(BLOCK_LEN).max(1) } else { 0 });
+    let most = blocks.iter().copied().max().unwrap_or(0);
+    let mut cv: [Lanes; 8] = std::array::from_fn(|w| [IV[w]; LANES]);
+    for b in 0..most {
+        // Each lane's block as words, then transposed: word w of every lane.
+        let mut words = [[0u32; 16]; LANES];
+        let mut len = [0u32; LANES];
+        let mut flags = [0u32; LANES];
+        let mut active = [false; LANES];
+        for l in 0..LANES {
+            if b >= blocks[l] {
+                continue;
+            }
+            active[l] = true;
+            let block = &inputs[l][(b * BLOCK_LEN).min(inputs[l].len())..];
+            let block = &block[..block.len().min(BLOCK_LEN)];
+            let mut padded = [0u8; BLOCK_LEN];
+            padded[..block.len()].copy_from_slice(block);
+            words[l] =
+                std::array::from_fn(|w| u32::from_le_bytes([padded[4 * w], padded[4 * w + 1], padded[4 * w + 2], padded[4 * w + 3]]));
+            len[l] = block.len() as u32;
+            flags[l] = if b == 0 { CHUNK_START } else { 0 } | if b + 1 == blocks[l] { CHUNK_END | ROOT } else { 0 };
+        }
+        let m: [Lanes; 16] = std::array::from_fn(|w| std::array::from_fn(|l| words[l][w]));
+        let next = compress(&cv, &m, &len, &flags);
+        for (w, lanes) in cv.iter_mut().enumerate() {
+            for l in 0..LANES {
+                if active[l] {
+                    lanes[l] = next[w][l];
+                }
+            }
+        }
+    }
+    cv
+}
+
+/// One BLAKE3 compression per lane (counter 0): the new chaining values.
+#[inline(always)]
+fn compress(cv: &[Lanes; 8], m: &[Lanes; 16], len: &Lanes, flags: &Lanes) -> [Lanes; 8] {
+    let mut v: [Lanes; 16] = [
+        cv[0],
+        cv[1],
+        cv[2],
+        cv[3],
+        cv[4],
+        cv[5],
+        cv[6],
+        cv[7],
+        [IV[0]; LANES],
+        [IV[1]; LANES],
+        [IV[2]; LANES],
+        [IV[3]; LANES],
+        [0; LANES],
+        [0; LANES],
+        *len,
+        *flags,
+    ];
+    for s in &SCHEDULE {
+        g(&mut v, [0, 4, 8, 12], &m[s[0]], &m[s[1]]);
+        g(&mut v, [1, 5, 9, 13], &m[s[2]], &m[s[3]]);
+        g(&mut v, [2, 6, 10, 14], &m[s[4]], &m[s[5]]);
+        g(&mut v, [3, 7, 11, 15], &m[s[6]], &m[s[7]]);
+        g(&mut v, [0, 5, 10, 15], &m[s[8]], &m[s[9]]);
+        g(&mut v, [1, 6, 11, 12], &m[s[10]], &m[s[11]]);
+        g(&mut v, [2, 7, 8, 13], &m[s[12]], &m[s[13]]);
+        g(&mut v, [3, 4, 9, 14], &m[s[14]], &m[s[15]]);
+    }
+    std::array::from_fn(|w| std::array::from_fn(|l| v[w][l] ^ v[w + 8][l]))
+}
+
+/// BLAKE3's quarter-round G on state words `[a, b, c, d]`, every lane.
+#[inline(always)]
+fn g(v: &mut [Lanes; 16], [a, b, c, d]: [usize; 4], x: &Lanes, y: &Lanes) {
+    for l in 0..LANES {
+        v[a][l] = v[a][l].wrapping_add(v[b][l]).wrapping_add(x[l]);
+        v[d][l] = (v[d][l] ^ v[a][l]).rotate_right(16);
+        v[c][l] = v[c][l].wrapping_add(v[d][l]);
+        v[b][l] = (v[b][l] ^ v[c][l]).rotate_right(12);
+        v[a][l] = v[a][l].wrapping_add(v[b][l]).wrapping_add(y[l]);
+        v[d][l] = (v[d][l] ^ v[a][l]).rotate_right(8);
+        v[c][l] = v[c][l].wrapping_add(v[d][l]);
+        v[b][l] = (v[b][l] ^ v[c][l]).rotate_right(7);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(len: usize, seed: u64) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+        out
+    }
+
+    fn check(inputs: &[Vec<u8>]) {
+        let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        let mut got = vec![Digest::of(b"kept")];
+        hash_each(&refs, &mut got);
+        assert_eq!(got.len(), inputs.len() + 1);
+        assert_eq!(got[0], Digest::of(b"kept"), "what out held is kept");
+        for (i, (input, digest)) in inputs.iter().zip(&got[1..]).enumerate() {
+            assert_eq!(*digest, Digest::of(input), "input {i} of {} bytes", input.len());
+        }
+        // Each instruction set this CPU has, whichever `hash_each` chose.
+        for group in inputs.iter().filter(|i| i.len() <= CHUNK_LEN).collect::<Vec<_>>().chunks(LANES) {
+            let mut lanes: [&[u8]; LANES] = [&[]; LANES];
+            for (lane, input) in lanes.iter_mut().zip(group) {
+                *lane = input;
+            }
+            for (name, cvs) in backends(&lanes, group.len()) {
+                for (l, input) in group.iter().enumerate() {
+                    let words: Vec<u32> = Digest::of(input).0.chunks(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+                    assert_eq!((0..8).map(|w| cvs[w][l]).collect::<Vec<_>>(), words, "{name}, lane {l}, {} bytes", input.len());
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn backends(lanes: &[&[u8]; LANES], used: usize) -> Vec<(&'static str, [Lanes; 8])> {
+        let mut out = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            out.push(("avx512", unsafe { hash_group_avx512(lanes, used) }));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            out.push(("avx2", unsafe { hash_group_avx2(lanes, used) }));
+        }
+        out
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn backends(_: &[&[u8]; LANES], _: usize) -> Vec<(&'static str, [Lanes; 8])> {
+        Vec::new()
+    }
+
+    #[test]
+    fn every_length_up_to_two_chunks_matches_blake3() {
+        // Each length in a group of its own and in groups of every size.
+        let all: Vec<Vec<u8>> = (0..=2 * CHUNK_LEN + 1).map(|n| input(n, n as u64)).collect();
+        check(&all);
+        for n in 0..=CHUNK_LEN + 1 {
+            check(&[input(n, 7)]);
+        }
+        for group in [1, 2, 15, 16, 17, 31, 33] {
+            check(&all[..group]);
+        }
+    }
+
+    #[test]
+    fn mixed_lengths_in_any_order_match_blake3() {
+        for seed in 0..64u64 {
+            let count = (seed * 7 % 70) as usize;
+            let inputs: Vec<Vec<u8>> = (0..count)
+                .map(|i| {
+                    let len = blake3::hash(&(seed * 1000 + i as u64).to_le_bytes()).as_bytes()[0] as usize * 5;
+                    input(len, seed ^ i as u64)
+                })
+                .collect();
+            check(&inputs);
+        }
+        check(&[]);
+    }
+
+    #[test]
+    fn a_changed_byte_changes_only_its_own_hash() {
+        let inputs: Vec<Vec<u8>> = (0..16).map(|i| input(200, i)).collect();
+        let mut changed = inputs.clone();
+        changed[5][133] ^= 1;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        hash_each(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>(), &mut a);
+        hash_each(&changed.iter().map(Vec::as_slice).collect::<Vec<_>>(), &mut b);
+        for i in 0..16 {
+            assert_eq!(a[i] == b[i], i != 5, "input {i}");
+        }
+    }
+}
