@@ -298,6 +298,9 @@ mod tests {
             check(&inputs);
         }
         check(&[]);
+        for count in [16, 17, 32, 256] {
+            check(&(0..count).map(|i| input(200, i)).collect::<Vec<_>>());
+        }
     }
 
     #[test]
