@@ -527,6 +527,18 @@ impl EventRef<'_> {
 
     /// The owned event.
     pub fn to_event(self) -> Event {
+        self.with_payload(self.payload.to_vec())
+    }
+
+    /// Copies this event into `event`, reusing its payload buffer.
+    pub fn fill(self, event: &mut Event) {
+        let mut payload = std::mem::take(&mut event.payload);
+        payload.clear();
+        payload.extend_from_slice(self.payload);
+        *event = self.with_payload(payload);
+    }
+
+    fn with_payload(self, payload: Vec<u8>) -> Event {
         Event {
             event_id: self.event_id,
             run_id: self.run_id,
@@ -534,7 +546,7 @@ impl EventRef<'_> {
             parent_event_id: self.parent_event_id,
             logical_time: self.logical_time,
             kind: self.kind,
-            payload: self.payload.to_vec(),
+            payload,
             payload_hash: self.payload_hash,
             prior_state_hash: self.prior_state_hash,
             post_state_hash: self.post_state_hash,

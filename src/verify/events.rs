@@ -23,7 +23,7 @@ use super::Verifier;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::blob::BlobList;
-use crate::format::event::{Event, EventRules};
+use crate::format::event::{Event, EventKind, EventRules};
 use crate::format::index::{decode_id_entry, IndexReader, Section};
 use crate::format::log::LogReader;
 use crate::format::{self, be_u64, INDEX_ID_LEN};
@@ -119,7 +119,7 @@ impl Verifier<'_> {
                     stopped = true;
                 }
             }
-            for ((offset, event), hashed) in batch.events.iter().zip(batch.hashed.drain(..)) {
+            for ((offset, event), hashed) in batch.events() {
                 let position = rules.count() as u32;
                 if let Err(e) = self.check_event(&mut rules, event, hashed, cx) {
                     self.findings.error(LOG, e);
@@ -257,19 +257,26 @@ fn scan_ids(index: &IndexReader<'_>, from: u32, to: u32, start: u32, ids: &[[u8;
 }
 
 /// One batch of records: framed in order, then decoded and payload-hashed
-/// on every core. The buffers are reused from batch to batch.
+/// on every core. The buffers, and the events' payload buffers, are reused
+/// from batch to batch.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
     /// (offset in the log, start in `bytes`, length) of each record.
     framed: Vec<(u64, usize, usize)>,
+    /// The events decoded: the first `decoded` are this batch's.
     events: Vec<(u64, Event)>,
-    /// The payload hash check of each event.
+    decoded: usize,
+    /// The payload hash check of each event decoded.
     hashed: Vec<Result<(), Error>>,
 }
 
-/// Decoded event, or the error of its record.
-type Decoded = Result<((u64, Event), Result<(), Error>), Error>;
+impl Batch {
+    /// This batch's events, each with its payload hash check.
+    fn events(&mut self) -> impl Iterator<Item = (&(u64, Event), Result<(), Error>)> {
+        self.events[..self.decoded].iter().zip(self.hashed.drain(..))
+    }
+}
 
 /// Frames up to [`HASH_BATCH`] records, then decodes them and checks their
 /// payload hashes on every core; true when the log ended. On an error,
@@ -281,7 +288,7 @@ fn decode_batch(
 ) -> Result<bool, Error> {
     batch.bytes.clear();
     batch.framed.clear();
-    batch.events.clear();
+    batch.decoded = 0;
     batch.hashed.clear();
     let mut framing = Ok(false);
     while batch.framed.len() < HASH_BATCH {
@@ -300,24 +307,31 @@ fn decode_batch(
             }
         }
     }
+    let n = batch.framed.len();
+    if batch.events.len() < n {
+        batch.events.resize_with(n, || (0, Event::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 0, EventKind::Heartbeat, Vec::new())));
+    }
     let bytes = &batch.bytes;
-    let decoded: Vec<Vec<Decoded>> = batch
-        .framed
-        .par_chunks(LANE_BATCH)
-        .map(|framed| {
-            let events: Vec<Result<(u64, Event), Error>> = framed
-                .iter()
-                .map(|&(offset, start, len)| Ok((offset, Event::decode(&bytes[start..start + len], encoding, LOG, offset)?)))
+    let checked: Vec<Vec<Result<Result<(), Error>, Error>>> = batch.events[..n]
+        .par_chunks_mut(LANE_BATCH)
+        .zip(batch.framed.par_chunks(LANE_BATCH))
+        .map(|(events, framed)| {
+            let decoded: Vec<Result<(), Error>> = events
+                .iter_mut()
+                .zip(framed)
+                .map(|((at, event), &(offset, start, len))| {
+                    *at = offset;
+                    Event::with_decoded(&bytes[start..start + len], encoding, LOG, offset, |e| e.fill(event))
+                })
                 .collect();
-            let decoded: Vec<&Event> = events.iter().filter_map(|e| e.as_ref().ok()).map(|(_, e)| e).collect();
-            let mut hashed = Event::check_payload_hashes(&decoded).into_iter();
-            events.into_iter().map(|e| Ok((e?, hashed.next().expect("one check per decoded event")))).collect()
+            let ok: Vec<&Event> = events.iter().zip(&decoded).filter(|(_, d)| d.is_ok()).map(|((_, e), _)| e).collect();
+            let mut hashed = Event::check_payload_hashes(&ok).into_iter();
+            decoded.into_iter().map(|d| d.map(|()| hashed.next().expect("one check per decoded event"))).collect()
         })
         .collect();
-    for d in decoded.into_iter().flatten() {
-        let (event, hashed) = d?;
-        batch.events.push(event);
-        batch.hashed.push(hashed);
+    for c in checked.into_iter().flatten() {
+        batch.hashed.push(c?);
+        batch.decoded += 1;
     }
     framing
 }
