@@ -303,6 +303,13 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_inputs_hash_as_blake3_does(inputs in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..1300), 0..40)) {
+            check(&inputs);
+        }
+    }
+
     #[test]
     fn a_changed_byte_changes_only_its_own_hash() {
         let inputs: Vec<Vec<u8>> = (0..16).map(|i| input(200, i)).collect();
