@@ -194,7 +194,7 @@ impl Verifier<'_> {
         let parts: Vec<u32> = (0..count).step_by(ID_PART as usize).collect();
         let problem = parts
             .par_iter()
-            .map(|&from| scan_ids(index, from, from.saturating_add(ID_PART).min(count), start, ids, structure))
+            .map_init(Vec::new, |buf, &from| scan_ids(index, from, from.saturating_add(ID_PART).min(count), start, ids, structure, buf))
             .find_first(Option::is_some)
             .flatten();
         let Some(problem) = problem else { return true };
@@ -225,22 +225,31 @@ enum IdProblem {
 
 /// [`Verifier::check_id_window`] over entries `from..to`; with `structure`,
 /// the entry before `from` is read too, to check the order across parts.
-fn scan_ids(index: &IndexReader<'_>, from: u32, to: u32, start: u32, ids: &[[u8; 16]], structure: bool) -> Option<IdProblem> {
+fn scan_ids(
+    index: &IndexReader<'_>,
+    from: u32,
+    to: u32,
+    start: u32,
+    ids: &[[u8; 16]],
+    structure: bool,
+    buf: &mut Vec<u8>,
+) -> Option<IdProblem> {
     let count = index.count();
-    let end = u64::from(start) + ids.len() as u64;
     let first = if structure { from.saturating_sub(1) } else { from };
-    let mut buf = Vec::new();
-    let bytes = match index.id_entries(first, to, &mut buf) {
+    let bytes = match index.id_entries(first, to, buf) {
         Ok(b) => b,
         Err(e) => return Some(IdProblem::Read(e)),
     };
-    let mut previous = (first < from).then(|| decode_id_entry(&bytes[..INDEX_ID_LEN]).0);
+    // Ids compared as big-endian integers: the same order as their bytes.
+    let id_key = |entry: &[u8]| u128::from_be_bytes(decode_id_entry(entry).0);
+    let mut previous = (first < from).then(|| id_key(&bytes[..INDEX_ID_LEN]));
     for (i, entry) in (first..to).zip(bytes.chunks_exact(INDEX_ID_LEN)).skip((from - first) as usize) {
-        let (id, position) = decode_id_entry(entry);
+        let position = decode_id_entry(entry).1;
         if structure {
             if position >= count {
                 return Some(IdProblem::Malformed(i, format!("entry {i}: position {position} is past the last event ({count})")));
             }
+            let id = id_key(entry);
             if previous.is_some_and(|p| p >= id) {
                 return Some(IdProblem::Malformed(
                     i,
@@ -249,8 +258,13 @@ fn scan_ids(index: &IndexReader<'_>, from: u32, to: u32, start: u32, ids: &[[u8;
             }
             previous = Some(id);
         }
-        if u64::from(position) >= u64::from(start) && u64::from(position) < end && ids[(position - start) as usize] != id {
-            return Some(IdProblem::Mismatch { i, position, log: ids[(position - start) as usize], entry: id });
+        // Only entries whose position falls in this window are compared.
+        let k = position.wrapping_sub(start) as usize;
+        if k < ids.len() {
+            let (id, _) = decode_id_entry(entry);
+            if ids[k] != id {
+                return Some(IdProblem::Mismatch { i, position, log: ids[k], entry: id });
+            }
         }
     }
     None
