@@ -67,7 +67,11 @@ const NIBBLE: [u8; 256] = {
 /// uppercase and needs a second validating pass; hashes are parsed once
 /// per replayed event, so this is on a hot path).
 pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let bytes = text.as_bytes();
+    decode_hex_bytes(text.as_bytes())
+}
+
+/// [`decode_hex`] of bytes that need not be text.
+pub fn decode_hex_bytes<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
     if bytes.len() != 2 * N {
         return None;
     }
@@ -80,6 +84,18 @@ pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     }
     // Valid nibbles are below 16; 0xFF sets the high bits.
     (bad < 16).then_some(out)
+}
+
+/// The UUID whose hyphenated lowercase form is exactly `bytes`.
+pub fn decode_uuid(bytes: &[u8]) -> Option<Uuid> {
+    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+        return None;
+    }
+    let mut hex = [0u8; 32];
+    for (to, from) in [(0..8, 0..8), (8..12, 9..13), (12..16, 14..18), (16..20, 19..23), (20..32, 24..36)] {
+        hex[to].copy_from_slice(&bytes[from]);
+    }
+    decode_hex_bytes(&hex).map(Uuid::from_bytes)
 }
 
 /// Parses a UUID in its one accepted text form: hyphenated lowercase.
@@ -231,6 +247,30 @@ mod tests {
         assert_eq!(decode_hex::<2>("0aff"), Some([0x0a, 0xff]));
         assert_eq!(decode_hex::<2>("0AFF"), None);
         assert_eq!(decode_hex::<2>("0af"), None);
+    }
+
+    #[test]
+    fn uuids_decode_only_from_their_hyphenated_lowercase_form() {
+        for n in [0u128, 1, 0xab, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let id = Uuid::from_u128(n);
+            let text = id.hyphenated().to_string();
+            assert_eq!(decode_uuid(text.as_bytes()), Some(id));
+            assert_eq!(parse_uuid("id", &text).ok(), Some(id));
+            for other in [text.to_uppercase(), id.simple().to_string(), id.braced().to_string(), text.replacen('-', "", 1) + "0"] {
+                if other != text {
+                    assert_eq!(decode_uuid(other.as_bytes()), None, "{other}");
+                }
+            }
+        }
+        // Every byte that is not a lowercase hex digit, in every digit place.
+        let text = Uuid::from_u128(7).hyphenated().to_string().into_bytes();
+        for at in (0..36).filter(|i| ![8, 13, 18, 23].contains(i)) {
+            for b in 0..=255u8 {
+                let mut t = text.clone();
+                t[at] = b;
+                assert_eq!(decode_uuid(&t).is_some(), b.is_ascii_digit() || (b'a'..=b'f').contains(&b), "byte {b} at {at}");
+            }
+        }
     }
 
     #[test]

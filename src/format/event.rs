@@ -16,6 +16,8 @@ use crate::text::parse_uuid;
 
 /// CBOR records (FORMAT.md §5.3).
 mod cbor;
+/// The canonical JSON line, read in one pass.
+mod jsonline;
 
 /// A record being decoded, by either codec (each adds its own methods).
 struct Reader<'a> {
@@ -363,6 +365,12 @@ impl Event {
             post_state_hash: json.post_state_hash.as_deref().map(Cow::Borrowed),
         }
         .to_event()
+    }
+
+    /// The event whose canonical JSON line ([`Event::write_json_line`]) is
+    /// exactly `line`; `None` for any other line.
+    pub fn from_canonical_line(line: &[u8]) -> Option<Self> {
+        jsonline::read_canonical(line)
     }
 
     /// Parses one JSON line strictly (unknown fields and duplicate keys are errors).
@@ -845,7 +853,76 @@ mod tests {
         }
     }
 
+    /// What the run store accepts on its general path: a strict JSON parse,
+    /// then the canonical form written back and compared.
+    fn general_path(line: &[u8]) -> Option<Event> {
+        let json: EventJsonRef<'_> = serde_json::from_slice(line).ok()?;
+        let event = json.to_event().ok()?;
+        let mut canonical = Vec::new();
+        event.write_json_line(&mut canonical);
+        (canonical == line).then_some(event)
+    }
+
+    #[test]
+    fn canonical_line_reader_refuses_every_other_spelling() {
+        let mut e = Event::new(Uuid::from_u128(0xab), Uuid::from_u128(2), Uuid::nil(), 120, EventKind::ToolInvoked, b"hello".to_vec());
+        e.prior_state_hash = Some(Digest::of(b"s"));
+        let line = e.to_json_line();
+        assert_eq!(Event::from_canonical_line(line.as_bytes()), Some(e.clone()));
+        let hash = Digest::of(b"hello").to_hex();
+        let variants = [
+            line.replace("000000ab", "000000AB"),                                          // uppercase id
+            line.replace(&hash, &hash.to_uppercase()),                                     // uppercase hash
+            line.replace("\"logical_time\":120", "\"logical_time\":0120"),                 // leading zero
+            line.replace("\"logical_time\":120", "\"logical_time\":120.0"),                // a float
+            line.replace("\"logical_time\":120", "\"logical_time\":1.2e2"),                // an exponent
+            line.replace("\"logical_time\":120", "\"logical_time\":18446744073709551616"), // past u64
+            line.replace("aGVsbG8=", "aGVsbG8"),                                           // missing padding
+            line.replace("aGVsbG8=", "aGVsbG9="),                                          // non-zero trailing bits
+            line.replace("aGVsbG8=", "aGVs\\u0062G8="),                                    // an escape
+            line.replace("aGVsbG8=", "aGVs bG8="),                                         // a space inside
+            line.replace("\"kind\":\"ToolInvoked\"", "\"kind\":\"toolinvoked\""),          // kind spelling
+            line.replace(",\"post_state_hash\":null", ""),                                 // a null left out
+            line.replace("{\"event_id\"", "{ \"event_id\""),                               // a space
+            line.replace("\"parent_event_id\":null", "\"parent_event_id\":nul"),           // truncated null
+            format!("{line}\n"),                                                           // a trailing newline
+            format!("{line} "),                                                            // trailing space
+            line[..line.len() - 1].to_string(),                                            // no closing brace
+            line.replace("00000000-0000-0000-0000-0000000000ab", "000000000000-0000-0000-0000000000ab"), // hyphens moved
+        ];
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(v, &line, "variant {i} changes the line");
+            assert_eq!(Event::from_canonical_line(v.as_bytes()), None, "variant {i}: {v}");
+            assert_eq!(general_path(v.as_bytes()), None, "variant {i} is refused by the general path too");
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn canonical_line_reader_agrees_with_the_general_path(
+            e in any_event(),
+            edits in proptest::collection::vec(
+                (proptest::num::usize::ANY, 0u8..3, proptest::sample::select(b"\"\\09afgAF-{}, n=+/:.eul\x80\x00".to_vec())),
+                0..3,
+            ),
+        ) {
+            let mut line = Vec::new();
+            e.write_json_line(&mut line);
+            proptest::prop_assert_eq!(Event::from_canonical_line(&line), Some(e.clone()));
+            // Whatever is changed, inserted or removed, the one-pass reader
+            // returns what the general path returns (an event, or nothing).
+            for (at, op, byte) in edits {
+                let at = at % (line.len() + 1);
+                match op {
+                    0 if at < line.len() => line[at] = byte,
+                    1 => line.insert(at, byte),
+                    _ if at < line.len() => { line.remove(at); }
+                    _ => {}
+                }
+            }
+            proptest::prop_assert_eq!(Event::from_canonical_line(&line), general_path(&line));
+        }
+
         #[test]
         fn hand_codec_matches_postcard(e in any_event()) {
             let mut ours = Vec::new();

@@ -392,6 +392,11 @@ impl EventLines {
 /// byte for byte: only the canonical form is accepted, so no other
 /// spelling (a duplicate key, an escape, another order) gets through.
 pub fn parse_line(text: &[u8], at: &dyn Fn() -> String) -> Result<Event, Error> {
+    // The canonical line, read in one pass; any other line takes the general
+    // path below, which accepts nothing more and says what is wrong.
+    if let Some(event) = Event::from_canonical_line(text) {
+        return Ok(event);
+    }
     let json: crate::format::event::EventJsonRef<'_> =
         serde_json::from_slice(text).map_err(|e| Error::Json { file: at(), detail: e.to_string() })?;
     let event = json.to_event().map_err(|e| match e {
