@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use uuid::Uuid;
 
 use super::idsort::IdSorter;
@@ -146,7 +147,6 @@ pub struct BundleBuilder {
     blob_bytes: u64,
     shards_made: [bool; 256],
     zstd: Option<zstd::bulk::Compressor<'static>>,
-    scratch: Vec<u8>,
     finished: bool,
 }
 
@@ -183,7 +183,6 @@ impl BundleBuilder {
             blob_bytes: 0,
             shards_made: [false; 256],
             zstd: None,
-            scratch: Vec::new(),
             finished: false,
         };
         fs::create_dir(staging.join(format::BLOB_DIR)).map_err(|e| Error::output(&staging, e))?;
@@ -290,35 +289,61 @@ impl BundleBuilder {
     /// Stores an encoded blob; identical content is stored once.
     pub(crate) fn add_encoded_blob(&mut self, blob: EncodedBlob<'_>) -> Result<Digest, Error> {
         let hash = blob.record.header.hash;
-        let limits = &self.options.limits;
-        if self.blobs.contains_key(&hash) {
-            return Ok(hash);
-        }
-        if self.blobs.len() as u64 >= limits.max_blobs.min(u32::MAX as u64) {
-            return Err(Error::limit("blob", "blob count", limits.max_blobs, self.blobs.len() as u64 + 1));
-        }
-        let path = self.staging.join(format::blob_path(&hash));
-        let shard = usize::from(hash.0[0]);
-        if !self.shards_made[shard] {
-            let dir = path.parent().expect("blob path has a shard");
-            fs::create_dir(dir).map_err(|e| Error::output(dir, e))?;
-            self.shards_made[shard] = true;
-        }
-        // One write of header and data, through a reused buffer.
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&blob.header);
-        self.scratch.extend_from_slice(&blob.data);
-        let mut out = File::options().write(true).create_new(true).open(&path).map_err(|e| Error::output(&path, e))?;
-        out.write_all(&self.scratch).map_err(|e| Error::output(&path, e))?;
-        self.blob_bytes += blob.record.stored_size;
-        self.blobs.insert(hash, blob.record);
-        self.check_total()?;
+        self.add_encoded_blobs(vec![blob])?;
         Ok(hash)
+    }
+
+    /// Stores encoded blobs, their files written on every core; identical
+    /// content is stored once. The count and size limits are checked before
+    /// any file is written.
+    pub(crate) fn add_encoded_blobs(&mut self, blobs: Vec<EncodedBlob<'_>>) -> Result<(), Error> {
+        let limits = &self.options.limits;
+        let mut new: Vec<(PathBuf, EncodedBlob<'_>)> = Vec::with_capacity(blobs.len());
+        let mut seen = HashSet::new();
+        let mut bytes = self.blob_bytes;
+        for blob in blobs {
+            let hash = blob.record.header.hash;
+            if self.blobs.contains_key(&hash) || !seen.insert(hash) {
+                continue;
+            }
+            let count = (self.blobs.len() + new.len()) as u64;
+            if count >= limits.max_blobs.min(u32::MAX as u64) {
+                return Err(Error::limit("blob", "blob count", limits.max_blobs, count + 1));
+            }
+            bytes += blob.record.stored_size;
+            let path = self.staging.join(format::blob_path(&hash));
+            let shard = usize::from(hash.0[0]);
+            if !self.shards_made[shard] {
+                let dir = path.parent().expect("blob path has a shard");
+                fs::create_dir(dir).map_err(|e| Error::output(dir, e))?;
+                self.shards_made[shard] = true;
+            }
+            new.push((path, blob));
+        }
+        self.check_total_with(bytes)?;
+        // One write of header and data per file, through a buffer per thread.
+        new.par_iter().try_for_each_init(Vec::new, |scratch, (path, blob)| {
+            scratch.clear();
+            scratch.extend_from_slice(&blob.header);
+            scratch.extend_from_slice(&blob.data);
+            let mut out = File::options().write(true).create_new(true).open(path).map_err(|e| Error::output(path, e))?;
+            out.write_all(scratch).map_err(|e| Error::output(path, e))
+        })?;
+        self.blob_bytes = bytes;
+        for (_, blob) in new {
+            self.blobs.insert(blob.record.header.hash, blob.record);
+        }
+        Ok(())
     }
 
     /// Refuses a bundle growing past the total size limit.
     fn check_total(&self) -> Result<(), Error> {
-        let total = self.blob_bytes + self.log.as_ref().map_or(0, LogWriter::len);
+        self.check_total_with(self.blob_bytes)
+    }
+
+    /// [`BundleBuilder::check_total`] with `blob_bytes` of blobs.
+    fn check_total_with(&self, blob_bytes: u64) -> Result<(), Error> {
+        let total = blob_bytes + self.log.as_ref().map_or(0, LogWriter::len);
         let limit = self.options.limits.max_total_size;
         if total > limit {
             return Err(Error::limit("bundle", "total size", limit, total));
@@ -540,5 +565,48 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(builder: &BundleBuilder, contents: &[&[u8]]) -> Vec<EncodedBlob<'static>> {
+        contents.iter().map(|c| builder.encode_blob(&mut None, c, Digest::of(c), BlobFormat::Raw).unwrap()).collect()
+    }
+
+    fn blob_files(builder: &BundleBuilder) -> usize {
+        walkdir::WalkDir::new(builder.staging.join("blobs")).into_iter().filter(|e| e.as_ref().unwrap().file_type().is_file()).count()
+    }
+
+    #[test]
+    fn blob_limits_hold_for_batches_and_nothing_is_written_past_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = BuildOptions::default().limits(Limits::default().max_blobs(3));
+        let mut b = BundleBuilder::create(tmp.path().join("b.cath-bundle"), options).unwrap();
+        // A batch with a repeat inside it and a blob already held: stored once each.
+        b.add_blob(b"one").unwrap();
+        b.add_encoded_blobs(encoded(&b, &[b"one", b"two", b"two"])).unwrap();
+        assert_eq!((b.blobs.len(), blob_files(&b)), (2, 2));
+        // A batch that would pass the count limit is refused whole.
+        let err = b.add_encoded_blobs(encoded(&b, &[b"three", b"four"])).unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
+        assert_eq!((b.blobs.len(), blob_files(&b)), (2, 2), "no file of a refused batch is written");
+        b.add_encoded_blobs(encoded(&b, &[b"three"])).unwrap();
+        assert!(b.add_blob(b"four").is_err());
+        assert_eq!((b.blobs.len(), blob_files(&b)), (3, 3));
+    }
+
+    #[test]
+    fn the_total_size_limit_is_checked_before_a_batch_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = BuildOptions::default().compression_level(None).limits(Limits::default().max_total_size(200));
+        let mut b = BundleBuilder::create(tmp.path().join("b.cath-bundle"), options).unwrap();
+        let (small, large) = (vec![1u8; 50], vec![2u8; 120]);
+        b.add_encoded_blobs(encoded(&b, &[&small])).unwrap();
+        let err = b.add_encoded_blobs(encoded(&b, &[&large, &[3u8; 10]])).unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
+        assert_eq!((b.blobs.len(), blob_files(&b)), (1, 1));
     }
 }

@@ -108,11 +108,9 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
                 },
             )
             .collect();
-        for blob in encoded {
-            let (size, blob) = blob?;
-            builder.add_encoded_blob(blob)?;
-            progress(size);
-        }
+        let (sizes, blobs): (Vec<u64>, Vec<EncodedBlob>) = encoded.into_iter().collect::<Result<Vec<_>, Error>>()?.into_iter().unzip();
+        builder.add_encoded_blobs(blobs)?;
+        progress(sizes.iter().sum());
     }
     builder.build().map_err(|e| match e {
         Error::Rule { file, rule, detail } if file == "event" => {
