@@ -24,6 +24,15 @@ seed blob fixtures/bundles/*/blobs/*/* fixtures/bundles/*/blobs.cath-list
 seed snapshot fixtures/bundles/*/snapshot.cath-snap
 # (Any bytes make an input: the target reads a file, its changes and reads from them.)
 seed outboard fixtures/bundles/*/events.cath-idx
+# One canonical line per seed, from the sample store's runs.
+mkdir -p fuzz/corpus/event_line
+for f in fixtures/store/runs/*/events.jsonl; do
+    n=0
+    while IFS= read -r line && [ "$n" -lt 200 ]; do
+        printf '%s' "$line" >"fuzz/corpus/event_line/seed-$(basename "$(dirname "$f")")-$n"
+        n=$((n + 1))
+    done <"$f"
+done
 # Archives: the file as is (first byte odd), and its tar stream (first byte even).
 mkdir -p fuzz/corpus/archive
 for f in fixtures/archives/*.tar.zst; do
@@ -34,7 +43,7 @@ for f in fixtures/archives/*.tar.zst; do
 done
 
 status=0
-for target in event_log index manifest blob snapshot archive outboard; do
+for target in event_log index manifest blob snapshot archive outboard event_line; do
     log="fuzz/$target.log"
     if (cd fuzz && cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576) >"$log" 2>&1; then
         runs=$(grep -oE 'Done [0-9]+ runs' "$log" | tail -1 | grep -oE '[0-9]+' || echo "?")
