@@ -272,3 +272,53 @@ fn inspect_says_which_mode_ran() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("NOT verified"), "{}", stderr(&o));
 }
+
+/// `inspect --events` reads the log in batches decoded on every core: its
+/// lines are still the events in log order, a changed chunk group stops it
+/// with an error after the events before it, and the events after it read
+/// from their own groups on.
+#[test]
+fn inspect_events_stops_at_a_changed_group_after_the_events_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for encoding in [Encoding::Postcard, Encoding::Cbor] {
+        let bundle = many_groups(tmp.path(), encoding);
+        let path = bundle.to_str().unwrap();
+        let o = cathedral(&["inspect", "--bundle", path, "--events"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let all: Vec<String> = stdout(&o).lines().map(String::from).collect();
+        let ranges = record_ranges(&bundle);
+        assert_eq!(all.len(), ranges.len());
+        // Every window of --from and --limit gives exactly those lines.
+        for (from, limit) in [(0, 1), (1, 1), (7, 100), (1000, 2000), (2990, 50)] {
+            let o = cathedral(&["inspect", "--bundle", path, "--events", "--from", &from.to_string(), "--limit", &limit.to_string()]);
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            let end = (from + limit).min(all.len());
+            assert_eq!(
+                stdout(&o).lines().collect::<Vec<_>>(),
+                all[from..end].iter().map(String::as_str).collect::<Vec<_>>(),
+                "{from} {limit}"
+            );
+        }
+        let log = bundle.join("events.cath-log");
+        let group = (ranges[2000].start / GROUP) + 1;
+        let first_hit = ranges.iter().position(|r| overlaps(r, group)).unwrap();
+        let original = flip(&log, group * GROUP + 7);
+        let o = cathedral(&["inspect", "--bundle", path, "--events"]);
+        assert_eq!(code(&o), 1, "{encoding:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("events.cath-log") && stderr(&o).contains("not what the manifest commits to"), "{}", stderr(&o));
+        let shown = stdout(&o);
+        let shown: Vec<&str> = shown.lines().collect();
+        assert!(shown.len() <= first_hit, "no event of the changed group is shown ({} > {first_hit})", shown.len());
+        assert_eq!(
+            shown,
+            all[..shown.len()].iter().map(String::as_str).collect::<Vec<_>>(),
+            "what is shown is the events before it, in order"
+        );
+        // Events after the changed group are read from their own groups on.
+        let after = ranges.iter().position(|r| r.start >= (group + 1) * GROUP).unwrap();
+        let o = cathedral(&["inspect", "--bundle", path, "--events", "--from", &after.to_string()]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), all[after..].iter().map(String::as_str).collect::<Vec<_>>());
+        fs::write(&log, original).unwrap();
+    }
+}

@@ -388,6 +388,19 @@ impl ReplayBundle {
         Ok(self.index().offset(position)?.map(|offset| self.log().walk_from(offset, position)))
     }
 
+    /// Calls `f` with each record from `position` on, undecoded (its offset
+    /// in the log and its bytes, borrowed from the read buffer), in log
+    /// order, until `f` returns `Ok(false)` or the log ends.
+    pub fn visit_records(&self, position: u32, mut f: impl FnMut(u64, &[u8]) -> Result<bool, Error>) -> Result<(), Error> {
+        let Some(mut walk) = self.records_from(position)? else { return Ok(()) };
+        while let Some((offset, record)) = walk.next_record()? {
+            if !f(offset, record)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f` with each event from `position` on, in log order, its
     /// payload borrowed from the read buffer (no copy for postcard logs),
     /// until `f` returns `Ok(false)` or the log ends.
@@ -396,16 +409,13 @@ impl ReplayBundle {
         position: u32,
         mut f: impl FnMut(u32, crate::format::event::EventRef<'_>) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        let Some(mut walk) = self.records_from(position)? else { return Ok(()) };
         let encoding = self.encoding();
         let mut at = position;
-        while let Some((offset, record)) = walk.next_record()? {
-            if !Event::with_decoded(record, encoding, format::EVENTS_FILE, offset, |e| f(at, e))?? {
-                break;
-            }
+        self.visit_records(position, |offset, record| {
+            let more = Event::with_decoded(record, encoding, format::EVENTS_FILE, offset, |e| f(at, e))??;
             at += 1;
-        }
-        Ok(())
+            Ok(more)
+        })
     }
 
     /// Events from `position` on, in log order, read sequentially.

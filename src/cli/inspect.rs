@@ -9,6 +9,7 @@ use cathedral_bundle::{
 };
 use serde_json::json;
 
+use super::event_lines::{event_line, Filter};
 use super::output::{human_bytes, Output};
 use super::Outcome;
 
@@ -77,75 +78,6 @@ fn parse_kind(s: &str) -> Result<EventKind, String> {
     s.parse().map_err(|_| format!("unknown kind {s:?}; one of: {}", EventKind::ALL.map(|k| k.name()).join(", ")))
 }
 
-/// Bytes of event lines gathered before they are written.
-const OUT_BLOCK: usize = 256 << 10;
-
-/// Which events `--events` prints.
-pub(super) struct Filter {
-    kinds: Vec<EventKind>,
-    nodes: Option<std::collections::HashSet<Uuid>>,
-}
-
-impl Filter {
-    /// The filter of `args`; a node given by name is looked up in `dag`
-    /// (which must then be given).
-    pub(super) fn new(args: &Args, dag: Option<&cathedral_bundle::Dag>) -> Result<Self, Error> {
-        let nodes = match (&args.node, dag) {
-            (None, _) => None,
-            (Some(spec), _) if node_id(spec).is_some() => node_id(spec).map(|id| [id].into()),
-            (Some(name), Some(dag)) => {
-                let ids: std::collections::HashSet<Uuid> = dag.nodes.iter().filter(|n| &n.name == name).map(|n| n.id).collect();
-                if ids.is_empty() {
-                    let known = dag.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
-                    let detail = format!("no node is named {name:?} in dag.json; its nodes: {}", cathedral_bundle::clip(&known, 400));
-                    return Err(Error::InvalidInput { what: "--node", detail });
-                }
-                Some(ids)
-            }
-            (Some(_), None) => unreachable!("a node name is resolved with the DAG"),
-        };
-        Ok(Filter { kinds: args.kind.clone(), nodes })
-    }
-
-    pub(super) fn wants(&self, event: &cathedral_bundle::Event) -> bool {
-        self.wants_ref(event.kind, &event.node_id)
-    }
-
-    pub(super) fn wants_ref(&self, kind: EventKind, node: &Uuid) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&kind)) && self.nodes.as_ref().is_none_or(|n| n.contains(node))
-    }
-}
-
-/// `spec` as a node id, if it is one.
-fn node_id(spec: &str) -> Option<Uuid> {
-    cathedral_bundle::parse_uuid("node", spec).ok()
-}
-
-/// One event as a JSON line; with `decode`, its payload decoded as well.
-pub(super) fn event_line(event: &cathedral_bundle::Event, decode: bool) -> String {
-    let mut line = Vec::new();
-    write_event_line(event, decode, &mut line);
-    String::from_utf8(line).expect("JSON is UTF-8")
-}
-
-/// Appends [`event_line`] to `out`, a buffer the caller reuses.
-pub(super) fn write_event_line(event: &cathedral_bundle::Event, decode: bool, out: &mut Vec<u8>) {
-    use cathedral_bundle::replay::payload::{decode as decode_payload, Payload};
-    event.write_json_line(out);
-    if decode {
-        let extra = match decode_payload(&event.payload) {
-            Payload::Json(value) => Some(("payload_json", value)),
-            Payload::Text(text) => Some(("payload_text", serde_json::Value::String(text))),
-            Payload::Empty | Payload::Binary(_) => None,
-        };
-        if let Some((key, value)) = extra {
-            out.pop();
-            out.extend_from_slice(format!(",\"{key}\":{value}}}").as_bytes());
-        }
-    }
-    out.push(b'\n');
-}
-
 /// The one event `--event` or `--time` found, as a JSON line; when none
 /// was found, the error names what was asked for.
 pub(super) fn write_found(out: &mut Output, found: Option<(u32, cathedral_bundle::Event)>, args: &Args) -> Result<(), Error> {
@@ -190,7 +122,7 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     let loader = args.trust.apply(BundleLoader::new().mode(mode).without_outboards(without_outboards).limits(args.limits.limits()))?;
     // A node named rather than given by id needs the DAG before the
     // events: an archive is then opened through a verified unpack.
-    if is_archive(&args.bundle) && args.node.as_deref().is_none_or(|n| node_id(n).is_some()) {
+    if is_archive(&args.bundle) && args.node.as_deref().is_none_or(|n| super::event_lines::node_id(n).is_some()) {
         return archive::run(&args, &loader);
     }
     let bundle = match loader.load(&args.bundle) {
@@ -212,30 +144,9 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
     };
     let mut out = Output::open(args.output.as_deref(), args.force)?;
     if args.events {
-        let filter = Filter::new(&args, Some(bundle.dag()))?;
-        let mut printed = 0u64;
-        let mut line = Vec::with_capacity(OUT_BLOCK + 4096);
-        bundle.visit_events(args.from, |_, event| {
-            if args.limit.is_some_and(|l| printed >= l) {
-                return Ok(false);
-            }
-            if filter.wants_ref(event.kind, &event.node_id) {
-                if args.decode_payload {
-                    write_event_line(&event.to_event(), true, &mut line);
-                } else {
-                    event.write_json_line(&mut line);
-                    line.push(b'\n');
-                }
-                // Lines go out in blocks, which the buffered output passes straight through.
-                if line.len() >= OUT_BLOCK {
-                    out.write_bytes(&line)?;
-                    line.clear();
-                }
-                printed += 1;
-            }
-            Ok(true)
-        })?;
-        out.write_bytes(&line)?;
+        let filter = Filter::new(&args.kind, args.node.as_deref(), Some(bundle.dag()))?;
+        let lines = super::event_lines::Lines { from: args.from, limit: args.limit, filter: &filter, decode_payload: args.decode_payload };
+        super::event_lines::write(&bundle, &lines, &mut out)?;
     } else if let Some(id) = args.event {
         write_found(&mut out, bundle.event_by_id(&id)?, &args)?;
     } else if let Some(time) = args.time {
@@ -459,7 +370,8 @@ mod archive {
 
     use cathedral_bundle::{ArchiveWatch, BundleLoader, Error, Event};
 
-    use super::{event_line, write_summary, Args, Filter, Outcome, Output, Summary};
+    use super::super::event_lines::{event_line, Filter};
+    use super::{write_summary, Args, Outcome, Output, Summary};
 
     /// Captured output past this size waits in an anonymous temporary file.
     const MEMORY: usize = 64 << 20;
@@ -469,7 +381,7 @@ mod archive {
         let found: Mutex<Option<Event>> = Mutex::new(None);
         let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
         let printed = Mutex::new(0u64);
-        let filter = Filter::new(args, None)?;
+        let filter = Filter::new(&args.kind, args.node.as_deref(), None)?;
         let select = |position: u32, event: &Event| {
             if args.events {
                 let mut n = printed.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,7 +5,8 @@
 use cathedral_bundle::remote::{Remote, RemoteBundle};
 use cathedral_bundle::{escape_for_terminal, Error};
 
-use super::inspect::{event_line, write_found, Args, Filter};
+use super::event_lines::{event_line, Filter};
+use super::inspect::{write_found, Args};
 use super::output::Output;
 use super::Outcome;
 
@@ -43,7 +44,7 @@ pub fn run(args: &Args, url: &str) -> Result<Outcome, Error> {
 
 fn show(args: &Args, bundle: &RemoteBundle<'_>, out: &mut Output) -> Result<(), Error> {
     if args.events {
-        let filter = Filter::new(args, Some(bundle.dag()))?;
+        let filter = Filter::new(&args.kind, args.node.as_deref(), Some(bundle.dag()))?;
         let limit = args.limit.map_or(DEFAULT_LIMIT, |l| u32::try_from(l).unwrap_or(u32::MAX));
         for event in bundle.events(args.from, limit)?.iter().filter(|e| filter.wants(e)) {
             out.write_bytes(event_line(event, args.decode_payload).as_bytes())?;

@@ -3,6 +3,7 @@
 mod bundle;
 mod completions;
 mod diff;
+mod event_lines;
 mod explain;
 mod import;
 mod inspect;
