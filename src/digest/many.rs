@@ -17,8 +17,9 @@
 //! compiled for AVX-512 and for AVX2 (chosen at run time), which the
 //! compiler turns into vector instructions (with AVX-512, the lanes' message
 //! words are also gathered by one instruction per word); without either,
-//! every input goes to `blake3::hash`. The unit tests compare every length up to two chunks,
-//! and random mixes, with `blake3::hash`.
+//! every input goes to `blake3::hash`. The unit tests compare every length
+//! up to two chunks, and random mixes, with `blake3::hash`, on each
+//! instruction set the CPU has.
 
 use super::Digest;
 
