@@ -143,11 +143,104 @@ pub struct BundleBuilder {
     /// checked against the blobs and the DAG at build.
     blob_refs: BTreeSet<Digest>,
     node_refs: HashSet<Uuid>,
-    blobs: BTreeMap<Digest, BlobRecord>,
-    blob_bytes: u64,
-    shards_made: [bool; 256],
+    blobs: BlobFiles,
+    /// The blobs are with a [`BlobWriter`] (see [`BundleBuilder::split_blobs`]).
+    blobs_split: bool,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     finished: bool,
+}
+
+/// The blob files written so far: their records, their bytes, and which
+/// shard directories exist.
+pub(crate) struct BlobFiles {
+    records: BTreeMap<Digest, BlobRecord>,
+    bytes: u64,
+    shards_made: [bool; 256],
+}
+
+/// Writes blob files apart from the builder (on another thread while events
+/// are added); given back with [`BundleBuilder::join_blobs`].
+pub(crate) struct BlobWriter {
+    files: BlobFiles,
+    staging: PathBuf,
+    options: BuildOptions,
+}
+
+impl BlobWriter {
+    /// Encodes a blob with the caller's zstd context, so that blobs can be
+    /// compressed on every core.
+    pub(crate) fn encode(
+        &self,
+        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+        content: &[u8],
+        hash: Digest,
+        blob_format: BlobFormat,
+    ) -> Result<EncodedBlob<'static>, Error> {
+        encode_checked(&self.options, zstd, content, hash, blob_format).map(EncodedBlob::into_owned)
+    }
+
+    /// Stores encoded blobs (see [`BlobFiles::add`]); the total size limit
+    /// counts the blobs alone here, and the whole bundle when joined.
+    pub(crate) fn add(&mut self, blobs: Vec<EncodedBlob<'_>>) -> Result<(), Error> {
+        self.files.add(&self.staging, &self.options.limits, 0, blobs)
+    }
+}
+
+impl BlobFiles {
+    fn new() -> Self {
+        BlobFiles { records: BTreeMap::new(), bytes: 0, shards_made: [false; 256] }
+    }
+
+    /// Stores encoded blobs, their files written on every core; identical
+    /// content is stored once. The count limit, and the total size limit
+    /// (with `other_bytes` of the rest of the bundle), are checked before any
+    /// file is written.
+    fn add(&mut self, staging: &Path, limits: &Limits, other_bytes: u64, blobs: Vec<EncodedBlob<'_>>) -> Result<(), Error> {
+        let mut new: Vec<(PathBuf, EncodedBlob<'_>)> = Vec::with_capacity(blobs.len());
+        let mut seen = HashSet::new();
+        let mut bytes = self.bytes;
+        for blob in blobs {
+            let hash = blob.record.header.hash;
+            if self.records.contains_key(&hash) || !seen.insert(hash) {
+                continue;
+            }
+            let count = (self.records.len() + new.len()) as u64;
+            if count >= limits.max_blobs.min(u32::MAX as u64) {
+                return Err(Error::limit("blob", "blob count", limits.max_blobs, count + 1));
+            }
+            bytes += blob.record.stored_size;
+            let path = staging.join(format::blob_path(&hash));
+            let shard = usize::from(hash.0[0]);
+            if !self.shards_made[shard] {
+                let dir = path.parent().expect("blob path has a shard");
+                fs::create_dir(dir).map_err(|e| Error::output(dir, e))?;
+                self.shards_made[shard] = true;
+            }
+            new.push((path, blob));
+        }
+        check_total(limits, bytes + other_bytes)?;
+        // One write of header and data per file, through a buffer per thread.
+        new.par_iter().try_for_each_init(Vec::new, |scratch, (path, blob)| {
+            scratch.clear();
+            scratch.extend_from_slice(&blob.header);
+            scratch.extend_from_slice(&blob.data);
+            let mut out = File::options().write(true).create_new(true).open(path).map_err(|e| Error::output(path, e))?;
+            out.write_all(scratch).map_err(|e| Error::output(path, e))
+        })?;
+        self.bytes = bytes;
+        for (_, blob) in new {
+            self.records.insert(blob.record.header.hash, blob.record);
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a bundle of `total` bytes past the total size limit.
+fn check_total(limits: &Limits, total: u64) -> Result<(), Error> {
+    if total > limits.max_total_size {
+        return Err(Error::limit("bundle", "total size", limits.max_total_size, total));
+    }
+    Ok(())
 }
 
 impl BundleBuilder {
@@ -179,9 +272,8 @@ impl BundleBuilder {
             first_run: None,
             blob_refs: BTreeSet::new(),
             node_refs: HashSet::new(),
-            blobs: BTreeMap::new(),
-            blob_bytes: 0,
-            shards_made: [false; 256],
+            blobs: BlobFiles::new(),
+            blobs_split: false,
             zstd: None,
             finished: false,
         };
@@ -267,23 +359,11 @@ impl BundleBuilder {
 
     /// Stores a blob whose BLAKE3 the caller has computed.
     pub(crate) fn add_blob_hashed(&mut self, content: &[u8], hash: Digest, blob_format: BlobFormat) -> Result<Digest, Error> {
-        if self.blobs.contains_key(&hash) {
+        if self.blobs.records.contains_key(&hash) {
             return Ok(hash);
         }
         let blob = encode_checked(&self.options, &mut self.zstd, content, hash, blob_format)?;
         self.add_encoded_blob(blob)
-    }
-
-    /// Encodes a blob for [`BundleBuilder::add_encoded_blob`] with the
-    /// caller's zstd context, so that blobs can be compressed on every core.
-    pub(crate) fn encode_blob(
-        &self,
-        zstd: &mut Option<zstd::bulk::Compressor<'static>>,
-        content: &[u8],
-        hash: Digest,
-        blob_format: BlobFormat,
-    ) -> Result<EncodedBlob<'static>, Error> {
-        encode_checked(&self.options, zstd, content, hash, blob_format).map(EncodedBlob::into_owned)
     }
 
     /// Stores an encoded blob; identical content is stored once.
@@ -293,62 +373,34 @@ impl BundleBuilder {
         Ok(hash)
     }
 
-    /// Stores encoded blobs, their files written on every core; identical
-    /// content is stored once. The count and size limits are checked before
-    /// any file is written.
+    /// Stores encoded blobs (see [`BlobFiles::add`]).
     pub(crate) fn add_encoded_blobs(&mut self, blobs: Vec<EncodedBlob<'_>>) -> Result<(), Error> {
-        let limits = &self.options.limits;
-        let mut new: Vec<(PathBuf, EncodedBlob<'_>)> = Vec::with_capacity(blobs.len());
-        let mut seen = HashSet::new();
-        let mut bytes = self.blob_bytes;
-        for blob in blobs {
-            let hash = blob.record.header.hash;
-            if self.blobs.contains_key(&hash) || !seen.insert(hash) {
-                continue;
-            }
-            let count = (self.blobs.len() + new.len()) as u64;
-            if count >= limits.max_blobs.min(u32::MAX as u64) {
-                return Err(Error::limit("blob", "blob count", limits.max_blobs, count + 1));
-            }
-            bytes += blob.record.stored_size;
-            let path = self.staging.join(format::blob_path(&hash));
-            let shard = usize::from(hash.0[0]);
-            if !self.shards_made[shard] {
-                let dir = path.parent().expect("blob path has a shard");
-                fs::create_dir(dir).map_err(|e| Error::output(dir, e))?;
-                self.shards_made[shard] = true;
-            }
-            new.push((path, blob));
+        if self.blobs_split {
+            return Err(Error::input("blob", "the blobs are being written by a BlobWriter; join it first"));
         }
-        self.check_total_with(bytes)?;
-        // One write of header and data per file, through a buffer per thread.
-        new.par_iter().try_for_each_init(Vec::new, |scratch, (path, blob)| {
-            scratch.clear();
-            scratch.extend_from_slice(&blob.header);
-            scratch.extend_from_slice(&blob.data);
-            let mut out = File::options().write(true).create_new(true).open(path).map_err(|e| Error::output(path, e))?;
-            out.write_all(scratch).map_err(|e| Error::output(path, e))
-        })?;
-        self.blob_bytes = bytes;
-        for (_, blob) in new {
-            self.blobs.insert(blob.record.header.hash, blob.record);
-        }
-        Ok(())
+        let log_bytes = self.log.as_ref().map_or(0, LogWriter::len);
+        self.blobs.add(&self.staging, &self.options.limits, log_bytes, blobs)
+    }
+
+    /// Hands the blob files to a [`BlobWriter`], so that blobs can be written
+    /// while events are added; until [`BundleBuilder::join_blobs`], this
+    /// builder refuses blobs, and the total size limit counts the events alone.
+    pub(crate) fn split_blobs(&mut self) -> BlobWriter {
+        self.blobs_split = true;
+        let files = std::mem::replace(&mut self.blobs, BlobFiles::new());
+        BlobWriter { files, staging: self.staging.clone(), options: self.options.clone() }
+    }
+
+    /// Takes the blob files back from `writer`; checks the total size of the whole bundle.
+    pub(crate) fn join_blobs(&mut self, writer: BlobWriter) -> Result<(), Error> {
+        self.blobs = writer.files;
+        self.blobs_split = false;
+        self.check_total()
     }
 
     /// Refuses a bundle growing past the total size limit.
     fn check_total(&self) -> Result<(), Error> {
-        self.check_total_with(self.blob_bytes)
-    }
-
-    /// [`BundleBuilder::check_total`] with `blob_bytes` of blobs.
-    fn check_total_with(&self, blob_bytes: u64) -> Result<(), Error> {
-        let total = blob_bytes + self.log.as_ref().map_or(0, LogWriter::len);
-        let limit = self.options.limits.max_total_size;
-        if total > limit {
-            return Err(Error::limit("bundle", "total size", limit, total));
-        }
-        Ok(())
+        check_total(&self.options.limits, self.blobs.bytes + self.log.as_ref().map_or(0, LogWriter::len))
     }
 
     /// Events added so far.
@@ -371,11 +423,11 @@ impl BundleBuilder {
         if let Some(node) = self.node_refs.iter().find(|n| !nodes.contains(n)) {
             return Err(Error::rule("event", "node reference", format!("an event names node {node}, which is not in the DAG")));
         }
-        if let Some(blob) = self.blob_refs.iter().find(|h| !self.blobs.contains_key(h)) {
+        if let Some(blob) = self.blob_refs.iter().find(|h| !self.blobs.records.contains_key(h)) {
             return Err(Error::rule("event", "blob reference", format!("a BlobStored event names blob {blob}, which was not added")));
         }
         let Some(s) = &self.snapshot else { return Ok(()) };
-        s.check_references(format::SNAPSHOT_FILE, &nodes, &mut |h| Ok(self.blobs.contains_key(h)))?;
+        s.check_references(format::SNAPSHOT_FILE, &nodes, &mut |h| Ok(self.blobs.records.contains_key(h)))?;
         if s.log_position > u64::from(event_count) {
             let detail = format!("log_position {} is past the last event ({event_count})", s.log_position);
             return Err(Error::rule(format::SNAPSHOT_FILE, "log position", detail));
@@ -416,7 +468,7 @@ impl BundleBuilder {
         if let Some(snapshot) = &self.snapshot {
             put(format::SNAPSHOT_FILE, &snapshot.encode_file(), true)?;
         }
-        put(format::BLOB_LIST_FILE, &encode_list(self.blobs.values()), false)?;
+        put(format::BLOB_LIST_FILE, &encode_list(self.blobs.records.values()), false)?;
 
         // The log, then the index that carries the log's hash.
         for (name, entry) in self.write_log_and_index(event_count)? {
@@ -424,14 +476,14 @@ impl BundleBuilder {
         }
 
         let bundle_id = self.options.bundle_id.unwrap_or_else(Uuid::new_v4);
-        let total_bytes = files.values().map(|f| f.size).sum::<u64>() + self.blob_bytes;
+        let total_bytes = files.values().map(|f| f.size).sum::<u64>() + self.blobs.bytes;
         let manifest = Manifest {
             bundle_version: format::BUNDLE_VERSION.to_string(),
             bundle_id,
             created_at: self.options.created_at.clone().unwrap_or_else(Timestamp::now),
             format: format::BUNDLE_FORMAT.to_string(),
             files,
-            blob_count: self.blobs.len() as u64,
+            blob_count: self.blobs.records.len() as u64,
             signature: self.options.signing_key.as_ref().map(|_| format::SIGNATURE_FILE.to_string()),
         };
         let manifest_bytes = manifest.to_bytes();
@@ -459,7 +511,7 @@ impl BundleBuilder {
             path: self.output.clone(),
             bundle_id,
             events: event_count.into(),
-            blobs: self.blobs.len() as u64,
+            blobs: self.blobs.records.len() as u64,
             total_bytes: total_bytes + manifest_bytes.len() as u64 + signature_bytes,
         })
     }
@@ -573,7 +625,8 @@ mod tests {
     use super::*;
 
     fn encoded(builder: &BundleBuilder, contents: &[&[u8]]) -> Vec<EncodedBlob<'static>> {
-        contents.iter().map(|c| builder.encode_blob(&mut None, c, Digest::of(c), BlobFormat::Raw).unwrap()).collect()
+        let encode = |c: &&[u8]| encode_checked(&builder.options, &mut None, c, Digest::of(c), BlobFormat::Raw).unwrap().into_owned();
+        contents.iter().map(encode).collect()
     }
 
     fn blob_files(builder: &BundleBuilder) -> usize {
@@ -588,14 +641,40 @@ mod tests {
         // A batch with a repeat inside it and a blob already held: stored once each.
         b.add_blob(b"one").unwrap();
         b.add_encoded_blobs(encoded(&b, &[b"one", b"two", b"two"])).unwrap();
-        assert_eq!((b.blobs.len(), blob_files(&b)), (2, 2));
+        assert_eq!((b.blobs.records.len(), blob_files(&b)), (2, 2));
         // A batch that would pass the count limit is refused whole.
         let err = b.add_encoded_blobs(encoded(&b, &[b"three", b"four"])).unwrap_err();
         assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
-        assert_eq!((b.blobs.len(), blob_files(&b)), (2, 2), "no file of a refused batch is written");
+        assert_eq!((b.blobs.records.len(), blob_files(&b)), (2, 2), "no file of a refused batch is written");
         b.add_encoded_blobs(encoded(&b, &[b"three"])).unwrap();
         assert!(b.add_blob(b"four").is_err());
-        assert_eq!((b.blobs.len(), blob_files(&b)), (3, 3));
+        assert_eq!((b.blobs.records.len(), blob_files(&b)), (3, 3));
+    }
+
+    #[test]
+    fn split_blobs_are_written_apart_and_joined_with_the_whole_size_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = BuildOptions::default().compression_level(None).limits(Limits::default().max_total_size(600));
+        let mut b = BundleBuilder::create(tmp.path().join("b.cath-bundle"), options).unwrap();
+        b.add_blob(b"before").unwrap();
+        let mut writer = b.split_blobs();
+        // While split, the builder refuses blobs; the writer takes them.
+        assert!(b.add_blob(b"refused").is_err());
+        let blobs: Vec<EncodedBlob<'static>> =
+            [&b"one"[..], b"two", b"before"].iter().map(|c| writer.encode(&mut None, c, Digest::of(c), BlobFormat::Raw).unwrap()).collect();
+        writer.add(blobs).unwrap();
+        b.join_blobs(writer).unwrap();
+        assert_eq!((b.blobs.records.len(), blob_files(&b)), (3, 3), "held once each, the refused one not written");
+        b.add_blob(b"after").unwrap();
+        // The writer alone is under the limit; joined with the events it is not.
+        let mut writer = b.split_blobs();
+        let big = vec![7u8; 150];
+        writer.add(vec![writer.encode(&mut None, &big, Digest::of(&big), BlobFormat::Raw).unwrap()]).unwrap();
+        let run = Uuid::from_u128(1);
+        b.add_event(&Event::new(Uuid::from_u128(2), run, Uuid::nil(), 0, crate::format::event::EventKind::RunCreated, vec![0; 100]))
+            .unwrap();
+        let err = b.join_blobs(writer).unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
     }
 
     #[test]
@@ -607,6 +686,6 @@ mod tests {
         b.add_encoded_blobs(encoded(&b, &[&small])).unwrap();
         let err = b.add_encoded_blobs(encoded(&b, &[&large, &[3u8; 10]])).unwrap_err();
         assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
-        assert_eq!((b.blobs.len(), blob_files(&b)), (1, 1));
+        assert_eq!((b.blobs.records.len(), blob_files(&b)), (1, 1));
     }
 }

@@ -8,6 +8,7 @@ mod loader;
 mod replace;
 
 pub use archive::{ArchiveBundle, ArchiveWatch, PackOptions, PackSummary};
+pub(crate) use builder::BlobWriter;
 pub use builder::{BuildOptions, BuildSummary, BundleBuilder};
 pub use loader::{is_archive, BundleLoader, LoadError, ReplayBundle};
 #[cfg(feature = "remote")]

@@ -1,17 +1,19 @@
 //! [`bundle_run`]: one call from a run in a store to a bundle.
 
 use std::path::Path;
-
-use uuid::Uuid;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
+use uuid::Uuid;
 
-use super::{parse_line, EventLines, RunState, RunStore, RUN_FILE, SNAPSHOT_FILE};
-use crate::bundle::{BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, PackOptions};
+use super::{parse_line, EventLines, RunState, RunStore, StoredRun, RUN_FILE, SNAPSHOT_FILE};
+use crate::bundle::{BlobWriter, BuildOptions, BuildSummary, BundleBuilder, BundleLoader, LoadError, PackOptions};
+use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::blob::{BlobFormat, EncodedBlob};
 use crate::format::event::Event;
 use crate::format::model::RunStatus;
+use crate::limits::Limits;
 
 /// Validates run `id` of `store` and writes it into a bundle at `output`:
 /// a directory, or, when the name ends in `.cath-bundle.tar.zst`, an
@@ -32,7 +34,7 @@ pub fn bundle_run(
     id: &Uuid,
     output: impl AsRef<Path>,
     options: BuildOptions,
-    progress: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BuildSummary, Error> {
     let output = output.as_ref();
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -59,7 +61,13 @@ pub fn bundle_run(
 }
 
 /// [`bundle_run`] into a bundle directory.
-fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions, progress: &dyn Fn(u64)) -> Result<BuildSummary, Error> {
+fn bundle_dir(
+    store: &RunStore,
+    id: &Uuid,
+    output: &Path,
+    options: BuildOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BuildSummary, Error> {
     let run = store.open(id)?;
     let dir = run.dir().display().to_string();
     if run.state()? == RunState::Recording {
@@ -86,8 +94,20 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
     if let Some(s) = snapshot {
         builder.set_snapshot(s);
     }
+    // Events are added on this thread while blob files are written on
+    // another (each side on every core); the first failure stops both.
     let mut events = run.events(&limits)?;
-    add_events(&mut builder, &mut events, progress)?;
+    let mut writer = builder.split_blobs();
+    let stop = AtomicBool::new(false);
+    let (added, written) = std::thread::scope(|s| {
+        let blobs = s.spawn(|| stopping(&stop, add_blobs(&run, &blobs, &mut writer, &limits, progress, &stop)));
+        let added = stopping(&stop, add_events(&mut builder, &mut events, progress, &stop));
+        (added, blobs.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    // A side that saw the other fail stopped without an error of its own.
+    added?;
+    written?;
+    builder.join_blobs(writer)?;
     if events.lines() as u64 != metadata.event_count {
         let detail = format!(
             "holds {} events, but run.json says event_count {}: the run is incomplete or was changed",
@@ -95,22 +115,6 @@ fn bundle_dir(store: &RunStore, id: &Uuid, output: &Path, options: BuildOptions,
             metadata.event_count
         );
         return Err(Error::rule(&run.dir().join(super::EVENTS_FILE).display().to_string(), "event count", detail));
-    }
-    for hashes in batches(&blobs, |hash| run.blob_size(hash))? {
-        // Read, check and encode on every core; written in order.
-        let encoded: Vec<Result<(u64, EncodedBlob), Error>> = hashes
-            .par_iter()
-            .map_init(
-                || None,
-                |zstd, hash| {
-                    let content = run.read_blob(hash, &limits)?;
-                    Ok((content.len() as u64, builder.encode_blob(zstd, &content, *hash, BlobFormat::Raw)?))
-                },
-            )
-            .collect();
-        let (sizes, blobs): (Vec<u64>, Vec<EncodedBlob>) = encoded.into_iter().collect::<Result<Vec<_>, Error>>()?.into_iter().unzip();
-        builder.add_encoded_blobs(blobs)?;
-        progress(sizes.iter().sum());
     }
     builder.build().map_err(|e| match e {
         Error::Rule { file, rule, detail } if file == "event" => {
@@ -155,12 +159,61 @@ fn batches<T>(items: &[T], size: impl Fn(&T) -> Result<u64, Error>) -> Result<Ve
     Ok(batches)
 }
 
+/// `result`; an error also sets `stop`, for the other side.
+fn stopping(stop: &AtomicBool, result: Result<(), Error>) -> Result<(), Error> {
+    if result.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Writes every blob of the run (`hashes`): read, checked and encoded on
+/// every core a batch at a time, each batch's files then written on every
+/// core. Returns early, without an error, once `stop` is set.
+fn add_blobs(
+    run: &StoredRun,
+    hashes: &[Digest],
+    writer: &mut BlobWriter,
+    limits: &Limits,
+    progress: &(dyn Fn(u64) + Sync),
+    stop: &AtomicBool,
+) -> Result<(), Error> {
+    for batch in batches(hashes, |hash| run.blob_size(hash))? {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let encoded: Vec<Result<(u64, EncodedBlob), Error>> = batch
+            .par_iter()
+            .map_init(
+                || None,
+                |zstd, hash| {
+                    let content = run.read_blob(hash, limits)?;
+                    Ok((content.len() as u64, writer.encode(zstd, &content, *hash, BlobFormat::Raw)?))
+                },
+            )
+            .collect();
+        let (sizes, blobs): (Vec<u64>, Vec<EncodedBlob>) = encoded.into_iter().collect::<Result<Vec<_>, Error>>()?.into_iter().unzip();
+        writer.add(blobs)?;
+        progress(sizes.iter().sum());
+    }
+    Ok(())
+}
+
 /// Adds every event of `events` in order. Lines are read in batches; each
 /// batch is parsed, checked for canonical form and payload hash on every
 /// core, then added in order (the order-dependent rules are the builder's).
-fn add_events(builder: &mut BundleBuilder, events: &mut EventLines, progress: &dyn Fn(u64)) -> Result<(), Error> {
+/// Returns early, without an error, once `stop` is set.
+fn add_events(
+    builder: &mut BundleBuilder,
+    events: &mut EventLines,
+    progress: &(dyn Fn(u64) + Sync),
+    stop: &AtomicBool,
+) -> Result<(), Error> {
     let mut batch = Vec::with_capacity(EVENT_BATCH);
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         events.next_batch(EVENT_BATCH, &mut batch)?;
         if batch.is_empty() {
             return Ok(());
