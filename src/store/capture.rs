@@ -100,9 +100,9 @@ fn bundle_dir(
     let mut writer = builder.split_blobs();
     let stop = AtomicBool::new(false);
     let (added, written) = std::thread::scope(|s| {
-        let blobs = s.spawn(|| stopping(&stop, add_blobs(&run, &blobs, &mut writer, &limits, progress, &stop)));
+        let writing = s.spawn(|| stopping(&stop, add_blobs(&run, &blobs, &mut writer, &limits, progress, &stop)));
         let added = stopping(&stop, add_events(&mut builder, &mut events, progress, &stop));
-        (added, blobs.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        (added, writing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     // A side that saw the other fail stopped without an error of its own.
     added?;
