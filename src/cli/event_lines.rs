@@ -5,7 +5,8 @@
 //! That writer reads the records in log order on one thread while the batch
 //! before is decoded and written as lines on the others, then writes the
 //! lines out in order. Batches start small and double, so that `--limit 1`
-//! reads one record and a whole log reads in large batches; the output is
+//! decodes one record (the log reader below still reads, and in lazy mode
+//! checks, whole buffers) and a whole log goes in large batches; the output is
 //! exactly what one event at a time would give, including where a bad
 //! record stops it (a record past the `--limit` is never reported).
 
