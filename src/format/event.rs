@@ -171,6 +171,10 @@ impl FromStr for EventKind {
     }
 }
 
+/// An item holding an event, with the check of its payload hash; or the
+/// error that stopped the item before it held one.
+pub(crate) type PayloadChecked<T> = Result<(T, Result<(), Error>), Error>;
+
 /// One event. Field order is wire order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -282,13 +286,22 @@ impl Event {
         self.payload_hashed_to(Digest::of(&self.payload))
     }
 
-    /// [`Event::check_payload_hash`] of each event, in order, their payloads
-    /// hashed side by side (several events per SIMD pass).
-    pub(crate) fn check_payload_hashes(events: &[&Event]) -> Vec<Result<(), Error>> {
-        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-        let mut digests = Vec::with_capacity(events.len());
+    /// Each item that is `Ok` paired with [`Event::check_payload_hash`] of
+    /// the event `event` finds in it, in order; errors pass through. The
+    /// payloads are hashed side by side (several events per SIMD pass).
+    pub(crate) fn with_payload_checks<T>(items: Vec<Result<T, Error>>, event: impl Fn(&T) -> &Event) -> Vec<PayloadChecked<T>> {
+        let payloads: Vec<&[u8]> = items.iter().flatten().map(|item| event(item).payload.as_slice()).collect();
+        let mut digests = Vec::with_capacity(payloads.len());
         crate::digest::hash_each(&payloads, &mut digests);
-        events.iter().zip(digests).map(|(e, actual)| e.payload_hashed_to(actual)).collect()
+        let mut digests = digests.into_iter();
+        items
+            .into_iter()
+            .map(|item| {
+                let item = item?;
+                let checked = event(&item).payload_hashed_to(digests.next().expect("one hash per event"));
+                Ok((item, checked))
+            })
+            .collect()
     }
 
     /// Compares `payload_hash` with `actual`, the BLAKE3 of `payload`.

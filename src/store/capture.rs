@@ -11,7 +11,7 @@ use crate::bundle::{BlobWriter, BuildOptions, BuildSummary, BundleBuilder, Bundl
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::blob::{BlobFormat, EncodedBlob};
-use crate::format::event::Event;
+use crate::format::event::{Event, PayloadChecked};
 use crate::format::model::RunStatus;
 use crate::limits::Limits;
 
@@ -127,8 +127,6 @@ fn bundle_dir(
     })
 }
 
-/// An event parsed from its line, and the check of its payload hash.
-type Parsed = (Event, Result<(), Error>);
 /// Lines parsed, then payload-hashed side by side, by one task.
 const LANE_BATCH: usize = 256;
 
@@ -219,16 +217,14 @@ fn add_events(
             return Ok(());
         }
         let first = events.lines() - batch.len() + 1;
-        let parsed: Vec<Vec<Result<Parsed, Error>>> = batch
+        let parsed: Vec<Vec<PayloadChecked<Event>>> = batch
             .par_chunks(LANE_BATCH)
             .enumerate()
             .map(|(c, lines)| {
                 let at = first + c * LANE_BATCH;
                 let events: Vec<Result<Event, Error>> =
                     lines.iter().enumerate().map(|(i, line)| parse_line(line, &|| events.location_of(at + i))).collect();
-                let parsed: Vec<&Event> = events.iter().filter_map(|e| e.as_ref().ok()).collect();
-                let mut hashed = Event::check_payload_hashes(&parsed).into_iter();
-                events.into_iter().map(|e| Ok((e?, hashed.next().expect("one check per parsed event")))).collect()
+                Event::with_payload_checks(events, |e| e)
             })
             .collect();
         for (i, (parsed, line)) in parsed.into_iter().flatten().zip(&batch).enumerate() {

@@ -330,17 +330,16 @@ fn decode_batch(
         .par_chunks_mut(LANE_BATCH)
         .zip(batch.framed.par_chunks(LANE_BATCH))
         .map(|(events, framed)| {
-            let decoded: Vec<Result<(), Error>> = events
+            let decoded: Vec<Result<&Event, Error>> = events
                 .iter_mut()
                 .zip(framed)
                 .map(|((at, event), &(offset, start, len))| {
                     *at = offset;
-                    Event::with_decoded(&bytes[start..start + len], encoding, LOG, offset, |e| e.fill(event))
+                    Event::with_decoded(&bytes[start..start + len], encoding, LOG, offset, |e| e.fill(event))?;
+                    Ok(&*event)
                 })
                 .collect();
-            let ok: Vec<&Event> = events.iter().zip(&decoded).filter(|(_, d)| d.is_ok()).map(|((_, e), _)| e).collect();
-            let mut hashed = Event::check_payload_hashes(&ok).into_iter();
-            decoded.into_iter().map(|d| d.map(|()| hashed.next().expect("one check per decoded event"))).collect()
+            Event::with_payload_checks(decoded, |e| e).into_iter().map(|c| c.map(|(_, hashed)| hashed)).collect()
         })
         .collect();
     for c in checked.into_iter().flatten() {
