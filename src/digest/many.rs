@@ -13,13 +13,13 @@
 //! bytes of the last compression's output. This module runs that chain for
 //! `LANES` inputs side by side, each lane with its own block count, length
 //! and flags; a lane whose input has ended keeps its chaining value. Longer
-//! inputs go to `blake3::hash`. The code is plain arrays of `u32` lanes,
-//! compiled for AVX-512 and for AVX2 (chosen at run time), which the
-//! compiler turns into vector instructions (with AVX-512, the lanes' message
-//! words are also gathered by one instruction per word); without either,
-//! every input goes to `blake3::hash`. The unit tests compare every length
-//! up to two chunks, and random mixes, with `blake3::hash`, on each
-//! instruction set the CPU has.
+//! inputs go to `blake3::hash`. With AVX-512 (F and BW) the chain is
+//! written with intrinsics, state and message in vector registers; with
+//! AVX2 only, it is plain arrays of `u32` lanes that the compiler turns
+//! into vector instructions (chosen at run time); without either, every
+//! input goes to `blake3::hash`. The unit tests compare every length up to
+//! two chunks, and random mixes, with `blake3::hash`, on each instruction
+//! set the CPU has.
 
 use super::Digest;
 
@@ -93,7 +93,7 @@ pub(crate) fn hash_each(inputs: &[&[u8]], out: &mut Vec<Digest>) {
 
 #[cfg(target_arch = "x86_64")]
 fn lanes_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f") || std::arch::is_x86_feature_detected!("avx2")
+    avx512::available() || std::arch::is_x86_feature_detected!("avx2")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -105,9 +105,9 @@ fn lanes_available() -> bool {
 /// input at most one chunk long.
 #[cfg(target_arch = "x86_64")]
 fn hash_group(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        unsafe { hash_group_avx512(inputs, used) }
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F and AVX-512BW (checked just above).
+        unsafe { avx512::hash_group(inputs, used) }
     } else {
         // SAFETY: only called when `lanes_available`, so the CPU has AVX2.
         unsafe { hash_group_avx2(inputs, used) }
@@ -120,36 +120,9 @@ fn hash_group(_: &[&[u8]; LANES], _: usize) -> [[u32; LANES]; 8] {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn hash_group_avx512(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
-    chain(inputs, used, |words| transpose_avx512(words))
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn hash_group_avx2(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
     chain(inputs, used, |words| std::array::from_fn(|w| std::array::from_fn(|l| words[l][w])))
-}
-
-/// Word `w` of every lane's block, gathered: one instruction per word
-/// instead of sixteen loads and stores.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn transpose_avx512(words: &[[u32; 16]; LANES]) -> [Lanes; 16] {
-    use std::arch::x86_64::{_mm512_add_epi32, _mm512_i32gather_epi32, _mm512_set1_epi32, _mm512_setr_epi32, _mm512_storeu_si512};
-    let lane_starts = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
-    let mut m = [[0u32; LANES]; 16];
-    for (w, out) in m.iter_mut().enumerate() {
-        let index = _mm512_add_epi32(lane_starts, _mm512_set1_epi32(w as i32));
-        // SAFETY: every index is below 16 × 16, so every 4-byte read is
-        // within `words`; `out` is 16 × 4 bytes, the size of one vector.
-        unsafe {
-            let word = _mm512_i32gather_epi32::<4>(index, words.as_ptr().cast());
-            _mm512_storeu_si512(out.as_mut_ptr().cast(), word);
-        }
-    }
-    m
 }
 
 type Lanes = [u32; LANES];
@@ -243,6 +216,133 @@ fn g(v: &mut [Lanes; 16], [a, b, c, d]: [usize; 4], x: &Lanes, y: &Lanes) {
     }
 }
 
+/// The AVX-512 chain, written with intrinsics: the state and message words
+/// of all sixteen lanes stay in the 32 vector registers. Each lane's block
+/// is one 64-byte load (a masked load for a last, short block: the bytes
+/// past the input read as zero and are never touched), and the sixteen
+/// blocks are transposed in registers into word `w` of every lane, as the
+/// `blake3` crate does for its many-chunk hashing.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Lanes, BLOCK_LEN, CHUNK_END, CHUNK_START, IV, LANES, ROOT, SCHEDULE};
+
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+
+    /// The chaining values of the first `used` lanes, each input at most
+    /// one chunk long.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn hash_group(inputs: &[&[u8]; LANES], used: usize) -> [Lanes; 8] {
+        let lens: [usize; LANES] = std::array::from_fn(|l| if l < used { inputs[l].len() } else { 0 });
+        let blocks: [usize; LANES] = std::array::from_fn(|l| if l < used { lens[l].div_ceil(BLOCK_LEN).max(1) } else { 0 });
+        let most = blocks.iter().copied().max().unwrap_or(0);
+        let mut cv: [__m512i; 8] = std::array::from_fn(|w| _mm512_set1_epi32(IV[w] as i32));
+        for b in 0..most {
+            let mut rows = [_mm512_setzero_si512(); LANES];
+            let mut len = [0u32; LANES];
+            let mut flags = [0u32; LANES];
+            let mut active: __mmask16 = 0;
+            for l in 0..LANES {
+                if b >= blocks[l] {
+                    continue;
+                }
+                active |= 1 << l;
+                let start = b * BLOCK_LEN;
+                // `start <= lens[l]`: block b of the lane's blocks.
+                let n = (lens[l] - start).min(BLOCK_LEN);
+                let at = inputs[l][start..].as_ptr();
+                rows[l] = if n == BLOCK_LEN {
+                    // SAFETY: `at .. at + 64` lies within the input.
+                    unsafe { _mm512_loadu_si512(at.cast()) }
+                } else {
+                    // SAFETY: only the first `n` bytes, which lie within
+                    // the input, are read; masked-off bytes are not
+                    // accessed (and cannot fault).
+                    unsafe { _mm512_maskz_loadu_epi8((1u64 << n) - 1, at.cast()) }
+                };
+                len[l] = n as u32;
+                flags[l] = if b == 0 { CHUNK_START } else { 0 } | if b + 1 == blocks[l] { CHUNK_END | ROOT } else { 0 };
+            }
+            let m = transpose(rows);
+            // SAFETY: each array is 16 × 4 bytes, one vector.
+            let (len, flags) = unsafe { (_mm512_loadu_si512(len.as_ptr().cast()), _mm512_loadu_si512(flags.as_ptr().cast())) };
+            let next = compress(&cv, &m, len, flags);
+            for (cv, next) in cv.iter_mut().zip(next) {
+                *cv = _mm512_mask_mov_epi32(*cv, active, next);
+            }
+        }
+        let mut out = [[0u32; LANES]; 8];
+        for (out, cv) in out.iter_mut().zip(cv) {
+            // SAFETY: `out` is 16 × 4 bytes, one vector.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), cv) };
+        }
+        out
+    }
+
+    /// Row `l` (lane l's block words) into column `l`: word `w` of every
+    /// lane in vector `w` (32-bit, then 64-bit, then twice 128-bit
+    /// interleaves).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose(r: [__m512i; 16]) -> [__m512i; 16] {
+        let lo32 = |a, b| _mm512_unpacklo_epi32(a, b);
+        let hi32 = |a, b| _mm512_unpackhi_epi32(a, b);
+        let (ab0, ab2, cd0, cd2) = (lo32(r[0], r[1]), hi32(r[0], r[1]), lo32(r[2], r[3]), hi32(r[2], r[3]));
+        let (ef0, ef2, gh0, gh2) = (lo32(r[4], r[5]), hi32(r[4], r[5]), lo32(r[6], r[7]), hi32(r[6], r[7]));
+        let (ij0, ij2, kl0, kl2) = (lo32(r[8], r[9]), hi32(r[8], r[9]), lo32(r[10], r[11]), hi32(r[10], r[11]));
+        let (mn0, mn2, op0, op2) = (lo32(r[12], r[13]), hi32(r[12], r[13]), lo32(r[14], r[15]), hi32(r[14], r[15]));
+        let lo64 = |a, b| _mm512_unpacklo_epi64(a, b);
+        let hi64 = |a, b| _mm512_unpackhi_epi64(a, b);
+        let abcd = [lo64(ab0, cd0), hi64(ab0, cd0), lo64(ab2, cd2), hi64(ab2, cd2)];
+        let efgh = [lo64(ef0, gh0), hi64(ef0, gh0), lo64(ef2, gh2), hi64(ef2, gh2)];
+        let ijkl = [lo64(ij0, kl0), hi64(ij0, kl0), lo64(ij2, kl2), hi64(ij2, kl2)];
+        let mnop = [lo64(mn0, op0), hi64(mn0, op0), lo64(mn2, op2), hi64(mn2, op2)];
+        // 128-bit lanes 0 and 2 of a, then of b; and lanes 1 and 3.
+        let lo128 = |a, b| _mm512_shuffle_i32x4::<0x88>(a, b);
+        let hi128 = |a, b| _mm512_shuffle_i32x4::<0xdd>(a, b);
+        let ae: [__m512i; 8] = std::array::from_fn(|i| if i < 4 { lo128(abcd[i], efgh[i]) } else { hi128(abcd[i - 4], efgh[i - 4]) });
+        let im: [__m512i; 8] = std::array::from_fn(|i| if i < 4 { lo128(ijkl[i], mnop[i]) } else { hi128(ijkl[i - 4], mnop[i - 4]) });
+        std::array::from_fn(|w| if w < 8 { lo128(ae[w], im[w]) } else { hi128(ae[w - 8], im[w - 8]) })
+    }
+
+    /// One BLAKE3 compression per lane (counter 0): the new chaining values.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn compress(cv: &[__m512i; 8], m: &[__m512i; 16], len: __m512i, flags: __m512i) -> [__m512i; 8] {
+        let iv = |w: usize| _mm512_set1_epi32(IV[w] as i32);
+        let zero = _mm512_setzero_si512();
+        let mut v = [cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7], iv(0), iv(1), iv(2), iv(3), zero, zero, len, flags];
+        for s in &SCHEDULE {
+            g(&mut v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
+            g(&mut v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
+            g(&mut v, [2, 6, 10, 14], m[s[4]], m[s[5]]);
+            g(&mut v, [3, 7, 11, 15], m[s[6]], m[s[7]]);
+            g(&mut v, [0, 5, 10, 15], m[s[8]], m[s[9]]);
+            g(&mut v, [1, 6, 11, 12], m[s[10]], m[s[11]]);
+            g(&mut v, [2, 7, 8, 13], m[s[12]], m[s[13]]);
+            g(&mut v, [3, 4, 9, 14], m[s[14]], m[s[15]]);
+        }
+        std::array::from_fn(|w| _mm512_xor_si512(v[w], v[w + 8]))
+    }
+
+    /// BLAKE3's quarter-round G on state words `[a, b, c, d]`, every lane.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn g(v: &mut [__m512i; 16], [a, b, c, d]: [usize; 4], x: __m512i, y: __m512i) {
+        v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), x);
+        v[d] = _mm512_ror_epi32::<16>(_mm512_xor_si512(v[d], v[a]));
+        v[c] = _mm512_add_epi32(v[c], v[d]);
+        v[b] = _mm512_ror_epi32::<12>(_mm512_xor_si512(v[b], v[c]));
+        v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), y);
+        v[d] = _mm512_ror_epi32::<8>(_mm512_xor_si512(v[d], v[a]));
+        v[c] = _mm512_add_epi32(v[c], v[d]);
+        v[b] = _mm512_ror_epi32::<7>(_mm512_xor_si512(v[b], v[c]));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,9 +380,9 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn backends(lanes: &[&[u8]; LANES], used: usize) -> Vec<(&'static str, [Lanes; 8])> {
         let mut out = Vec::new();
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            out.push(("avx512", unsafe { hash_group_avx512(lanes, used) }));
+        if avx512::available() {
+            // SAFETY: the CPU has AVX-512F and AVX-512BW.
+            out.push(("avx512", unsafe { avx512::hash_group(lanes, used) }));
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
