@@ -27,14 +27,23 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// The next `n` bytes.
+    #[inline]
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
         let remaining = self.bytes.len() - self.at;
         if n > remaining {
-            return Err(format!("{what} at byte {} needs {n} bytes, {remaining} remain", self.at));
+            return Err(self.short(n, what));
         }
         let out = &self.bytes[self.at..self.at + n];
         self.at += n;
         Ok(out)
+    }
+
+    /// The error of a read of `n` bytes past the end (kept out of the
+    /// decoding loops).
+    #[cold]
+    #[inline(never)]
+    fn short(&self, n: usize, what: &str) -> String {
+        format!("{what} at byte {} needs {n} bytes, {} remain", self.at, self.bytes.len() - self.at)
     }
 }
 

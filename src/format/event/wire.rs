@@ -55,28 +55,40 @@ impl<'a> Reader<'a> {
     }
 
     /// LEB128 of at most `max_bytes` bytes and at most `max`, canonical (no overlong form).
+    #[inline]
     fn varint(&mut self, what: &str, max_bytes: usize, max: u64) -> Result<u64, String> {
         let start = self.at;
         let mut value = 0u64;
-        for i in 0..max_bytes {
-            let byte = self.take(1, what)?[0];
+        for (i, &byte) in self.bytes[start..].iter().take(max_bytes).enumerate() {
             let bits = u64::from(byte & 0x7F);
             if i == max_bytes - 1 && bits > (max >> (7 * i)) {
-                return Err(format!("{what} at byte {start}: varint out of range"));
+                return Err(varint_error(what, start, "varint out of range"));
             }
             value |= bits << (7 * i);
             if byte & 0x80 == 0 {
                 if i > 0 && byte == 0 {
-                    return Err(format!("{what} at byte {start}: overlong varint, not the canonical encoding"));
+                    return Err(varint_error(what, start, "overlong varint, not the canonical encoding"));
                 }
                 if value > max {
-                    return Err(format!("{what} at byte {start}: varint out of range"));
+                    return Err(varint_error(what, start, "varint out of range"));
                 }
+                self.at = start + i + 1;
                 return Ok(value);
             }
         }
-        Err(format!("{what} at byte {start}: varint longer than {max_bytes} bytes"))
+        if self.bytes.len() - start < max_bytes {
+            // Every byte left continues the varint: it needs one more.
+            self.at = self.bytes.len();
+            return Err(self.short(1, what));
+        }
+        Err(varint_error(what, start, &format!("varint longer than {max_bytes} bytes")))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn varint_error(what: &str, start: usize, problem: &str) -> String {
+    format!("{what} at byte {start}: {problem}")
 }
 
 /// Decodes a record without copying its payload.
@@ -108,4 +120,53 @@ pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
         post_state_hash,
     };
     super::read_to_end(record, r.at, event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], max_bytes: usize, max: u64) -> Result<(u64, usize), String> {
+        let mut r = Reader { bytes, at: 0 };
+        r.varint("v", max_bytes, max).map(|v| (v, r.at))
+    }
+
+    /// Every value's canonical encoding reads back, and every other
+    /// spelling of it is refused with the reason.
+    #[test]
+    fn varints_read_exactly_their_canonical_form() {
+        let values = [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, u64::from(u32::MAX), u64::from(u32::MAX) + 1, u64::MAX - 1, u64::MAX];
+        for value in values {
+            let mut bytes = Vec::new();
+            varint(&mut bytes, value);
+            let mut padded = bytes.clone();
+            padded.extend_from_slice(&[0xAA, 0x01]);
+            assert_eq!(read(&padded, 10, u64::MAX), Ok((value, bytes.len())), "{value}");
+            // Every proper prefix is short by one byte.
+            for cut in 0..bytes.len() {
+                assert_eq!(read(&bytes[..cut], 10, u64::MAX), Err(format!("v at byte {cut} needs 1 bytes, 0 remain")));
+            }
+            // An overlong spelling: a continuation bit and a zero byte.
+            if bytes.len() < 10 {
+                let mut overlong = bytes.clone();
+                *overlong.last_mut().unwrap() |= 0x80;
+                overlong.push(0);
+                assert_eq!(read(&overlong, 10, u64::MAX), Err("v at byte 0: overlong varint, not the canonical encoding".into()));
+            }
+            let fits = value <= u64::from(u32::MAX);
+            let as_u32 = read(&bytes, 5, u64::from(u32::MAX));
+            assert_eq!(as_u32.is_ok(), fits, "{value} as a u32");
+            if !fits {
+                // Out of range once the fifth byte holds more than the
+                // top 4 bits of a u32; else the varint goes on too long.
+                let expected =
+                    if bytes.len() > 5 && bytes[4] & 0x7F <= 0x0F { "varint longer than 5 bytes" } else { "varint out of range" };
+                assert_eq!(as_u32, Err(format!("v at byte 0: {expected}")));
+            }
+        }
+        assert_eq!(read(&[0xFF; 11], 10, u64::MAX), Err("v at byte 0: varint out of range".into()));
+        assert_eq!(read(&[0x80; 11], 10, u64::MAX), Err("v at byte 0: varint longer than 10 bytes".into()));
+        assert_eq!(read(&[0x80, 0x80, 0x80, 0x80, 0x10], 5, u64::from(u32::MAX)), Err("v at byte 0: varint out of range".into()));
+        assert_eq!(read(&[], 10, u64::MAX), Err("v at byte 0 needs 1 bytes, 0 remain".into()));
+    }
 }
