@@ -129,7 +129,11 @@ impl<'a> IndexReader<'a> {
     /// The raw entries `from..to` of the id section, read into `buf`.
     pub fn id_entries<'b>(&self, from: u32, to: u32, buf: &'b mut Vec<u8>) -> Result<&'b [u8], Error> {
         let len = (to.saturating_sub(from) as usize) * INDEX_ID_LEN;
-        buf.resize(len, 0);
+        // Grown (zero-filled) only when too short: the read overwrites it.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let buf = &mut buf[..len];
         self.src.read_at(self.section_start(Section::Ids) + u64::from(from) * INDEX_ID_LEN as u64, buf)?;
         Ok(buf)
     }
