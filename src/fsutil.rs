@@ -417,6 +417,22 @@ impl<'a> SeqReader<'a> {
         Ok(&self.buf[at..at + n])
     }
 
+    /// The bytes read and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Everything in the buffer, consumed or not: bytes stay at their place
+    /// in it until the next read that needs more than is buffered.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf[..self.end]
+    }
+
+    /// The place in [`SeqReader::buffer`] of the next unconsumed byte.
+    pub fn buffer_position(&self) -> usize {
+        self.start
+    }
+
     /// The `n` bytes consumed last (by the latest [`SeqReader::next_bytes`] of at least `n`).
     pub fn last(&self, n: usize) -> &[u8] {
         &self.buf[self.start - n..self.start]

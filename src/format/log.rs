@@ -189,6 +189,48 @@ impl RecordWalk<'_> {
         }
     }
 
+    /// Frames up to `max` records, pushing `(offset of its length prefix,
+    /// place in [`RecordWalk::buffer`], length)` for each; true when the
+    /// log ended. Only the first record may need more of the file read;
+    /// the batch stops before any other that is not wholly read already,
+    /// so that every record framed stays where it is until the next call.
+    /// On an error, the records before it are in `framed`.
+    pub fn next_batch(&mut self, max: usize, framed: &mut Vec<(u64, usize, usize)>) -> Result<bool, Error> {
+        while framed.len() < max {
+            if self.failed {
+                // After an error the walk is over, as in `next_record`.
+                return Ok(true);
+            }
+            if !framed.is_empty() && !self.next_is_read() {
+                return Ok(false);
+            }
+            match self.step() {
+                Ok(Some((offset, len))) => framed.push((offset, self.reader.buffer_position() - len, len)),
+                Ok(None) => return Ok(true),
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The bytes the records of the last [`RecordWalk::next_batch`] are in.
+    pub fn buffer(&self) -> &[u8] {
+        self.reader.buffer()
+    }
+
+    /// Whether the next step reads nothing from the file: the log's end,
+    /// or a record whose prefix and bytes are all buffered.
+    fn next_is_read(&self) -> bool {
+        if self.position == self.header.count {
+            return true;
+        }
+        let buffered = self.reader.buffered();
+        buffered.len() >= RECORD_PREFIX_LEN && buffered.len() - RECORD_PREFIX_LEN >= be_u32(buffered, 0) as usize
+    }
+
     /// Reads the next record into the buffer; returns its offset and length.
     fn step(&mut self) -> Result<Option<(u64, usize)>, Error> {
         let offset = self.reader.position();
@@ -361,5 +403,76 @@ mod tests {
         let mut walk = log.walk(true);
         assert!(matches!(walk.next_record(), Err(Error::TrailingData { offset: 15, count: 1, .. })));
         assert_eq!(walk.finish().unwrap(), Some(Digest::of(&b)));
+    }
+
+    /// Records with their offsets, and the error that ended the walk.
+    type Walked = (Vec<(u64, Vec<u8>)>, Option<String>);
+
+    /// Every record, or the error that ended the walk, by `next_record`.
+    fn one_by_one(log: &LogReader<'_>, window: usize) -> Walked {
+        let mut walk = log.walk_reading(SeqReader::new(log.src, log.file, 0, true).with_window(window));
+        let mut out = Vec::new();
+        loop {
+            match walk.next_record() {
+                Ok(Some((offset, record))) => out.push((offset, record.to_vec())),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+    }
+
+    /// The same, framed `max` at a time by `next_batch` and read from the
+    /// walk's buffer after each batch; and the file's hash.
+    fn in_batches(log: &LogReader<'_>, window: usize, max: usize) -> (Walked, Option<Digest>) {
+        let mut walk = log.walk_reading(SeqReader::new(log.src, log.file, 0, true).with_window(window));
+        let (mut out, mut framed) = (Vec::new(), Vec::new());
+        loop {
+            framed.clear();
+            let result = walk.next_batch(max, &mut framed);
+            assert!(framed.len() <= max);
+            for &(offset, start, len) in &framed {
+                out.push((offset, walk.buffer()[start..start + len].to_vec()));
+            }
+            match result {
+                Ok(true) => return ((out, None), walk.finish().unwrap()),
+                Ok(false) => assert!(!framed.is_empty(), "a batch that does not end the log frames a record"),
+                Err(e) => return ((out, Some(e.to_string())), None),
+            }
+        }
+    }
+
+    #[test]
+    fn batches_frame_the_records_one_by_one_frames() {
+        let mut b = header(1, 40);
+        for i in 0..40u32 {
+            let len = 1 + (i * 37 % 300) as usize;
+            b.extend_from_slice(&(len as u32).to_be_bytes());
+            b.extend((0..len).map(|j| (i as usize * 7 + j) as u8));
+        }
+        let whole = b.len();
+        let mut cases: Vec<Vec<u8>> = vec![b.clone()];
+        // Cut anywhere; a byte too many; a length past the end.
+        cases.extend([16, 200, 1000, whole / 2, whole - 1].map(|cut| b[..cut].to_vec()));
+        let mut trailing = b.clone();
+        trailing.push(1);
+        cases.push(trailing);
+        let mut long = b.clone();
+        long[15..19].copy_from_slice(&4000u32.to_be_bytes());
+        cases.push(long);
+        for bytes in &cases {
+            let Ok(log) = LogReader::new(bytes, "l", &Limits::default()) else { continue };
+            for window in [64, 100, 333, 1000, 1 << 20] {
+                let expected = one_by_one(&log, window);
+                for max in [1, 3, 7, 100] {
+                    let (walked, hash) = in_batches(&log, window, max);
+                    assert_eq!(walked, expected, "{} bytes, window {window}, batches of {max}", bytes.len());
+                    if walked.1.is_none() {
+                        assert_eq!(hash, Some(Digest::of(bytes)));
+                    }
+                }
+            }
+        }
+        let full = one_by_one(&LogReader::new(&b, "l", &Limits::default()).unwrap(), 64);
+        assert_eq!((full.0.len(), full.1), (40, None), "the undamaged log: every record, no error");
     }
 }

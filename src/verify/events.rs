@@ -275,8 +275,7 @@ fn scan_ids(
 /// from batch to batch.
 #[derive(Default)]
 struct Batch {
-    bytes: Vec<u8>,
-    /// (offset in the log, start in `bytes`, length) of each record.
+    /// (offset in the log, place in the walk's buffer, length) of each record.
     framed: Vec<(u64, usize, usize)>,
     /// The events decoded: the first `decoded` are this batch's.
     events: Vec<(u64, Event)>,
@@ -292,40 +291,23 @@ impl Batch {
     }
 }
 
-/// Frames up to [`HASH_BATCH`] records, then decodes them and checks their
-/// payload hashes on every core; true when the log ended. On an error,
-/// `batch` holds the events before it.
+/// Frames up to [`HASH_BATCH`] records (in place, in the walk's buffer),
+/// then decodes them and checks their payload hashes on every core; true
+/// when the log ended. On an error, `batch` holds the events before it.
 fn decode_batch(
     walk: &mut crate::format::log::RecordWalk<'_>,
     encoding: crate::format::event::Encoding,
     batch: &mut Batch,
 ) -> Result<bool, Error> {
-    batch.bytes.clear();
     batch.framed.clear();
     batch.decoded = 0;
     batch.hashed.clear();
-    let mut framing = Ok(false);
-    while batch.framed.len() < HASH_BATCH {
-        match walk.next_record() {
-            Ok(Some((offset, record))) => {
-                batch.framed.push((offset, batch.bytes.len(), record.len()));
-                batch.bytes.extend_from_slice(record);
-            }
-            Ok(None) => {
-                framing = Ok(true);
-                break;
-            }
-            Err(e) => {
-                framing = Err(e);
-                break;
-            }
-        }
-    }
+    let framing = walk.next_batch(HASH_BATCH, &mut batch.framed);
     let n = batch.framed.len();
     if batch.events.len() < n {
         batch.events.resize_with(n, || (0, Event::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 0, EventKind::Heartbeat, Vec::new())));
     }
-    let bytes = &batch.bytes;
+    let bytes = walk.buffer();
     let checked: Vec<Vec<Result<Result<(), Error>, Error>>> = batch.events[..n]
         .par_chunks_mut(LANE_BATCH)
         .zip(batch.framed.par_chunks(LANE_BATCH))
