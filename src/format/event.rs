@@ -292,7 +292,7 @@ impl Event {
 
     /// Checks that `payload_hash` is the BLAKE3 of `payload`.
     pub fn check_payload_hash(&self) -> Result<(), Error> {
-        self.payload_hashed_to(Digest::of(&self.payload))
+        payload_hashed_to(self.payload_hash, Digest::of(&self.payload))
     }
 
     /// Each item that is `Ok` paired with [`Event::check_payload_hash`] of
@@ -307,18 +307,10 @@ impl Event {
             .into_iter()
             .map(|item| {
                 let item = item?;
-                let checked = event(&item).payload_hashed_to(digests.next().expect("one hash per event"));
+                let checked = payload_hashed_to(event(&item).payload_hash, digests.next().expect("one hash per event"));
                 Ok((item, checked))
             })
             .collect()
-    }
-
-    /// Compares `payload_hash` with `actual`, the BLAKE3 of `payload`.
-    fn payload_hashed_to(&self, actual: Digest) -> Result<(), Error> {
-        if actual != self.payload_hash {
-            return Err(Error::HashMismatch { file: "event".into(), what: "payload hash", expected: self.payload_hash, found: actual });
-        }
-        Ok(())
     }
 
     /// The blob a `BlobStored` event names: its payload must be exactly the
@@ -437,14 +429,43 @@ impl EventRules {
     /// checked (`hashed` is that check's result), so that callers can hash
     /// many payloads in parallel and apply the order-dependent rules in order.
     pub fn check_hashed(&mut self, event: &Event, hashed: Result<(), Error>) -> Result<Option<Digest>, Error> {
-        let position = self.position;
-        self.position += 1;
-        hashed.map_err(|e| match e {
+        let event = event.as_ref();
+        let alone = self.check_alone(&event, hashed, self.position);
+        self.check_in_order(&event, alone)
+    }
+
+    /// The rules the event at `position` obeys whatever came before it: its
+    /// payload hash (`hashed`), its node, its blob reference. Any thread may
+    /// run this, for many events at once, given the position each will have;
+    /// [`EventRules::check_in_order`] then applies the rest in log order.
+    pub(crate) fn check_alone(&self, event: &EventRef<'_>, hashed: Result<(), Error>, position: u64) -> AloneChecks {
+        let hashed = hashed.map_err(|e| match e {
             Error::HashMismatch { file, what, expected, found } => {
                 Error::Rule { file, rule: what, detail: format!("event {position}: expected {expected}, found {found}") }
             }
             other => other,
-        })?;
+        });
+        let referenced = if self.nodes.as_ref().is_some_and(|n| !event.node_id.is_nil() && !n.contains(&event.node_id)) {
+            Err(Error::rule("event", "node reference", format!("event {position} names node {}, which is not in the DAG", event.node_id)))
+        } else {
+            event.stored_blob().transpose().map_err(|e| match e {
+                Error::Rule { file, rule, detail } => Error::Rule { file, rule, detail: format!("event {position}: {detail}") },
+                other => other,
+            })
+        };
+        AloneChecks { position, hashed, referenced }
+    }
+
+    /// The next event's rules in log order: its run id and logical time
+    /// against the events before it, and the outcome of `alone`
+    /// ([`EventRules::check_alone`] of this event at this position). The
+    /// first rule broken, in the order FORMAT.md §5.1 lists them, is the
+    /// error. Returns the blob the event references, if any.
+    pub(crate) fn check_in_order(&mut self, event: &EventRef<'_>, alone: AloneChecks) -> Result<Option<Digest>, Error> {
+        let position = self.position;
+        debug_assert_eq!(alone.position, position, "checked alone at another position");
+        self.position += 1;
+        alone.hashed?;
         let run = *self.run_id.get_or_insert(event.run_id);
         if event.run_id != run {
             return Err(Error::rule("event", "run id", format!("event {position} belongs to run {}, not {run}", event.run_id)));
@@ -454,22 +475,52 @@ impl EventRules {
             return Err(Error::rule("event", "logical time", detail));
         }
         self.last_time = event.logical_time;
-        if self.nodes.as_ref().is_some_and(|n| !event.node_id.is_nil() && !n.contains(&event.node_id)) {
-            return Err(Error::rule(
-                "event",
-                "node reference",
-                format!("event {position} names node {}, which is not in the DAG", event.node_id),
-            ));
-        }
-        event.stored_blob().transpose().map_err(|e| match e {
-            Error::Rule { file, rule, detail } => Error::Rule { file, rule, detail: format!("event {position}: {detail}") },
-            other => other,
-        })
+        alone.referenced
     }
 
     /// Events checked so far.
     pub fn count(&self) -> u64 {
         self.position
+    }
+}
+
+/// Compares an event's `payload_hash` (`expected`) with `actual`, the
+/// BLAKE3 of its payload.
+pub(crate) fn payload_hashed_to(expected: Digest, actual: Digest) -> Result<(), Error> {
+    if actual != expected {
+        return Err(Error::HashMismatch { file: "event".into(), what: "payload hash", expected, found: actual });
+    }
+    Ok(())
+}
+
+/// What [`EventRules::check_alone`] found of one event.
+#[derive(Debug)]
+pub(crate) struct AloneChecks {
+    position: u64,
+    hashed: Result<(), Error>,
+    /// The node and blob reference rules: the blob referenced, if any.
+    referenced: Result<Option<Digest>, Error>,
+}
+
+impl AloneChecks {
+    /// The checks alone of an event at `position` that broke none of
+    /// those rules and whose blob reference, if any, the caller has dealt
+    /// with (so that callers need to keep only the few that did not pass).
+    pub(crate) fn passed(position: u64) -> Self {
+        AloneChecks { position, hashed: Ok(()), referenced: Ok(None) }
+    }
+
+    /// True when the event broke none of the rules checked alone.
+    pub(crate) fn is_ok(&self) -> bool {
+        self.hashed.is_ok() && self.referenced.is_ok()
+    }
+
+    /// The blob the event references, when the rules checked alone hold.
+    pub(crate) fn referenced(&self) -> Option<Digest> {
+        match (&self.hashed, &self.referenced) {
+            (Ok(()), Ok(blob)) => *blob,
+            _ => None,
+        }
     }
 }
 
@@ -496,6 +547,19 @@ pub struct EventRef<'a> {
     pub prior_state_hash: Option<Digest>,
     /// See [`Event::post_state_hash`].
     pub post_state_hash: Option<Digest>,
+}
+
+impl<'a> EventRef<'a> {
+    /// Decodes one record, its payload borrowed from it; the same checks as
+    /// [`Event::decode`].
+    pub fn decode(record: &'a [u8], encoding: Encoding, file: &str, offset: u64) -> Result<Self, Error> {
+        // Both readers accept only the canonical encoding, as they read.
+        let event = match encoding {
+            Encoding::Postcard => wire::decode_ref(record),
+            Encoding::Cbor => cbor::decode_ref(record),
+        };
+        event.map_err(|detail| Error::malformed(file, "event record", offset, detail))
+    }
 }
 
 impl EventRef<'_> {
@@ -610,12 +674,7 @@ impl Event {
         offset: u64,
         f: impl FnOnce(EventRef<'_>) -> T,
     ) -> Result<T, Error> {
-        // Both readers accept only the canonical encoding, as they read.
-        let event = match encoding {
-            Encoding::Postcard => wire::decode_ref(record),
-            Encoding::Cbor => cbor::decode_ref(record),
-        };
-        event.map(f).map_err(|detail| Error::malformed(file, "event record", offset, detail))
+        EventRef::decode(record, encoding, file, offset).map(f)
     }
 }
 

@@ -23,14 +23,14 @@ use super::Verifier;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::blob::BlobList;
-use crate::format::event::{Event, EventKind, EventRules};
+use crate::format::event::{payload_hashed_to, AloneChecks, Event, EventRef, EventRules};
 use crate::format::index::{decode_id_entry, IndexReader, Section};
 use crate::format::log::LogReader;
 use crate::format::{self, be_u64, INDEX_ID_LEN};
 
 /// Positions whose event ids are held at once: 2 Mi × 16 bytes = 32 MiB.
 pub(crate) const ID_WINDOW: usize = 1 << 21;
-/// Events decoded before their payloads are hashed, in parallel.
+/// Records framed, then decoded and checked on every core, at a time.
 const HASH_BATCH: usize = 4096;
 /// Events decoded, then payload-hashed side by side, by one task.
 const LANE_BATCH: usize = 256;
@@ -68,6 +68,64 @@ struct IndexCheck<'a> {
     times: crate::fsutil::SeqReader<'a>,
 }
 
+/// The checks of one pass over the log that run in log order, one event
+/// after the other.
+struct InOrder<'a> {
+    rules: EventRules,
+    /// The index, while it is still trusted.
+    index: Option<IndexCheck<'a>>,
+    /// The ids of the events at `window_start ..`, for the exact id check.
+    window: Vec<[u8; 16]>,
+    window_start: u32,
+    ids_checked: bool,
+    /// The event handed to the tap, its payload buffer reused.
+    tap_event: Option<Event>,
+}
+
+impl InOrder<'_> {
+    /// Checks the next event, at `offset`, in order: the event rules (and
+    /// `alone`, what the checks that need no event before it found), the
+    /// index's entries for it, and its id, once its window is full. False
+    /// when it broke a rule: the pass stops there.
+    fn event(
+        &mut self,
+        verifier: &Verifier<'_>,
+        offset: u64,
+        event: &EventRef<'_>,
+        alone: Option<Box<Alone>>,
+        cx: &LogContext<'_>,
+    ) -> bool {
+        let position = self.rules.count() as u32;
+        if let Err(e) = check_in_order(&mut self.rules, event, alone) {
+            verifier.findings.error(LOG, e);
+            return false;
+        }
+        if let Some(on_event) = cx.on_event {
+            let tap = self.tap_event.get_or_insert_with(|| event.to_event());
+            event.fill(tap);
+            on_event(position, tap);
+        }
+        if let Some(ix) = &mut self.index {
+            if let Err(e) = check_entry(ix, position, offset, event.logical_time) {
+                verifier.findings.error(INDEX, e);
+                self.index = None;
+            }
+        }
+        self.window.push(*event.event_id.as_bytes());
+        if self.window.len() == verifier.id_window {
+            if let Some(ix) = &self.index {
+                if !verifier.check_id_window(&ix.index, self.window_start, &self.window, !self.ids_checked) {
+                    self.index = None;
+                }
+                self.ids_checked = true;
+            }
+            self.window_start += self.window.len() as u32;
+            self.window.clear();
+        }
+        true
+    }
+}
+
 impl Verifier<'_> {
     /// Checks that the index header binds it to this log (hash, size, count);
     /// reports what differs. True when it does.
@@ -91,7 +149,7 @@ impl Verifier<'_> {
     /// The full check of the log, and of the index where it is bound to the log.
     /// Returns the number of events decoded.
     pub(super) fn check_log(&self, log: &LogReader<'_>, index: Option<&IndexReader<'_>>, cx: &LogContext<'_>, tick: &dyn Fn(u64)) -> u64 {
-        let mut index = index.filter(|ix| self.check_binding(log, ix, &cx.log_hash)).map(|ix| IndexCheck {
+        let index = index.filter(|ix| self.check_binding(log, ix, &cx.log_hash)).map(|ix| IndexCheck {
             index: *ix,
             offsets: ix.section(Section::Offsets, SECTION_WINDOW),
             times: ix.section(Section::Times, SECTION_WINDOW),
@@ -100,52 +158,37 @@ impl Verifier<'_> {
         if let Some(nodes) = cx.nodes {
             rules = rules.with_nodes(nodes.clone());
         }
-        let count = log.header().count;
-        let mut window: Vec<[u8; 16]> = Vec::with_capacity((count as usize).min(self.id_window));
-        let mut window_start = 0u32;
-        let mut ids_checked = false;
+        let count = log.header().count as usize;
+        let mut pass = InOrder {
+            rules,
+            index,
+            window: Vec::with_capacity(count.min(self.id_window)),
+            window_start: 0,
+            ids_checked: false,
+            tap_event: None,
+        };
         let mut walk = if cx.log_outboard.is_some() { log.walk_with_outboard() } else { log.walk(true) };
-        let mut walked = 0u64;
-        let mut batch = Batch::default();
-        let mut complete = false;
-        let mut stopped = false;
+        let (mut walked, mut framed) = (0u64, Vec::new());
+        let (mut complete, mut stopped) = (false, false);
         while !stopped && !complete {
-            // Frame a batch in order, decode it and hash its payloads on
-            // every core, then apply the order-dependent checks in order.
-            match decode_batch(&mut walk, log.header().encoding, &mut batch) {
+            // Frame a batch in order; decode it, hash its payloads and check
+            // each event alone on every core; then check it in order. A
+            // problem in decoding or framing is reported first, as found.
+            let first = pass.rules.count();
+            let rules = &pass.rules;
+            let alone = |i: usize, event: &EventRef<'_>, hashed| check_alone(rules, cx.list, first + i as u64, event, hashed);
+            let (chunks, end) = decode_batch(&mut walk, log.header().encoding, &mut framed, &alone);
+            match end {
                 Ok(done) => complete = done,
                 Err(e) => {
                     self.findings.error(LOG, e);
                     stopped = true;
                 }
             }
-            for ((offset, event), hashed) in batch.events() {
-                let position = rules.count() as u32;
-                if let Err(e) = self.check_event(&mut rules, event, hashed, cx) {
-                    self.findings.error(LOG, e);
-                    stopped = true;
-                    complete = false;
+            for (offset, event, alone) in chunks.into_iter().flatten() {
+                if !pass.event(self, offset, &event, alone, cx) {
+                    (stopped, complete) = (true, false);
                     break;
-                }
-                if let Some(on_event) = cx.on_event {
-                    on_event(position, event);
-                }
-                if let Some(ix) = &mut index {
-                    if let Err(e) = check_entry(ix, position, *offset, event) {
-                        self.findings.error(INDEX, e);
-                        index = None;
-                    }
-                }
-                window.push(*event.event_id.as_bytes());
-                if window.len() == self.id_window {
-                    if let Some(ix) = &index {
-                        if !self.check_id_window(&ix.index, window_start, &window, !ids_checked) {
-                            index = None;
-                        }
-                        ids_checked = true;
-                    }
-                    window_start += window.len() as u32;
-                    window.clear();
                 }
             }
             if walk.position() - walked >= 1 << 24 {
@@ -153,8 +196,8 @@ impl Verifier<'_> {
                 walked = walk.position();
             }
         }
-        if let Some(ix) = index.as_ref().filter(|_| complete && (!window.is_empty() || !ids_checked)) {
-            self.check_id_window(&ix.index, window_start, &window, !ids_checked);
+        if let Some(ix) = pass.index.as_ref().filter(|_| complete && (!pass.window.is_empty() || !pass.ids_checked)) {
+            self.check_id_window(&ix.index, pass.window_start, &pass.window, !pass.ids_checked);
         }
         tick(log.len().saturating_sub(walked));
         match walk.finish_with_outboard() {
@@ -168,20 +211,7 @@ impl Verifier<'_> {
             Ok((None, _)) => {}
             Err(e) => self.findings.error(LOG, e),
         }
-        rules.count()
-    }
-
-    /// The event rules (its payload hash checked already: `hashed`), and the
-    /// blob a `BlobStored` event names must be held.
-    fn check_event(&self, rules: &mut EventRules, event: &Event, hashed: Result<(), Error>, cx: &LogContext<'_>) -> Result<(), Error> {
-        let referenced = rules.check_hashed(event, hashed).map_err(|e| e.located(LOG))?;
-        if let (Some(hash), Some(list)) = (referenced, cx.list) {
-            if list.find(&hash)?.is_none() {
-                let detail = format!("event {} (BlobStored) names blob {hash}, which the bundle does not hold", rules.count() - 1);
-                return Err(Error::rule(LOG, "blob reference", detail));
-            }
-        }
-        Ok(())
+        pass.rules.count()
     }
 
     /// Scans the whole id section once. Every entry whose position lies in
@@ -270,77 +300,121 @@ fn scan_ids(
     None
 }
 
-/// One batch of records: framed in order, then decoded and payload-hashed
-/// on every core. The buffers, and the events' payload buffers, are reused
-/// from batch to batch.
-#[derive(Default)]
-struct Batch {
-    /// (offset in the log, place in the walk's buffer, length) of each record.
-    framed: Vec<(u64, usize, usize)>,
-    /// The events decoded: the first `decoded` are this batch's.
-    events: Vec<(u64, Event)>,
-    decoded: usize,
-    /// The payload hash check of each event decoded.
-    hashed: Vec<Result<(), Error>>,
+/// What the checks that need no event before it found of one event that
+/// did not pass them all: the event rules checked alone, and whether the
+/// blob it names is held. Most events pass, and are kept as `None`.
+struct Alone {
+    rules: AloneChecks,
+    held: Result<(), Error>,
 }
 
-impl Batch {
-    /// This batch's events, each with its payload hash check.
-    fn events(&mut self) -> impl Iterator<Item = (&(u64, Event), Result<(), Error>)> {
-        self.events[..self.decoded].iter().zip(self.hashed.drain(..))
-    }
+/// The checks of the event at `position` that any thread may run: the
+/// event rules that need no event before it, and that the blob a
+/// `BlobStored` event names is held. `None` when all pass.
+fn check_alone(
+    rules: &EventRules,
+    list: Option<&BlobList<'_>>,
+    position: u64,
+    event: &EventRef<'_>,
+    hashed: Result<(), Error>,
+) -> Option<Box<Alone>> {
+    let rules = rules.check_alone(event, hashed, position);
+    let held = match (rules.referenced(), list) {
+        (Some(hash), Some(list)) => list.find(&hash).and_then(|found| match found {
+            Some(_) => Ok(()),
+            None => {
+                let detail = format!("event {position} (BlobStored) names blob {hash}, which the bundle does not hold");
+                Err(Error::rule(LOG, "blob reference", detail))
+            }
+        }),
+        _ => Ok(()),
+    };
+    (!rules.is_ok() || held.is_err()).then(|| Box::new(Alone { rules, held }))
 }
 
-/// Frames up to [`HASH_BATCH`] records (in place, in the walk's buffer),
-/// then decodes them and checks their payload hashes on every core; true
-/// when the log ended. On an error, `batch` holds the events before it.
-fn decode_batch(
-    walk: &mut crate::format::log::RecordWalk<'_>,
+/// The rest of the event rules, in log order, then the blob check: the
+/// first problem of the event, in the order of the rules.
+fn check_in_order(rules: &mut EventRules, event: &EventRef<'_>, alone: Option<Box<Alone>>) -> Result<(), Error> {
+    let Some(alone) = alone else {
+        return rules.check_in_order(event, AloneChecks::passed(rules.count())).map(drop).map_err(|e| e.located(LOG));
+    };
+    let Alone { rules: checks, held } = *alone;
+    rules.check_in_order(event, checks).map_err(|e| e.located(LOG))?;
+    held
+}
+
+/// One event of a batch: its offset, the event (borrowed from the log
+/// reader's buffer), and what the checks alone found.
+type Checked<'w> = (u64, EventRef<'w>, Option<Box<Alone>>);
+
+/// The checks alone of the event at a place in the batch, given its
+/// payload hash check ([`check_alone`] with the batch's first position).
+type CheckAlone<'a> = &'a (dyn Fn(usize, &EventRef<'_>, Result<(), Error>) -> Option<Box<Alone>> + Sync);
+
+/// Frames up to [`HASH_BATCH`] records in place, in the walk's buffer;
+/// then, on every core, decodes them, checks their payload hashes (side
+/// by side) and runs `alone` on each (with its place in the batch). Returns
+/// the events, in order, up to the first that did not decode, and how the
+/// batch ended: true when the log ended, or the first error (decoding, or
+/// framing after the events framed).
+fn decode_batch<'w>(
+    walk: &'w mut crate::format::log::RecordWalk<'_>,
     encoding: crate::format::event::Encoding,
-    batch: &mut Batch,
-) -> Result<bool, Error> {
-    batch.framed.clear();
-    batch.decoded = 0;
-    batch.hashed.clear();
-    let framing = walk.next_batch(HASH_BATCH, &mut batch.framed);
-    let n = batch.framed.len();
-    if batch.events.len() < n {
-        batch.events.resize_with(n, || (0, Event::new(Uuid::nil(), Uuid::nil(), Uuid::nil(), 0, EventKind::Heartbeat, Vec::new())));
-    }
-    let bytes = walk.buffer();
-    let checked: Vec<Vec<Result<Result<(), Error>, Error>>> = batch.events[..n]
-        .par_chunks_mut(LANE_BATCH)
-        .zip(batch.framed.par_chunks(LANE_BATCH))
-        .map(|(events, framed)| {
-            let decoded: Vec<Result<&Event, Error>> = events
-                .iter_mut()
-                .zip(framed)
-                .map(|((at, event), &(offset, start, len))| {
-                    *at = offset;
-                    Event::with_decoded(&bytes[start..start + len], encoding, LOG, offset, |e| e.fill(event))?;
-                    Ok(&*event)
+    framed: &mut Vec<(u64, usize, usize)>,
+    alone: CheckAlone<'_>,
+) -> (Vec<Vec<Checked<'w>>>, Result<bool, Error>) {
+    framed.clear();
+    let framing = walk.next_batch(HASH_BATCH, framed);
+    let bytes: &'w [u8] = walk.buffer();
+    let chunks: Vec<(Vec<Checked<'w>>, Option<Error>)> = framed
+        .par_chunks(LANE_BATCH)
+        .enumerate()
+        .map(|(chunk, framed)| {
+            let mut events = Vec::with_capacity(framed.len());
+            let mut failed = None;
+            for &(offset, start, len) in framed {
+                match EventRef::decode(&bytes[start..start + len], encoding, LOG, offset) {
+                    Ok(event) => events.push((offset, event)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let payloads: Vec<&[u8]> = events.iter().map(|(_, e)| e.payload).collect();
+            let mut digests = Vec::with_capacity(payloads.len());
+            crate::digest::hash_each(&payloads, &mut digests);
+            let first = chunk * LANE_BATCH;
+            let checked = (events.into_iter().zip(digests).enumerate())
+                .map(|(i, ((offset, event), digest))| {
+                    let hashed = payload_hashed_to(event.payload_hash, digest);
+                    let found = alone(first + i, &event, hashed);
+                    (offset, event, found)
                 })
                 .collect();
-            Event::with_payload_checks(decoded, |e| e).into_iter().map(|c| c.map(|(_, hashed)| hashed)).collect()
+            (checked, failed)
         })
         .collect();
-    for c in checked.into_iter().flatten() {
-        batch.hashed.push(c?);
-        batch.decoded += 1;
+    let mut events = Vec::with_capacity(chunks.len());
+    for (checked, failed) in chunks {
+        events.push(checked);
+        if let Some(e) = failed {
+            return (events, Err(e));
+        }
     }
-    framing
+    (events, framing)
 }
 
 /// The index's `offsets` and `times` entries for event `position` match the
 /// record walked at `offset`.
-fn check_entry(ix: &mut IndexCheck<'_>, position: u32, offset: u64, event: &Event) -> Result<(), Error> {
+fn check_entry(ix: &mut IndexCheck<'_>, position: u32, offset: u64, logical_time: u64) -> Result<(), Error> {
     let indexed = be_u64(ix.offsets.next_bytes(8)?, 0);
     if indexed != offset {
         return Err(Error::inconsistent(INDEX, "record offset", offset, format!("{indexed} (event {position})")));
     }
     let time = be_u64(ix.times.next_bytes(8)?, 0);
-    if time != event.logical_time {
-        return Err(Error::inconsistent(INDEX, "logical time", event.logical_time, format!("{time} (event {position})")));
+    if time != logical_time {
+        return Err(Error::inconsistent(INDEX, "logical time", logical_time, format!("{time} (event {position})")));
     }
     Ok(())
 }
