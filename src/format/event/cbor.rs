@@ -12,6 +12,28 @@ use crate::digest::Digest;
 
 const MAP_OF_10: u8 = 0xA0 | 10;
 const NULL: u8 = 0xF6;
+/// Each key's canonical encoding (its head `0x60 | len`, then its bytes)
+/// and that encoding's length.
+const ENCODED_KEYS: [([u8; 24], usize); 10] = encode_keys();
+
+const fn encode_keys() -> [([u8; 24], usize); 10] {
+    let mut out = [([0u8; 24], 0); 10];
+    let mut i = 0;
+    while i < KEYS.len() {
+        let key = KEYS[i].as_bytes();
+        assert!(key.len() < 24, "a key's head is one byte");
+        out[i].0[0] = (TEXT << 5) | key.len() as u8;
+        let mut j = 0;
+        while j < key.len() {
+            out[i].0[1 + j] = key[j];
+            j += 1;
+        }
+        out[i].1 = 1 + key.len();
+        i += 1;
+    }
+    out
+}
+
 const KEYS: [&str; 10] = [
     "event_id",
     "run_id",
@@ -129,14 +151,14 @@ impl<'a> Reader<'a> {
 
     /// The `index`th key: a text string shorter than 24 bytes, so its
     /// canonical head is the one byte `0x60 | len`.
+    #[inline(always)]
     fn key(&mut self, index: usize) -> Result<(), String> {
-        let (start, expected) = (self.at, KEYS[index]);
-        let head = [(TEXT << 5) | expected.len() as u8];
-        let end = start + 1 + expected.len();
-        if self.bytes.get(start..start + 1) != Some(&head[..]) || self.bytes.get(start + 1..end) != Some(expected.as_bytes()) {
+        let (start, (encoded, len)) = (self.at, &ENCODED_KEYS[index]);
+        if self.bytes.get(start..start + len) != Some(&encoded[..*len]) {
+            let expected = KEYS[index];
             return Err(format!("map key at byte {start}: expected {expected:?} (key {index}), the canonical order"));
         }
-        self.at = end;
+        self.at = start + len;
         Ok(())
     }
 
@@ -146,13 +168,17 @@ impl<'a> Reader<'a> {
     /// were stored one at a time waits for those stores to complete.
     fn byte_array<const N: usize>(&mut self, what: &str, out: &mut [u8; N]) -> Result<(), String> {
         let start = self.at;
+        // The canonical head of an array of N items, then the items.
+        let head: &[u8] = if N < 24 { &[(ARRAY << 5) | N as u8] } else { &[(ARRAY << 5) | 24, N as u8] };
+        if self.bytes[start..].starts_with(head) {
+            if let Some(used) = items::read(&self.bytes[start + head.len()..], out) {
+                self.at = start + head.len() + used;
+                return Ok(());
+            }
+        }
         let len = self.head(ARRAY, what)?;
         if len != N as u64 {
             return Err(format!("{what} at byte {start}: an array of {len} items, expected {N}"));
-        }
-        if let Some(used) = items::read(&self.bytes[self.at..], out) {
-            self.at += used;
-            return Ok(());
         }
         for (i, b) in out.iter_mut().enumerate() {
             // The two canonical forms of a byte, read directly; anything
@@ -170,6 +196,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The `index`th key, then its value as `read` reads it.
+    #[inline(always)]
     fn field<T>(&mut self, index: usize, read: impl FnOnce(&mut Self) -> Result<T, String>) -> Result<T, String> {
         self.key(index)?;
         read(self)
