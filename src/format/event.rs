@@ -438,22 +438,15 @@ impl EventRules {
     /// payload hash (`hashed`), its node, its blob reference. Any thread may
     /// run this, for many events at once, given the position each will have;
     /// [`EventRules::check_in_order`] then applies the rest in log order.
-    pub(crate) fn check_alone(&self, event: &EventRef<'_>, hashed: Result<(), Error>, position: u64) -> AloneChecks {
-        let hashed = hashed.map_err(|e| match e {
-            Error::HashMismatch { file, what, expected, found } => {
-                Error::Rule { file, rule: what, detail: format!("event {position}: expected {expected}, found {found}") }
-            }
-            other => other,
-        });
-        let referenced = if self.nodes.as_ref().is_some_and(|n| !event.node_id.is_nil() && !n.contains(&event.node_id)) {
-            Err(Error::rule("event", "node reference", format!("event {position} names node {}, which is not in the DAG", event.node_id)))
-        } else {
-            event.stored_blob().transpose().map_err(|e| match e {
-                Error::Rule { file, rule, detail } => Error::Rule { file, rule, detail: format!("event {position}: {detail}") },
-                other => other,
-            })
-        };
-        AloneChecks { position, hashed, referenced }
+    /// `Ok` with the blob the event references, if any, when it breaks none
+    /// of these rules (most events: nothing is built for them).
+    pub(crate) fn check_alone(&self, event: &EventRef<'_>, hashed: Result<(), Error>, position: u64) -> CheckedAlone {
+        let in_dag = self.nodes.as_ref().is_none_or(|n| event.node_id.is_nil() || n.contains(&event.node_id));
+        match (hashed, in_dag, event.stored_blob()) {
+            (Ok(()), true, None) => Ok(None),
+            (Ok(()), true, Some(Ok(blob))) => Ok(Some(blob)),
+            (hashed, in_dag, blob) => Err(Box::new(AloneChecks::broken(event, hashed, in_dag, blob, position))),
+        }
     }
 
     /// The next event's rules in log order: its run id and logical time
@@ -461,11 +454,17 @@ impl EventRules {
     /// ([`EventRules::check_alone`] of this event at this position). The
     /// first rule broken, in the order FORMAT.md §5.1 lists them, is the
     /// error. Returns the blob the event references, if any.
-    pub(crate) fn check_in_order(&mut self, event: &EventRef<'_>, alone: AloneChecks) -> Result<Option<Digest>, Error> {
+    pub(crate) fn check_in_order(&mut self, event: &EventRef<'_>, alone: CheckedAlone) -> Result<Option<Digest>, Error> {
         let position = self.position;
-        debug_assert_eq!(alone.position, position, "checked alone at another position");
         self.position += 1;
-        alone.hashed?;
+        let (hashed, referenced) = match alone {
+            Ok(referenced) => (Ok(()), Ok(referenced)),
+            Err(broken) => {
+                debug_assert_eq!(broken.position, position, "checked alone at another position");
+                (broken.hashed, broken.referenced)
+            }
+        };
+        hashed?;
         let run = *self.run_id.get_or_insert(event.run_id);
         if event.run_id != run {
             return Err(Error::rule("event", "run id", format!("event {position} belongs to run {}, not {run}", event.run_id)));
@@ -475,7 +474,7 @@ impl EventRules {
             return Err(Error::rule("event", "logical time", detail));
         }
         self.last_time = event.logical_time;
-        alone.referenced
+        referenced
     }
 
     /// Events checked so far.
@@ -493,7 +492,11 @@ pub(crate) fn payload_hashed_to(expected: Digest, actual: Digest) -> Result<(), 
     Ok(())
 }
 
-/// What [`EventRules::check_alone`] found of one event.
+/// What [`EventRules::check_alone`] found of one event: the blob it
+/// references, or the rules it breaks.
+pub(crate) type CheckedAlone = Result<Option<Digest>, Box<AloneChecks>>;
+
+/// The rules checked alone of an event that breaks at least one of them.
 #[derive(Debug)]
 pub(crate) struct AloneChecks {
     position: u64,
@@ -503,24 +506,24 @@ pub(crate) struct AloneChecks {
 }
 
 impl AloneChecks {
-    /// The checks alone of an event at `position` that broke none of
-    /// those rules and whose blob reference, if any, the caller has dealt
-    /// with (so that callers need to keep only the few that did not pass).
-    pub(crate) fn passed(position: u64) -> Self {
-        AloneChecks { position, hashed: Ok(()), referenced: Ok(None) }
-    }
-
-    /// True when the event broke none of the rules checked alone.
-    pub(crate) fn is_ok(&self) -> bool {
-        self.hashed.is_ok() && self.referenced.is_ok()
-    }
-
-    /// The blob the event references, when the rules checked alone hold.
-    pub(crate) fn referenced(&self) -> Option<Digest> {
-        match (&self.hashed, &self.referenced) {
-            (Ok(()), Ok(blob)) => *blob,
-            _ => None,
-        }
+    /// The errors of the event at `position`, named as the rules name them.
+    #[cold]
+    fn broken(event: &EventRef<'_>, hashed: Result<(), Error>, in_dag: bool, blob: Option<Result<Digest, Error>>, position: u64) -> Self {
+        let hashed = hashed.map_err(|e| match e {
+            Error::HashMismatch { file, what, expected, found } => {
+                Error::Rule { file, rule: what, detail: format!("event {position}: expected {expected}, found {found}") }
+            }
+            other => other,
+        });
+        let referenced = if !in_dag {
+            Err(Error::rule("event", "node reference", format!("event {position} names node {}, which is not in the DAG", event.node_id)))
+        } else {
+            blob.transpose().map_err(|e| match e {
+                Error::Rule { file, rule, detail } => Error::Rule { file, rule, detail: format!("event {position}: {detail}") },
+                other => other,
+            })
+        };
+        AloneChecks { position, hashed, referenced }
     }
 }
 
@@ -1078,6 +1081,51 @@ mod tests {
             assert_eq!(k.name().parse::<EventKind>().unwrap(), *k);
             let bytes = postcard::to_allocvec(k).unwrap();
             assert_eq!(bytes, vec![i as u8]);
+        }
+    }
+
+    /// An event that breaks any set of the rules is reported with the first
+    /// of them in the order §5.1 lists them (payload hash, run id, time
+    /// order, node, blob reference), whether checked in one call or alone
+    /// (on any thread) and then in order.
+    #[test]
+    fn the_first_rule_broken_is_the_one_reported_however_checked() {
+        let (run, other_run, node, stranger) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), Uuid::from_u128(4));
+        let rules = || EventRules::new(Some(run)).with_nodes([node].into_iter().collect());
+        let names = ["payload hash", "run id", "logical time", "node reference", "blob reference"];
+        for broken in 0u32..32 {
+            let breaks = |rule: usize| broken & (1 << rule) != 0;
+            let kind = if breaks(4) { EventKind::BlobStored } else { EventKind::NodeStarted };
+            let payload = if breaks(4) { b"not a hash".to_vec() } else { b"{}".to_vec() };
+            let mut event = Event::new(
+                Uuid::from_u128(9),
+                if breaks(1) { other_run } else { run },
+                if breaks(3) { stranger } else { node },
+                5,
+                kind,
+                payload,
+            );
+            if breaks(0) {
+                event.payload_hash = Digest::of(b"something else");
+            }
+            if breaks(2) {
+                event.logical_time = 3;
+            }
+            let before = Event::new(Uuid::from_u128(8), run, node, 4, EventKind::NodeStarted, Vec::new());
+            let expected = (0..5).find(|&r| breaks(r)).map(|r| names[r]);
+            let rule_of = |result: Result<Option<Digest>, Error>| match result {
+                Ok(_) => None,
+                Err(Error::Rule { rule, .. }) => Some(names.into_iter().find(|n| *n == rule).expect("a rule")),
+                Err(other) => panic!("not a rule error: {other}"),
+            };
+            let mut one_call = rules();
+            one_call.check(&before).unwrap();
+            assert_eq!(rule_of(one_call.check(&event)), expected, "rules broken: {broken:05b}");
+            let mut split = rules();
+            split.check(&before).unwrap();
+            let alone = split.clone().check_alone(&event.as_ref(), event.check_payload_hash(), 1);
+            assert_eq!(alone.is_ok(), !breaks(0) && !breaks(3) && !breaks(4), "rules broken: {broken:05b}");
+            assert_eq!(rule_of(split.check_in_order(&event.as_ref(), alone)), expected, "rules broken: {broken:05b}");
         }
     }
 }

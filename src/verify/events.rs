@@ -23,7 +23,7 @@ use super::Verifier;
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::blob::BlobList;
-use crate::format::event::{payload_hashed_to, AloneChecks, Event, EventRef, EventRules};
+use crate::format::event::{payload_hashed_to, CheckedAlone, Event, EventRef, EventRules};
 use crate::format::index::{decode_id_entry, IndexReader, Section};
 use crate::format::log::LogReader;
 use crate::format::{self, be_u64, INDEX_ID_LEN};
@@ -185,10 +185,12 @@ impl Verifier<'_> {
                     stopped = true;
                 }
             }
-            for (offset, event, alone) in chunks.into_iter().flatten() {
-                if !pass.event(self, offset, &event, alone, cx) {
-                    (stopped, complete) = (true, false);
-                    break;
+            'events: for (events, found) in chunks {
+                for ((offset, event), alone) in events.iter().zip(found) {
+                    if !pass.event(self, *offset, event, alone, cx) {
+                        (stopped, complete) = (true, false);
+                        break 'events;
+                    }
                 }
             }
             if walk.position() - walked >= 1 << 24 {
@@ -304,7 +306,7 @@ fn scan_ids(
 /// did not pass them all: the event rules checked alone, and whether the
 /// blob it names is held. Most events pass, and are kept as `None`.
 struct Alone {
-    rules: AloneChecks,
+    rules: CheckedAlone,
     held: Result<(), Error>,
 }
 
@@ -318,9 +320,9 @@ fn check_alone(
     event: &EventRef<'_>,
     hashed: Result<(), Error>,
 ) -> Option<Box<Alone>> {
-    let rules = rules.check_alone(event, hashed, position);
-    let held = match (rules.referenced(), list) {
-        (Some(hash), Some(list)) => list.find(&hash).and_then(|found| match found {
+    let checked = rules.check_alone(event, hashed, position);
+    let held = match (&checked, list) {
+        (Ok(Some(hash)), Some(list)) => list.find(hash).and_then(|found| match found {
             Some(_) => Ok(()),
             None => {
                 let detail = format!("event {position} (BlobStored) names blob {hash}, which the bundle does not hold");
@@ -329,23 +331,20 @@ fn check_alone(
         }),
         _ => Ok(()),
     };
-    (!rules.is_ok() || held.is_err()).then(|| Box::new(Alone { rules, held }))
+    (checked.is_err() || held.is_err()).then(|| Box::new(Alone { rules: checked, held }))
 }
 
 /// The rest of the event rules, in log order, then the blob check: the
 /// first problem of the event, in the order of the rules.
 fn check_in_order(rules: &mut EventRules, event: &EventRef<'_>, alone: Option<Box<Alone>>) -> Result<(), Error> {
-    let Some(alone) = alone else {
-        return rules.check_in_order(event, AloneChecks::passed(rules.count())).map(drop).map_err(|e| e.located(LOG));
-    };
-    let Alone { rules: checks, held } = *alone;
-    rules.check_in_order(event, checks).map_err(|e| e.located(LOG))?;
+    let Alone { rules: checked, held } = alone.map_or(Alone { rules: Ok(None), held: Ok(()) }, |a| *a);
+    rules.check_in_order(event, checked).map_err(|e| e.located(LOG))?;
     held
 }
 
-/// One event of a batch: its offset, the event (borrowed from the log
-/// reader's buffer), and what the checks alone found.
-type Checked<'w> = (u64, EventRef<'w>, Option<Box<Alone>>);
+/// One chunk of a batch: each event with its offset (the event borrowed
+/// from the log reader's buffer), and what the checks alone found of each.
+type Chunk<'w> = (Vec<(u64, EventRef<'w>)>, Vec<Option<Box<Alone>>>);
 
 /// The checks alone of the event at a place in the batch, given its
 /// payload hash check ([`check_alone`] with the batch's first position).
@@ -354,7 +353,7 @@ type CheckAlone<'a> = &'a (dyn Fn(usize, &EventRef<'_>, Result<(), Error>) -> Op
 /// Frames up to [`HASH_BATCH`] records in place, in the walk's buffer;
 /// then, on every core, decodes them, checks their payload hashes (side
 /// by side) and runs `alone` on each (with its place in the batch). Returns
-/// the events, in order, up to the first that did not decode, and how the
+/// the events in chunks, in order, up to the first that did not decode, and how the
 /// batch ended: true when the log ended, or the first error (decoding, or
 /// framing after the events framed).
 fn decode_batch<'w>(
@@ -362,11 +361,11 @@ fn decode_batch<'w>(
     encoding: crate::format::event::Encoding,
     framed: &mut Vec<(u64, usize, usize)>,
     alone: CheckAlone<'_>,
-) -> (Vec<Vec<Checked<'w>>>, Result<bool, Error>) {
+) -> (Vec<Chunk<'w>>, Result<bool, Error>) {
     framed.clear();
     let framing = walk.next_batch(HASH_BATCH, framed);
     let bytes: &'w [u8] = walk.buffer();
-    let chunks: Vec<(Vec<Checked<'w>>, Option<Error>)> = framed
+    let chunks: Vec<(Chunk<'w>, Option<Error>)> = framed
         .par_chunks(LANE_BATCH)
         .enumerate()
         .map(|(chunk, framed)| {
@@ -385,19 +384,15 @@ fn decode_batch<'w>(
             let mut digests = Vec::with_capacity(payloads.len());
             crate::digest::hash_each(&payloads, &mut digests);
             let first = chunk * LANE_BATCH;
-            let checked = (events.into_iter().zip(digests).enumerate())
-                .map(|(i, ((offset, event), digest))| {
-                    let hashed = payload_hashed_to(event.payload_hash, digest);
-                    let found = alone(first + i, &event, hashed);
-                    (offset, event, found)
-                })
+            let found = (events.iter().zip(digests).enumerate())
+                .map(|(i, ((_, event), digest))| alone(first + i, event, payload_hashed_to(event.payload_hash, digest)))
                 .collect();
-            (checked, failed)
+            ((events, found), failed)
         })
         .collect();
     let mut events = Vec::with_capacity(chunks.len());
-    for (checked, failed) in chunks {
-        events.push(checked);
+    for (chunk, failed) in chunks {
+        events.push(chunk);
         if let Some(e) = failed {
             return (events, Err(e));
         }
