@@ -49,6 +49,7 @@ impl<'a> Reader<'a> {
 
 /// `event`, decoded from `record` by a codec that stopped at `at`: a record
 /// holds one event and nothing after it.
+#[inline]
 fn read_to_end<T>(record: &[u8], at: usize, event: T) -> Result<T, String> {
     match record.len() - at {
         0 => Ok(event),
@@ -555,6 +556,7 @@ pub struct EventRef<'a> {
 impl<'a> EventRef<'a> {
     /// Decodes one record, its payload borrowed from it; the same checks as
     /// [`Event::decode`].
+    #[inline]
     pub fn decode(record: &'a [u8], encoding: Encoding, file: &str, offset: u64) -> Result<Self, Error> {
         // Both readers accept only the canonical encoding, as they read.
         let event = match encoding {

@@ -92,6 +92,7 @@ fn varint_error(what: &str, start: usize, problem: &str) -> String {
 }
 
 /// Decodes a record without copying its payload.
+#[inline]
 pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
     let mut r = Reader { bytes: record, at: 0 };
     let event_id = Uuid::from_bytes(r.array("event_id")?);
