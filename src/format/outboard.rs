@@ -110,8 +110,12 @@ impl<S: ReadAt> Checked<S> {
         // The span holds nothing until the new bytes are checked: a failed
         // read or check leaves it empty, never holding unchecked bytes.
         let mut bytes = std::mem::take(&mut span.bytes);
-        bytes.clear();
-        bytes.resize((last - first) as usize, 0);
+        // Zero-filled only where it grows: the read overwrites every byte.
+        let len = (last - first) as usize;
+        if bytes.len() < len {
+            bytes.resize(len, 0);
+        }
+        bytes.truncate(len);
         self.data.read_at(first, &mut bytes)?;
         let chunks = ChunkRanges::from(ChunkNum(first / 1024)..ChunkNum(last.div_ceil(1024)));
         let outboard =
