@@ -486,7 +486,17 @@ impl<'a> SeqReader<'a> {
             return Err(Error::Changed { file: self.name.to_string(), offset, expected: self.src.len() });
         }
         let fresh = self.end..self.end + read;
-        self.src.read_at(self.base + self.end as u64, &mut self.buf[fresh.clone()])?;
+        let at = self.base + self.end as u64;
+        if read >= 2 << 20 {
+            // A large read in two halves on two cores: copying out of the
+            // page cache is CPU work too.
+            let (first, second) = self.buf[fresh.clone()].split_at_mut(read / 2);
+            let src = self.src;
+            let (a, b) = rayon::join(|| src.read_at(at, first), || src.read_at(at + (read / 2) as u64, second));
+            a.and(b)?;
+        } else {
+            self.src.read_at(at, &mut self.buf[fresh.clone()])?;
+        }
         match &mut self.hasher {
             // Both cores for a large window; small windows are hashed where they were read.
             Some(Hashing::Plain(h)) if read >= 1 << 20 => {
@@ -669,5 +679,38 @@ mod tests {
         let mut buf = [0u8; 4];
         assert!(data.read_at(8, &mut buf).is_err());
         assert!(data.read_at(u64::MAX, &mut buf).is_err());
+    }
+
+    /// Large windows are read in two halves at once: every byte arrives in
+    /// order and is hashed once, and a source shorter than it said is an
+    /// error whichever half it ends in.
+    #[test]
+    fn large_windows_read_in_halves_keep_every_byte_in_order() {
+        struct Claims<'d>(&'d [u8], u64);
+        impl ReadAt for Claims<'_> {
+            fn len(&self) -> u64 {
+                self.1
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+                self.0.read_at(offset, buf)
+            }
+        }
+        let data: Vec<u8> = (0..(11 << 20) + 12_345u32).map(|i| (i % 251) as u8).collect();
+        let whole = Claims(&data, data.len() as u64);
+        let mut r = SeqReader::new(&whole, "d", 0, true);
+        let mut got = Vec::new();
+        for n in [3usize, 5 << 20, 1, 4 << 20, 77] {
+            got.extend_from_slice(r.next_bytes(n).unwrap());
+        }
+        r.skip_to_end().unwrap();
+        assert_eq!(got, data[..got.len()]);
+        assert_eq!(r.finish().unwrap(), Digest::of(&data));
+        // Shorter than claimed, the end falling in the first or second half
+        // of the last window, or at its very end.
+        for missing in [1, 1000, 3 << 20] {
+            let short = Claims(&data[..data.len() - missing], data.len() as u64);
+            let mut r = SeqReader::new(&short, "d", 0, true);
+            assert!(matches!(r.skip_to_end(), Err(Error::Changed { .. })), "{missing} bytes missing");
+        }
     }
 }
