@@ -47,12 +47,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// `event`, decoded from `record` by a codec that stopped at `at`: a record
+/// A codec that decoded an event from `record` stopped at `at`: a record
 /// holds one event and nothing after it.
 #[inline]
-fn read_to_end<T>(record: &[u8], at: usize, event: T) -> Result<T, String> {
+fn end_of_record(record: &[u8], at: usize) -> Result<(), String> {
     match record.len() - at {
-        0 => Ok(event),
+        0 => Ok(()),
         rest => Err(format!("{rest} bytes after the event inside its record")),
     }
 }
@@ -558,13 +558,37 @@ impl<'a> EventRef<'a> {
     /// [`Event::decode`].
     #[inline]
     pub fn decode(record: &'a [u8], encoding: Encoding, file: &str, offset: u64) -> Result<Self, Error> {
-        // Both readers accept only the canonical encoding, as they read.
-        let event = match encoding {
-            Encoding::Postcard => wire::decode_ref(record),
-            Encoding::Cbor => cbor::decode_ref(record),
-        };
-        event.map_err(|detail| Error::malformed(file, "event record", offset, detail))
+        let mut event = EventRef::EMPTY;
+        Self::decode_into(record, encoding, file, offset, &mut event)?;
+        Ok(event)
     }
+
+    /// [`EventRef::decode`] into `out`, where the caller keeps it: the
+    /// fields are written in place, not moved there from the decoder (after
+    /// an error, `out` holds some of them).
+    #[inline]
+    pub fn decode_into(record: &'a [u8], encoding: Encoding, file: &str, offset: u64, out: &mut Self) -> Result<(), Error> {
+        // Both readers accept only the canonical encoding, as they read.
+        let decoded = match encoding {
+            Encoding::Postcard => wire::decode_into(record, out),
+            Encoding::Cbor => cbor::decode_into(record, out),
+        };
+        decoded.map_err(|detail| Error::malformed(file, "event record", offset, detail))
+    }
+
+    /// A placeholder to decode into: nil ids, no payload.
+    pub const EMPTY: EventRef<'static> = EventRef {
+        event_id: Uuid::nil(),
+        run_id: Uuid::nil(),
+        node_id: Uuid::nil(),
+        parent_event_id: None,
+        logical_time: 0,
+        kind: EventKind::Heartbeat,
+        payload: &[],
+        payload_hash: Digest([0; 32]),
+        prior_state_hash: None,
+        post_state_hash: None,
+    };
 }
 
 impl EventRef<'_> {

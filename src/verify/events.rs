@@ -372,12 +372,13 @@ fn decode_batch<'w>(
             let mut events = Vec::with_capacity(framed.len());
             let mut failed = None;
             for &(offset, start, len) in framed {
-                match EventRef::decode(&bytes[start..start + len], encoding, LOG, offset) {
-                    Ok(event) => events.push((offset, event)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+                // Decoded where it is kept (no copy of each event).
+                events.push((offset, EventRef::EMPTY));
+                let (_, slot) = events.last_mut().expect("just pushed");
+                if let Err(e) = EventRef::decode_into(&bytes[start..start + len], encoding, LOG, offset, slot) {
+                    events.pop();
+                    failed = Some(e);
+                    break;
                 }
             }
             let payloads: Vec<&[u8]> = events.iter().map(|(_, e)| e.payload).collect();

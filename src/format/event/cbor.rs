@@ -311,9 +311,10 @@ mod items {
     }
 }
 
-/// Decodes a record without copying its payload; only the canonical
+/// Decodes a record into `out`, without copying its payload; only the canonical
 /// encoding is accepted.
-pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
+#[inline]
+pub fn decode_into<'a>(record: &'a [u8], out: &mut EventRef<'a>) -> Result<(), String> {
     let mut r = Reader { bytes: record, at: 0 };
     if r.take(1, "event")?[0] != MAP_OF_10 {
         return Err("not a definite map of 10 entries (0xAA), as the canonical encoding starts".to_string());
@@ -334,7 +335,7 @@ pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
     r.field(7, |r| r.byte_array("payload_hash", payload_hash))?;
     let has_prior = r.field(8, |r| r.optional("prior_state_hash", prior))?;
     let has_post = r.field(9, |r| r.optional("post_state_hash", post))?;
-    let event = EventRef {
+    *out = EventRef {
         event_id: Uuid::from_bytes(ids[0]),
         run_id: Uuid::from_bytes(ids[1]),
         node_id: Uuid::from_bytes(ids[2]),
@@ -346,7 +347,7 @@ pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
         prior_state_hash: has_prior.then(|| Digest(hashes[1])),
         post_state_hash: has_post.then(|| Digest(hashes[2])),
     };
-    super::read_to_end(record, r.at, event)
+    super::end_of_record(record, r.at)
 }
 
 #[cfg(test)]

@@ -91,36 +91,24 @@ fn varint_error(what: &str, start: usize, problem: &str) -> String {
     format!("{what} at byte {start}: {problem}")
 }
 
-/// Decodes a record without copying its payload.
+/// Decodes a record into `out`, without copying its payload.
 #[inline]
-pub fn decode_ref(record: &[u8]) -> Result<EventRef<'_>, String> {
+pub fn decode_into<'a>(record: &'a [u8], out: &mut EventRef<'a>) -> Result<(), String> {
     let mut r = Reader { bytes: record, at: 0 };
-    let event_id = Uuid::from_bytes(r.array("event_id")?);
-    let run_id = Uuid::from_bytes(r.array("run_id")?);
-    let node_id = Uuid::from_bytes(r.array("node_id")?);
-    let parent_event_id = r.option("parent_event_id")?.map(Uuid::from_bytes);
-    let logical_time = r.varint("logical_time", 10, u64::MAX)?;
+    out.event_id = Uuid::from_bytes(r.array("event_id")?);
+    out.run_id = Uuid::from_bytes(r.array("run_id")?);
+    out.node_id = Uuid::from_bytes(r.array("node_id")?);
+    out.parent_event_id = r.option("parent_event_id")?.map(Uuid::from_bytes);
+    out.logical_time = r.varint("logical_time", 10, u64::MAX)?;
     let kind = r.varint("kind", 5, u64::from(u32::MAX))?;
-    let kind = *EventKind::ALL.get(kind as usize).ok_or_else(|| format!("unknown event kind {kind}"))?;
+    out.kind = *EventKind::ALL.get(kind as usize).ok_or_else(|| format!("unknown event kind {kind}"))?;
     let len = r.varint("payload length", 10, u64::MAX)?;
     let len = usize::try_from(len).map_err(|_| format!("payload length {len} is out of range"))?;
-    let payload = r.take(len, "payload")?;
-    let payload_hash = Digest(r.array("payload_hash")?);
-    let prior_state_hash = r.option("prior_state_hash")?.map(Digest);
-    let post_state_hash = r.option("post_state_hash")?.map(Digest);
-    let event = EventRef {
-        event_id,
-        run_id,
-        node_id,
-        parent_event_id,
-        logical_time,
-        kind,
-        payload,
-        payload_hash,
-        prior_state_hash,
-        post_state_hash,
-    };
-    super::read_to_end(record, r.at, event)
+    out.payload = r.take(len, "payload")?;
+    out.payload_hash = Digest(r.array("payload_hash")?);
+    out.prior_state_hash = r.option("prior_state_hash")?.map(Digest);
+    out.post_state_hash = r.option("post_state_hash")?.map(Digest);
+    super::end_of_record(record, r.at)
 }
 
 #[cfg(test)]
