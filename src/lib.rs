@@ -101,7 +101,7 @@ pub use bundle::{
 };
 pub use digest::Digest;
 pub use error::{Error, FileKind, Result};
-pub use format::event::{Encoding, Event, EventKind};
+pub use format::event::{Encoding, Event, EventKind, EventRef};
 pub use format::model::{Dag, DagEdge, DagNode, Metadata, NodeState, NodeStatus, Platform, RunStatus, Snapshot};
 pub use format::signature::{KeyId, PublicKey, SecretKey, SignatureStatus};
 pub use limits::Limits;

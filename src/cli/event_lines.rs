@@ -13,7 +13,7 @@
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use cathedral_bundle::format::EVENTS_FILE;
-use cathedral_bundle::{Error, Event, EventKind, ReplayBundle, Uuid};
+use cathedral_bundle::{Error, EventKind, EventRef, ReplayBundle, Uuid};
 use rayon::prelude::*;
 
 use super::output::Output;
@@ -198,21 +198,21 @@ fn flush(
         w.text.clear();
         w.ends.clear();
         w.error = None;
+        // Each record decoded into the same place (no copy of each event).
+        let mut e = EventRef::EMPTY;
         for &(offset, start, len) in records {
-            let decoded = Event::with_decoded(&batch.bytes[start..start + len], encoding, EVENTS_FILE, offset, |e| {
-                if lines.filter.wants_ref(e.kind, &e.node_id) {
-                    if lines.decode_payload {
-                        write_event_line(&e.to_event(), true, &mut w.text);
-                    } else {
-                        e.write_json_line(&mut w.text);
-                        w.text.push(b'\n');
-                    }
-                    w.ends.push(w.text.len());
-                }
-            });
-            if let Err(e) = decoded {
-                w.error = Some(e);
+            if let Err(error) = EventRef::decode_into(&batch.bytes[start..start + len], encoding, EVENTS_FILE, offset, &mut e) {
+                w.error = Some(error);
                 break;
+            }
+            if lines.filter.wants_ref(e.kind, &e.node_id) {
+                if lines.decode_payload {
+                    write_event_line(&e.to_event(), true, &mut w.text);
+                } else {
+                    e.write_json_line(&mut w.text);
+                    w.text.push(b'\n');
+                }
+                w.ends.push(w.text.len());
             }
         }
     });
