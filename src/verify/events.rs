@@ -1,10 +1,16 @@
 //! Log and index checks (FORMAT.md §5.1, §6, §10 step 5). One sequential
 //! pass over the log hashes every byte as it decodes it, applies the event
 //! rules, and compares each event with the index's `offsets` and `times`
-//! entries (read side by side). The `ids` section is then checked exactly:
-//! ids strictly increasing, every position in range, and for every entry
-//! the log record at its position carries that id. With equal counts that
-//! is a bijection between the section and the log's events.
+//! entries (read side by side). Records are framed in batches where the
+//! reader holds them; each batch is decoded in place, its payloads hashed
+//! and the rules that need no earlier event checked on every core; then
+//! the rest (run id, time order, index entries, ids) in log order, so that
+//! the first problem in the log is the one reported.
+//!
+//! The `ids` section is checked exactly: ids strictly increasing, every
+//! position in range, and for every entry the log record at its position
+//! carries that id. With equal counts that is a bijection between the
+//! section and the log's events.
 //!
 //! Exactness in bounded memory: event ids are kept for a window of
 //! [`ID_WINDOW`] positions at a time (16 bytes each); after each window
