@@ -32,7 +32,7 @@ use crate::format::blob::BlobList;
 use crate::format::event::{payload_hashed_to, CheckedAlone, Event, EventRef, EventRules};
 use crate::format::index::{decode_id_entry, IndexReader, Section};
 use crate::format::log::LogReader;
-use crate::format::{self, be_u64, INDEX_ID_LEN};
+use crate::format::{self, be_u32, be_u64, INDEX_ID_LEN};
 
 /// Positions whose event ids are held at once: 2 Mi × 16 bytes = 32 MiB.
 pub(crate) const ID_WINDOW: usize = 1 << 21;
@@ -281,7 +281,14 @@ fn scan_ids(
     // Ids compared as big-endian integers: the same order as their bytes.
     let id_key = |entry: &[u8]| u128::from_be_bytes(decode_id_entry(entry).0);
     let mut previous = (first < from).then(|| id_key(&bytes[..INDEX_ID_LEN]));
-    for (i, entry) in (first..to).zip(bytes.chunks_exact(INDEX_ID_LEN)).skip((from - first) as usize) {
+    let entries = bytes.len() / INDEX_ID_LEN;
+    for (j, (i, entry)) in (first..to).zip(bytes.chunks_exact(INDEX_ID_LEN)).enumerate().skip((from - first) as usize) {
+        if j + PREFETCH_AHEAD < entries {
+            let ahead = be_u32(bytes, (j + PREFETCH_AHEAD) * INDEX_ID_LEN + 16);
+            if let Some(id) = ids.get(ahead.wrapping_sub(start) as usize) {
+                prefetch(id);
+            }
+        }
         let position = decode_id_entry(entry).1;
         if structure {
             if position >= count {
@@ -306,6 +313,22 @@ fn scan_ids(
         }
     }
     None
+}
+
+/// Entries ahead whose window slot is fetched while this one is compared:
+/// the slots are spread over the window in random order, so each compare
+/// would otherwise wait for memory.
+const PREFETCH_AHEAD: usize = 256;
+
+#[inline(always)]
+fn prefetch(id: &[u8; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(id.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = id;
 }
 
 /// What the checks that need no event before it found of one event that
