@@ -119,9 +119,19 @@ pub trait ReadAt: Sync {
     /// Fills `buf` from `offset`. Reading past [`ReadAt::len`] is
     /// [`Error::Changed`] for a file (it shrank) and a bug otherwise.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error>;
+    /// Whether reads at different offsets may run at once, on several
+    /// threads, in any order: true for a file and for bytes in memory; not
+    /// for a stream read once in order ([`Forward`]), nor by default.
+    fn concurrent_reads(&self) -> bool {
+        false
+    }
 }
 
 impl ReadAt for ReadFile {
+    fn concurrent_reads(&self) -> bool {
+        true
+    }
+
     fn len(&self) -> u64 {
         self.size
     }
@@ -141,6 +151,10 @@ impl ReadAt for ReadFile {
 }
 
 impl ReadAt for [u8] {
+    fn concurrent_reads(&self) -> bool {
+        true
+    }
+
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
@@ -154,6 +168,10 @@ impl ReadAt for [u8] {
 }
 
 impl ReadAt for &[u8] {
+    fn concurrent_reads(&self) -> bool {
+        true
+    }
+
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
@@ -164,6 +182,10 @@ impl ReadAt for &[u8] {
 }
 
 impl ReadAt for Vec<u8> {
+    fn concurrent_reads(&self) -> bool {
+        true
+    }
+
     fn len(&self) -> u64 {
         self.as_slice().len() as u64
     }
@@ -212,6 +234,10 @@ impl Contents {
 }
 
 impl ReadAt for Contents {
+    fn concurrent_reads(&self) -> bool {
+        true
+    }
+
     fn len(&self) -> u64 {
         match self {
             Contents::Memory(v) => ReadAt::len(v),
@@ -487,9 +513,10 @@ impl<'a> SeqReader<'a> {
         }
         let fresh = self.end..self.end + read;
         let at = self.base + self.end as u64;
-        if read >= 2 << 20 {
+        if read >= 2 << 20 && self.src.concurrent_reads() {
             // A large read in two halves on two cores: copying out of the
-            // page cache is CPU work too.
+            // page cache is CPU work too. Only where reads may run at once:
+            // a stream must be read in order.
             let (first, second) = self.buf[fresh.clone()].split_at_mut(read / 2);
             let src = self.src;
             let (a, b) = rayon::join(|| src.read_at(at, first), || src.read_at(at + (read / 2) as u64, second));
@@ -694,6 +721,9 @@ mod tests {
             fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
                 self.0.read_at(offset, buf)
             }
+            fn concurrent_reads(&self) -> bool {
+                true
+            }
         }
         let data: Vec<u8> = (0..(11 << 20) + 12_345u32).map(|i| (i % 251) as u8).collect();
         let whole = Claims(&data, data.len() as u64);
@@ -712,5 +742,41 @@ mod tests {
             let mut r = SeqReader::new(&short, "d", 0, true);
             assert!(matches!(r.skip_to_end(), Err(Error::Changed { .. })), "{missing} bytes missing");
         }
+    }
+
+    /// A source that does not allow reads at once (a stream read once, in
+    /// order: [`Forward`], an archive entry) is read one window per read,
+    /// never in halves on two threads (whichever half came first, the other
+    /// would find the stream past it); one that allows them is.
+    #[test]
+    fn only_sources_that_allow_it_are_read_in_halves() {
+        struct Recording<'d>(&'d [u8], bool, std::sync::Mutex<Vec<usize>>);
+        impl ReadAt for Recording<'_> {
+            fn len(&self) -> u64 {
+                self.0.len() as u64
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+                self.2.lock().unwrap().push(buf.len());
+                self.0.read_at(offset, buf)
+            }
+            fn concurrent_reads(&self) -> bool {
+                self.1
+            }
+        }
+        let data: Vec<u8> = (0..(11 << 20) + 777u32).map(|i| (i % 241) as u8).collect();
+        for concurrent in [false, true] {
+            let source = Recording(&data, concurrent, std::sync::Mutex::new(Vec::new()));
+            let mut r = SeqReader::new(&source, "d", 0, true);
+            r.skip_to_end().unwrap();
+            assert_eq!(r.finish().unwrap(), Digest::of(&data));
+            let reads = source.2.into_inner().unwrap();
+            assert_eq!(reads.len(), if concurrent { 4 } else { 2 }, "{reads:?}");
+        }
+        let mut stream = std::io::Cursor::new(&data[..]);
+        let forward = Forward::new(&mut stream, data.len() as u64, "stream").unwrap();
+        assert!(!forward.concurrent_reads() && data.as_slice().concurrent_reads());
+        let mut r = SeqReader::new(&forward, "stream", 0, true);
+        r.skip_to_end().unwrap();
+        assert_eq!(r.finish().unwrap(), Digest::of(&data));
     }
 }
