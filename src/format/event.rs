@@ -138,6 +138,11 @@ impl EventKind {
         EventKind::Error,
     ];
 
+    /// The kind whose variant name is `name`, if any.
+    pub fn from_name(name: &[u8]) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.name().as_bytes() == name)
+    }
+
     /// The variant name, as used in JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -177,7 +182,7 @@ impl fmt::Display for EventKind {
 impl FromStr for EventKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        EventKind::ALL.iter().copied().find(|k| k.name() == s).ok_or_else(|| Error::input("event kind", format!("unknown kind {s:?}")))
+        EventKind::from_name(s.as_bytes()).ok_or_else(|| Error::input("event kind", format!("unknown kind {s:?}")))
     }
 }
 
@@ -1153,5 +1158,18 @@ mod tests {
             assert_eq!(alone.is_ok(), !breaks(0) && !breaks(3) && !breaks(4), "rules broken: {broken:05b}");
             assert_eq!(rule_of(split.check_in_order(&event.as_ref(), alone)), expected, "rules broken: {broken:05b}");
         }
+    }
+
+    #[test]
+    fn a_kind_is_found_by_its_exact_name_only() {
+        for kind in EventKind::ALL {
+            let name = kind.name();
+            assert_eq!(EventKind::from_name(name.as_bytes()), Some(kind));
+            assert_eq!(name.parse::<EventKind>().ok(), Some(kind));
+            for other in [&name[1..], &name[..name.len() - 1], &format!("{name} "), &name.to_lowercase()] {
+                assert_eq!(EventKind::from_name(other.as_bytes()), None, "{other:?}");
+            }
+        }
+        assert_eq!(EventKind::from_name(b""), None);
     }
 }

@@ -206,11 +206,7 @@ impl<'a> Reader<'a> {
     fn kind(&mut self) -> Result<EventKind, String> {
         let len = self.head(TEXT, "kind")?;
         let name = self.take(usize::try_from(len).map_err(|_| "kind: length out of range".to_string())?, "kind")?;
-        EventKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.name().as_bytes() == name)
-            .ok_or_else(|| format!("unknown event kind {:?}", String::from_utf8_lossy(name)))
+        EventKind::from_name(name).ok_or_else(|| format!("unknown event kind {:?}", String::from_utf8_lossy(name)))
     }
 
     /// `payload`: a definite byte string.

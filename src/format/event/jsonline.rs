@@ -111,7 +111,7 @@ impl<'a> Line<'a> {
 
     fn kind(&mut self) -> Option<EventKind> {
         let name = self.string()?;
-        EventKind::ALL.into_iter().find(|k| k.name().as_bytes() == name)
+        EventKind::from_name(name)
     }
 
     /// Padded standard base64 in its one canonical spelling: the decoder
