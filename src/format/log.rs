@@ -175,18 +175,7 @@ impl RecordWalk<'_> {
     /// [`Error::TrailingData`]. After an error the walk is over: it
     /// returns None.
     pub fn next_record(&mut self) -> Result<Option<(u64, &[u8])>, Error> {
-        if self.failed {
-            return Ok(None);
-        }
-        // Two steps so that the borrow of the record ends before `failed` is set.
-        match self.step() {
-            Ok(Some((offset, len))) => Ok(Some((offset, self.reader.last(len)))),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
+        Ok(self.step_once()?.map(|(offset, len)| (offset, self.reader.last(len))))
     }
 
     /// Frames up to `max` records, pushing `(offset of its length prefix,
@@ -197,20 +186,12 @@ impl RecordWalk<'_> {
     /// On an error, the records before it are in `framed`.
     pub fn next_batch(&mut self, max: usize, framed: &mut Vec<(u64, usize, usize)>) -> Result<bool, Error> {
         while framed.len() < max {
-            if self.failed {
-                // After an error the walk is over, as in `next_record`.
-                return Ok(true);
-            }
-            if !framed.is_empty() && !self.next_is_read() {
+            if !self.failed && !framed.is_empty() && !self.next_is_read() {
                 return Ok(false);
             }
-            match self.step() {
-                Ok(Some((offset, len))) => framed.push((offset, self.reader.buffer_position() - len, len)),
-                Ok(None) => return Ok(true),
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
+            match self.step_once()? {
+                Some((offset, len)) => framed.push((offset, self.reader.buffer_position() - len, len)),
+                None => return Ok(true),
             }
         }
         Ok(false)
@@ -229,6 +210,17 @@ impl RecordWalk<'_> {
         }
         let buffered = self.reader.buffered();
         buffered.len() >= RECORD_PREFIX_LEN && buffered.len() - RECORD_PREFIX_LEN >= be_u32(buffered, 0) as usize
+    }
+
+    /// [`RecordWalk::step`], once the walk is not over: None after an
+    /// error, which ends it.
+    fn step_once(&mut self) -> Result<Option<(u64, usize)>, Error> {
+        if self.failed {
+            return Ok(None);
+        }
+        let step = self.step();
+        self.failed = step.is_err();
+        step
     }
 
     /// Reads the next record into the buffer; returns its offset and length.

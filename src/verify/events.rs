@@ -107,7 +107,7 @@ impl InOrder<'_> {
             return false;
         }
         if let Some(on_event) = cx.on_event {
-            let tap = self.tap_event.get_or_insert_with(|| event.to_event());
+            let tap = self.tap_event.get_or_insert_with(|| EventRef::EMPTY.to_event());
             event.fill(tap);
             on_event(position, tap);
         }
