@@ -692,3 +692,58 @@ fn unpack_refuses_to_overwrite_and_replaces_only_a_bundle() {
     fs::File::open(&archive).unwrap().read_to_end(&mut buf).unwrap();
     assert_eq!(&buf[..4], &[0x28, 0xB5, 0x2F, 0xFD]);
 }
+
+/// Each blob of an archive, changed in one byte, is named (and only it),
+/// for blobs stored in less and more than the 1 MiB up to which blobs are
+/// read whole and checked in parallel batches, compressed or not; and a
+/// changed blob read before a framing error is still named.
+#[test]
+fn a_changed_blob_is_named_whatever_its_size_and_compression() {
+    use support::fixture_gen::{build, fixed_options, noise, sample_run};
+    let tmp = tempfile::tempdir().unwrap();
+    let text = |len: usize| b"the quick brown fox jumps over the lazy dog\n".iter().copied().cycle().take(len).collect::<Vec<u8>>();
+    let half = |label: &str, len: usize| [noise(label, len / 2), text(len / 2)].concat();
+    for level in [Some(3), None] {
+        let mut run = sample_run("held", 2, false, false);
+        for content in [noise("a", 3_000), text(50_000), noise("b", 2 << 20), text(3 << 20), half("c", 4 << 20), noise("d", (1 << 20) - 56)]
+        {
+            run.blobs.push((content, cathedral_bundle::format::BlobFormat::Raw));
+        }
+        let bundle = tmp.path().join(format!("{level:?}.cath-bundle"));
+        build(&run, &bundle, fixed_options("held", cathedral_bundle::Encoding::Postcard, level));
+        let entries = base_of(&bundle);
+        let blobs: Vec<usize> =
+            (0..entries.len()).filter(|&i| entries[i].name().contains("/blobs/") && !entries[i].name().ends_with('/')).collect();
+        let sizes: Vec<usize> = blobs.iter().map(|&i| entries[i].data.len()).collect();
+        assert!(sizes.iter().any(|&s| s <= 1 << 20) && sizes.iter().any(|&s| s > 1 << 20), "{level:?}: sizes {sizes:?}");
+        let archive = tmp.path().join("changed.cath-bundle.tar.zst");
+        for &i in &blobs {
+            let mut changed = entries.clone();
+            let n = changed[i].data.len();
+            changed[i].data[n / 2] ^= 0x40;
+            fs::write(&archive, compress(&serialize(&changed))).unwrap();
+            let report = verify(&archive);
+            let rel = changed[i].name().split_once('/').unwrap().1.to_string();
+            let named: Vec<_> = report.findings.iter().filter(|f| f.path.starts_with("blobs/")).map(|f| (f.path.clone(), f.code)).collect();
+            assert_eq!(named, [(rel.clone(), HashMismatch)], "{level:?}, blob of {n} stored bytes: {:#?}", report.findings);
+            // The same change, then the stream cut inside the last blob: both are reported.
+            let last = *blobs.last().unwrap();
+            if i != last {
+                let mut tar = serialize(&changed);
+                let cut = tar.len() - 1024 - changed[last].data.len().div_ceil(512) * 512 + 100;
+                tar.truncate(cut);
+                fs::write(&archive, compress(&tar)).unwrap();
+                let report = verify(&archive);
+                let has = |path: &str, code: FindingCode| report.findings.iter().any(|f| f.path == path && f.code == code);
+                assert!(has(&rel, HashMismatch), "{level:?}, {n} bytes, cut: {:#?}", report.findings);
+                assert!(report.findings.iter().any(|f| f.code == Malformed || f.code == Truncated), "{:#?}", report.findings);
+            }
+        }
+    }
+}
+
+/// The canonical entries of the bundle at `bundle`, under `x.cath-bundle`.
+fn base_of(bundle: &Path) -> Vec<Entry> {
+    let tmp = tempfile::tempdir().unwrap();
+    entries(&decompress(&pack(bundle, tmp.path(), &format!("{TOP}.tar.zst"))))
+}

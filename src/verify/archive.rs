@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
+use rayon::prelude::*;
+
 use super::blobs::{check_blob_data, BLOB_WINDOW};
 use super::events::{EventTap, LogContext};
 use super::report::{Finding, FindingCode};
@@ -42,6 +44,15 @@ use super::report::{VerifyMode, VerifyReport, VerifyStats};
 const SKIP_LIMIT: u64 = 64 << 20;
 /// Largest `MANIFEST.sig` read.
 const SIGNATURE_LIMIT: u64 = 64 << 10;
+/// Blobs stored in at most this many bytes are read whole as they stream
+/// by and checked in parallel batches (decompressing and hashing them is
+/// the work; reading them off the stream is a copy). Larger blobs, and the
+/// one a caller captures, are checked as they stream by.
+const HELD_BLOB_MAX: u64 = 1 << 20;
+/// Stored bytes held for one parallel batch of blob checks.
+const HELD_BATCH_BYTES: usize = 16 << 20;
+/// Blobs held for one parallel batch of blob checks.
+const HELD_BATCH_COUNT: usize = 4096;
 
 /// Receives every entry that is checked, as it streams by (for `unpack`).
 pub(crate) trait EntrySink: Send {
@@ -100,7 +111,28 @@ struct Pass<'t> {
     /// Event count, when the log's header parsed.
     events: Option<(u32, Encoding)>,
     blobs: BlobCursor,
+    /// Blobs read whole, not checked yet.
+    held: HeldBlobs,
     skipped: u64,
+}
+
+/// Small blobs read off the stream, waiting for their parallel check.
+#[derive(Default)]
+struct HeldBlobs {
+    blobs: Vec<HeldBlob>,
+    bytes: usize,
+}
+
+struct HeldBlob {
+    rel: String,
+    record: BlobRecord,
+    stored: Vec<u8>,
+}
+
+impl HeldBlobs {
+    fn is_full(&self) -> bool {
+        self.bytes >= HELD_BATCH_BYTES || self.blobs.len() >= HELD_BATCH_COUNT
+    }
 }
 
 /// A blob list that passed its checks (layout, order, count, limits):
@@ -185,6 +217,7 @@ impl Verifier<'_> {
             index: None,
             events: None,
             blobs: BlobCursor::default(),
+            held: HeldBlobs::default(),
             skipped: 0,
         };
         let mut blob = blob;
@@ -220,17 +253,26 @@ impl Verifier<'_> {
         let manifest = manifest?;
         pass.plan = format::archive::FILE_ORDER.into_iter().filter(|n| manifest.files.contains_key(*n)).collect();
         let mut entry = next;
+        let mut complete = true;
         while let Some(header) = entry {
             if self.archive_entry(pass, &manifest, &manifest_bytes, header, stats, on_event, blob).is_err() {
-                return None;
+                complete = false;
+                break;
             }
             entry = match pass.tar.next_entry() {
                 Ok(e) => e,
                 Err(e) => {
                     self.findings.error(".", e);
-                    return None;
+                    complete = false;
+                    break;
                 }
             };
+        }
+        // Blobs read before the end (or a stop) are checked either way, as
+        // they would have been had they been checked as they streamed by.
+        self.check_held(&mut pass.held);
+        if !complete {
+            return None;
         }
         self.archive_end(pass);
         stats.blobs = pass.blobs.found;
@@ -741,6 +783,9 @@ impl Verifier<'_> {
             return self.skip(pass, header);
         }
         let out = blob.as_mut().filter(|(h, _)| *h == hash).map(|(_, w)| &mut **w);
+        if out.is_none() && header.size <= HELD_BLOB_MAX {
+            return self.hold_blob(pass, rel, record, header.size, stats);
+        }
         pass.with_sink(|s| s.begin(rel, header.size));
         let mut body = pass.body();
         let stream = match Forward::new(&mut body, header.size, rel) {
@@ -761,6 +806,44 @@ impl Verifier<'_> {
         }
         pass.with_sink(|s| s.end());
         Ok(())
+    }
+
+    /// Reads a small blob whole (through the sink) and holds it for a
+    /// parallel check; checks the held blobs once there are enough.
+    fn hold_blob(&self, pass: &mut Pass<'_>, rel: &str, record: BlobRecord, size: u64, stats: &mut VerifyStats) -> Result<(), Stop> {
+        pass.with_sink(|s| s.begin(rel, size));
+        // `size` is at most HELD_BLOB_MAX.
+        let mut stored = Vec::with_capacity(size as usize);
+        if let Err(e) = pass.body().read_to_end(&mut stored) {
+            return Err(self.stop(rel, fsutil::stream_error(rel, e)));
+        }
+        if stored.len() as u64 != size {
+            return Err(self.stop(rel, Error::truncated(rel, "blob entry", 0, size, stored.len() as u64)));
+        }
+        pass.with_sink(|s| s.end());
+        stats.bytes_hashed += size;
+        pass.held.bytes += stored.len();
+        pass.held.blobs.push(HeldBlob { rel: rel.to_string(), record, stored });
+        if pass.held.is_full() {
+            self.check_held(&mut pass.held);
+        }
+        Ok(())
+    }
+
+    /// Checks the held blobs on every core, exactly as a blob streamed by
+    /// is checked, and empties the batch.
+    fn check_held(&self, held: &mut HeldBlobs) {
+        let tick = self.tick();
+        held.blobs.par_iter().for_each(|blob| {
+            let HeldBlob { rel, record, stored } = blob;
+            let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
+            let mut reader = SeqReader::new(stored, rel, 0, whole).with_window(BLOB_WINDOW);
+            if let Err(e) = check_blob_data(&mut reader, record, rel, &tick, None) {
+                self.findings.error(rel, e);
+            }
+        });
+        held.blobs.clear();
+        held.bytes = 0;
     }
 
     /// The cross-file rules, with the log's count from its header.
