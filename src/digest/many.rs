@@ -10,16 +10,20 @@
 //! chain of compressions of its 64-byte blocks (the last zero-padded to 64,
 //! with its true length as the block length), counter 0, `CHUNK_START` on the
 //! first block, `CHUNK_END | ROOT` on the last, and its hash is the first 32
-//! bytes of the last compression's output. This module runs that chain for
-//! `LANES` inputs side by side, each lane with its own block count, length
-//! and flags; a lane whose input has ended keeps its chaining value. Longer
-//! inputs go to `blake3::hash`. With AVX-512 (F and BW) the chain is
-//! written with intrinsics, state and message in vector registers; with
-//! AVX2 only, it is plain arrays of `u32` lanes that the compiler turns
-//! into vector instructions (chosen at run time); without either, every
-//! input goes to `blake3::hash`. The unit tests compare every length up to
-//! two chunks, and random mixes, with `blake3::hash`, on each instruction
-//! set the CPU has.
+//! bytes of the last compression's output. This module runs such chains for
+//! `LANES` jobs side by side, each lane with its own block count, length,
+//! counter and flags; a lane whose job has ended keeps its chaining value.
+//! An input of up to 16 chunks (a blob of a few KiB) is one job per chunk,
+//! then its tree of parent nodes, merged level by level with the parents of
+//! the other inputs in the lanes (see [`hash_each`]); longer inputs go to
+//! `blake3::hash`, which spreads their chunks across lanes itself. With
+//! AVX-512 (F and BW) the chain is written with intrinsics, state and
+//! message in vector registers; with AVX2 only, it is plain arrays of `u32`
+//! lanes that the compiler turns into vector instructions (chosen at run
+//! time); without either, every input goes to `blake3::hash`. The unit
+//! tests compare lengths around every chunk boundary up to 17 chunks, and
+//! random mixes, with `blake3::hash`, and each instruction set the CPU has
+//! with the others.
 
 use super::Digest;
 
@@ -29,6 +33,7 @@ const BLOCK_LEN: usize = 64;
 const CHUNK_LEN: usize = 1024;
 const CHUNK_START: u32 = 1;
 const CHUNK_END: u32 = 2;
+const PARENT: u32 = 4;
 const ROOT: u32 = 8;
 const IV: [u32; 8] = [0x6A09_E667, 0xBB67_AE85, 0x3C6E_F372, 0xA54F_F53A, 0x510E_527F, 0x9B05_688C, 0x1F83_D9AB, 0x5BE0_CD19];
 /// The message word order of each of the seven rounds (BLAKE3's permutation
@@ -43,7 +48,54 @@ const SCHEDULE: [[usize; 16]; 7] = [
     [11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13],
 ];
 
+/// Inputs of at most this many chunks are hashed in lanes; longer ones by
+/// `blake3::hash`, which spreads their chunks across lanes itself.
+const LANE_CHUNKS: usize = 16;
+
+/// One lane's work: the chain of compressions of `data` (at most one chunk,
+/// at least one block, the last zero-padded), with `counter`, the flags
+/// `first` on its first block and `last` on its last (both on a single one).
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    data: &'a [u8],
+    counter: u64,
+    first: u32,
+    last: u32,
+}
+
+impl Job<'_> {
+    const IDLE: Job<'static> = Job { data: &[], counter: 0, first: 0, last: 0 };
+
+    fn blocks(&self) -> usize {
+        self.data.len().div_ceil(BLOCK_LEN).max(1)
+    }
+}
+
+/// Where a job's output goes: an input's hash, or a chaining value of the
+/// next tree level.
+#[derive(Clone, Copy)]
+enum Put {
+    Hash(u32),
+    Cv(u32),
+}
+
+/// An input of several chunks whose tree is being merged: its input, where
+/// its chaining values of the current level start, and how many there are.
+struct Tree {
+    input: u32,
+    at: u32,
+    count: u32,
+}
+
 /// The BLAKE3 of each input, in order, appended to `out`.
+///
+/// An input of one chunk is one lane's chain, with `ROOT` on its last
+/// block. An input of 2 to [`LANE_CHUNKS`] chunks gives one lane per chunk
+/// (counter = the chunk's index, no `ROOT`); then, level by level, its
+/// chaining values are paired left to right into parent nodes (message =
+/// left ‖ right, `PARENT`, counter 0, `ROOT` on the last merge), an odd last
+/// one carried up: BLAKE3's left-complete tree. Parents of all inputs at a
+/// level share the lanes.
 pub(crate) fn hash_each(inputs: &[&[u8]], out: &mut Vec<Digest>) {
     let first = out.len();
     out.resize(first + inputs.len(), Digest::default());
@@ -54,40 +106,92 @@ pub(crate) fn hash_each(inputs: &[&[u8]], out: &mut Vec<Digest>) {
         }
         return;
     }
-    // Inputs with the same block count share a group, so that few lanes
-    // idle (a counting sort by block count); longer inputs are hashed alone.
-    const LONG: usize = CHUNK_LEN / BLOCK_LEN + 1;
-    let class = |input: &[u8]| input.len().div_ceil(BLOCK_LEN).min(LONG);
-    let mut next = [0usize; LONG + 2];
-    for input in inputs {
-        next[class(input) + 1] += 1;
-    }
-    for c in 1..next.len() {
-        next[c] += next[c - 1];
-    }
-    let mut order = vec![0u32; inputs.len()];
+    let mut jobs = Vec::with_capacity(inputs.len());
+    let mut puts = Vec::with_capacity(inputs.len());
+    let mut trees = Vec::new();
+    let mut cvs = 0u32;
     for (i, input) in inputs.iter().enumerate() {
-        let at = &mut next[class(input)];
-        order[*at] = i as u32;
+        let chunks = input.len().div_ceil(CHUNK_LEN).max(1);
+        if chunks == 1 {
+            jobs.push(Job { data: input, counter: 0, first: CHUNK_START, last: CHUNK_END | ROOT });
+            puts.push(Put::Hash(i as u32));
+        } else if chunks <= LANE_CHUNKS {
+            for (c, chunk) in input.chunks(CHUNK_LEN).enumerate() {
+                jobs.push(Job { data: chunk, counter: c as u64, first: CHUNK_START, last: CHUNK_END });
+                puts.push(Put::Cv(cvs + c as u32));
+            }
+            trees.push(Tree { input: i as u32, at: cvs, count: chunks as u32 });
+            cvs += chunks as u32;
+        } else {
+            out[i] = Digest::of(input);
+        }
+    }
+    let mut level = vec![0u8; cvs as usize * 32];
+    run(&jobs, &puts, out, &mut level);
+    let mut next = Vec::new();
+    while !trees.is_empty() {
+        // One level up: the parents of every tree side by side.
+        let (mut jobs, mut puts) = (Vec::new(), Vec::new());
+        next.clear();
+        next.resize(level.len(), 0);
+        let mut cvs = 0u32;
+        for tree in &mut trees {
+            let pairs = tree.count / 2;
+            for k in 0..pairs {
+                let at = (tree.at + 2 * k) as usize * 32;
+                let root = if tree.count == 2 { ROOT } else { 0 };
+                jobs.push(Job { data: &level[at..at + 64], counter: 0, first: PARENT, last: PARENT | root });
+                puts.push(if root != 0 { Put::Hash(tree.input) } else { Put::Cv(cvs + k) });
+            }
+            if tree.count % 2 == 1 {
+                let last = (tree.at + tree.count - 1) as usize * 32;
+                let to = (cvs + pairs) as usize * 32;
+                next[to..to + 32].copy_from_slice(&level[last..last + 32]);
+            }
+            tree.at = cvs;
+            tree.count = tree.count.div_ceil(2);
+            cvs += tree.count;
+        }
+        run(&jobs, &puts, out, &mut next);
+        trees.retain(|t| t.count > 1);
+        std::mem::swap(&mut level, &mut next);
+    }
+}
+
+/// Runs `jobs` sixteen at a time, those with the same block count together
+/// (a counting sort), so that few lanes idle; each output goes where its
+/// `puts` entry says (`cvs`: 32 bytes per chaining value).
+fn run(jobs: &[Job<'_>], puts: &[Put], out: &mut [Digest], cvs: &mut [u8]) {
+    // Index = block count (1 ..= 16); after the sums, where that class starts.
+    let mut start = [0usize; CHUNK_LEN / BLOCK_LEN + 1];
+    for job in jobs {
+        start[job.blocks()] += 1;
+    }
+    let mut sum = 0;
+    for slot in &mut start {
+        (*slot, sum) = (sum, sum + *slot);
+    }
+    let mut order = vec![0u32; jobs.len()];
+    for (j, job) in jobs.iter().enumerate() {
+        let at = &mut start[job.blocks()];
+        order[*at] = j as u32;
         *at += 1;
     }
-    // Every class has been placed: `next[c]` is where class c ends.
-    let short = next[LONG - 1];
-    for group in order[..short].chunks(LANES) {
-        let mut lanes: [&[u8]; LANES] = [&[]; LANES];
-        for (lane, &i) in lanes.iter_mut().zip(group) {
-            *lane = inputs[i as usize];
+    for group in order.chunks(LANES) {
+        let mut lanes = [Job::IDLE; LANES];
+        for (lane, &j) in lanes.iter_mut().zip(group) {
+            *lane = jobs[j as usize];
         }
-        let cvs = hash_group(&lanes, group.len());
-        for (lane, &i) in group.iter().enumerate() {
-            let digest = &mut out[i as usize].0;
-            for (w, word) in cvs.iter().enumerate() {
-                digest[4 * w..4 * w + 4].copy_from_slice(&word[lane].to_le_bytes());
+        let words = hash_group(&lanes, group.len());
+        for (lane, &j) in group.iter().enumerate() {
+            let to = match puts[j as usize] {
+                Put::Hash(i) => &mut out[i as usize].0[..],
+                Put::Cv(c) => &mut cvs[c as usize * 32..c as usize * 32 + 32],
+            };
+            for (w, word) in words.iter().enumerate() {
+                to[4 * w..4 * w + 4].copy_from_slice(&word[lane].to_le_bytes());
             }
         }
-    }
-    for &i in &order[short..] {
-        out[i as usize] = Digest::of(inputs[i as usize]);
     }
 }
 
@@ -101,28 +205,27 @@ fn lanes_available() -> bool {
     false
 }
 
-/// The chaining values (here: the hashes) of the first `used` lanes, each
-/// input at most one chunk long.
+/// The output chaining values of the first `used` lanes' jobs.
 #[cfg(target_arch = "x86_64")]
-fn hash_group(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
+fn hash_group(jobs: &[Job<'_>; LANES], used: usize) -> [[u32; LANES]; 8] {
     if avx512::available() {
         // SAFETY: the CPU has AVX-512F and AVX-512BW (checked just above).
-        unsafe { avx512::hash_group(inputs, used) }
+        unsafe { avx512::hash_group(jobs, used) }
     } else {
         // SAFETY: only called when `lanes_available`, so the CPU has AVX2.
-        unsafe { hash_group_avx2(inputs, used) }
+        unsafe { hash_group_avx2(jobs, used) }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn hash_group(_: &[&[u8]; LANES], _: usize) -> [[u32; LANES]; 8] {
+fn hash_group(_: &[Job<'_>; LANES], _: usize) -> [[u32; LANES]; 8] {
     unreachable!("lanes_available is false on this architecture")
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn hash_group_avx2(inputs: &[&[u8]; LANES], used: usize) -> [[u32; LANES]; 8] {
-    chain(inputs, used, |words| std::array::from_fn(|w| std::array::from_fn(|l| words[l][w])))
+fn hash_group_avx2(jobs: &[Job<'_>; LANES], used: usize) -> [[u32; LANES]; 8] {
+    chain(jobs, used, |words| std::array::from_fn(|w| std::array::from_fn(|l| words[l][w])))
 }
 
 type Lanes = [u32; LANES];
@@ -130,9 +233,10 @@ type Lanes = [u32; LANES];
 /// Runs each lane's chain of block compressions; `transpose` turns each
 /// lane's block words into word `w` of every lane.
 #[inline(always)]
-fn chain(inputs: &[&[u8]; LANES], used: usize, transpose: impl Fn(&[[u32; 16]; LANES]) -> [Lanes; 16]) -> [Lanes; 8] {
-    let blocks: [usize; LANES] = std::array::from_fn(|l| if l < used { inputs[l].len().div_ceil(BLOCK_LEN).max(1) } else { 0 });
+fn chain(jobs: &[Job<'_>; LANES], used: usize, transpose: impl Fn(&[[u32; 16]; LANES]) -> [Lanes; 16]) -> [Lanes; 8] {
+    let blocks: [usize; LANES] = std::array::from_fn(|l| if l < used { jobs[l].blocks() } else { 0 });
     let most = blocks.iter().copied().max().unwrap_or(0);
+    let counter: [Lanes; 2] = [std::array::from_fn(|l| jobs[l].counter as u32), std::array::from_fn(|l| (jobs[l].counter >> 32) as u32)];
     let mut cv: [Lanes; 8] = std::array::from_fn(|w| [IV[w]; LANES]);
     for b in 0..most {
         // Each lane's block as words, then transposed: word w of every lane.
@@ -145,17 +249,18 @@ fn chain(inputs: &[&[u8]; LANES], used: usize, transpose: impl Fn(&[[u32; 16]; L
                 continue;
             }
             active[l] = true;
-            let block = &inputs[l][(b * BLOCK_LEN).min(inputs[l].len())..];
+            let data = jobs[l].data;
+            let block = &data[(b * BLOCK_LEN).min(data.len())..];
             let block = &block[..block.len().min(BLOCK_LEN)];
             let mut padded = [0u8; BLOCK_LEN];
             padded[..block.len()].copy_from_slice(block);
             words[l] =
                 std::array::from_fn(|w| u32::from_le_bytes([padded[4 * w], padded[4 * w + 1], padded[4 * w + 2], padded[4 * w + 3]]));
             len[l] = block.len() as u32;
-            flags[l] = if b == 0 { CHUNK_START } else { 0 } | if b + 1 == blocks[l] { CHUNK_END | ROOT } else { 0 };
+            flags[l] = if b == 0 { jobs[l].first } else { 0 } | if b + 1 == blocks[l] { jobs[l].last } else { 0 };
         }
         let m = transpose(&words);
-        let next = compress(&cv, &m, &len, &flags);
+        let next = compress(&cv, &m, &counter, &len, &flags);
         for (w, lanes) in cv.iter_mut().enumerate() {
             for l in 0..LANES {
                 if active[l] {
@@ -167,9 +272,9 @@ fn chain(inputs: &[&[u8]; LANES], used: usize, transpose: impl Fn(&[[u32; 16]; L
     cv
 }
 
-/// One BLAKE3 compression per lane (counter 0): the new chaining values.
+/// One BLAKE3 compression per lane: the new chaining values.
 #[inline(always)]
-fn compress(cv: &[Lanes; 8], m: &[Lanes; 16], len: &Lanes, flags: &Lanes) -> [Lanes; 8] {
+fn compress(cv: &[Lanes; 8], m: &[Lanes; 16], counter: &[Lanes; 2], len: &Lanes, flags: &Lanes) -> [Lanes; 8] {
     let mut v: [Lanes; 16] = [
         cv[0],
         cv[1],
@@ -183,8 +288,8 @@ fn compress(cv: &[Lanes; 8], m: &[Lanes; 16], len: &Lanes, flags: &Lanes) -> [La
         [IV[1]; LANES],
         [IV[2]; LANES],
         [IV[3]; LANES],
-        [0; LANES],
-        [0; LANES],
+        counter[0],
+        counter[1],
         *len,
         *flags,
     ];
@@ -226,19 +331,22 @@ fn g(v: &mut [Lanes; 16], [a, b, c, d]: [usize; 4], x: &Lanes, y: &Lanes) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Lanes, BLOCK_LEN, CHUNK_END, CHUNK_START, IV, LANES, ROOT, SCHEDULE};
+    use super::{Job, Lanes, BLOCK_LEN, IV, LANES, SCHEDULE};
 
     pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
     }
 
-    /// The chaining values of the first `used` lanes, each input at most
-    /// one chunk long.
+    /// The output chaining values of the first `used` lanes' jobs.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn hash_group(inputs: &[&[u8]; LANES], used: usize) -> [Lanes; 8] {
-        let lens: [usize; LANES] = std::array::from_fn(|l| if l < used { inputs[l].len() } else { 0 });
-        let blocks: [usize; LANES] = std::array::from_fn(|l| if l < used { lens[l].div_ceil(BLOCK_LEN).max(1) } else { 0 });
+    pub(super) fn hash_group(jobs: &[Job<'_>; LANES], used: usize) -> [Lanes; 8] {
+        let lens: [usize; LANES] = std::array::from_fn(|l| if l < used { jobs[l].data.len() } else { 0 });
+        let blocks: [usize; LANES] = std::array::from_fn(|l| if l < used { jobs[l].blocks() } else { 0 });
         let most = blocks.iter().copied().max().unwrap_or(0);
+        let lo: [u32; LANES] = std::array::from_fn(|l| jobs[l].counter as u32);
+        let hi: [u32; LANES] = std::array::from_fn(|l| (jobs[l].counter >> 32) as u32);
+        // SAFETY: each array is 16 × 4 bytes, one vector.
+        let counter = unsafe { [_mm512_loadu_si512(lo.as_ptr().cast()), _mm512_loadu_si512(hi.as_ptr().cast())] };
         let mut cv: [__m512i; 8] = std::array::from_fn(|w| _mm512_set1_epi32(IV[w] as i32));
         for b in 0..most {
             let mut rows = [_mm512_setzero_si512(); LANES];
@@ -253,7 +361,7 @@ mod avx512 {
                 let start = b * BLOCK_LEN;
                 // `start <= lens[l]`: block b of the lane's blocks.
                 let n = (lens[l] - start).min(BLOCK_LEN);
-                let at = inputs[l][start..].as_ptr();
+                let at = jobs[l].data[start..].as_ptr();
                 rows[l] = if n == BLOCK_LEN {
                     // SAFETY: `at .. at + 64` lies within the input.
                     unsafe { _mm512_loadu_si512(at.cast()) }
@@ -264,12 +372,12 @@ mod avx512 {
                     unsafe { _mm512_maskz_loadu_epi8((1u64 << n) - 1, at.cast()) }
                 };
                 len[l] = n as u32;
-                flags[l] = if b == 0 { CHUNK_START } else { 0 } | if b + 1 == blocks[l] { CHUNK_END | ROOT } else { 0 };
+                flags[l] = if b == 0 { jobs[l].first } else { 0 } | if b + 1 == blocks[l] { jobs[l].last } else { 0 };
             }
             let m = transpose(rows);
             // SAFETY: each array is 16 × 4 bytes, one vector.
             let (len, flags) = unsafe { (_mm512_loadu_si512(len.as_ptr().cast()), _mm512_loadu_si512(flags.as_ptr().cast())) };
-            let next = compress(&cv, &m, len, flags);
+            let next = compress(&cv, &m, &counter, len, flags);
             for (cv, next) in cv.iter_mut().zip(next) {
                 *cv = _mm512_mask_mov_epi32(*cv, active, next);
             }
@@ -308,13 +416,13 @@ mod avx512 {
         std::array::from_fn(|w| if w < 8 { lo128(ae[w], im[w]) } else { hi128(ae[w - 8], im[w - 8]) })
     }
 
-    /// One BLAKE3 compression per lane (counter 0): the new chaining values.
+    /// One BLAKE3 compression per lane: the new chaining values.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn compress(cv: &[__m512i; 8], m: &[__m512i; 16], len: __m512i, flags: __m512i) -> [__m512i; 8] {
+    fn compress(cv: &[__m512i; 8], m: &[__m512i; 16], counter: &[__m512i; 2], len: __m512i, flags: __m512i) -> [__m512i; 8] {
         let iv = |w: usize| _mm512_set1_epi32(IV[w] as i32);
-        let zero = _mm512_setzero_si512();
-        let mut v = [cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7], iv(0), iv(1), iv(2), iv(3), zero, zero, len, flags];
+        let mut v =
+            [cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7], iv(0), iv(1), iv(2), iv(3), counter[0], counter[1], len, flags];
         for s in &SCHEDULE {
             g(&mut v, [0, 4, 8, 12], m[s[0]], m[s[1]]);
             g(&mut v, [1, 5, 9, 13], m[s[2]], m[s[3]]);
@@ -362,11 +470,24 @@ mod tests {
         for (i, (input, digest)) in inputs.iter().zip(&got[1..]).enumerate() {
             assert_eq!(*digest, Digest::of(input), "input {i} of {} bytes", input.len());
         }
+        // The chunks of an input of several, with their counters: every
+        // instruction set this CPU has gives the same chaining values (the
+        // one `hash_each` chose gave the right hash above).
+        for input in inputs.iter().filter(|i| i.len() > CHUNK_LEN && i.len() <= LANE_CHUNKS * CHUNK_LEN) {
+            let mut lanes = [Job::IDLE; LANES];
+            for (c, (lane, chunk)) in lanes.iter_mut().zip(input.chunks(CHUNK_LEN)).enumerate() {
+                *lane = Job { data: chunk, counter: c as u64, first: CHUNK_START, last: CHUNK_END };
+            }
+            let outputs = backends(&lanes, input.len().div_ceil(CHUNK_LEN));
+            for (name, cvs) in &outputs {
+                assert_eq!(*cvs, outputs[0].1, "{name} and {}: {} bytes", outputs[0].0, input.len());
+            }
+        }
         // Each instruction set this CPU has, whichever `hash_each` chose.
         for group in inputs.iter().filter(|i| i.len() <= CHUNK_LEN).collect::<Vec<_>>().chunks(LANES) {
-            let mut lanes: [&[u8]; LANES] = [&[]; LANES];
+            let mut lanes = [Job::IDLE; LANES];
             for (lane, input) in lanes.iter_mut().zip(group) {
-                *lane = input;
+                *lane = Job { data: input, counter: 0, first: CHUNK_START, last: CHUNK_END | ROOT };
             }
             for (name, cvs) in backends(&lanes, group.len()) {
                 for (l, input) in group.iter().enumerate() {
@@ -378,7 +499,7 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn backends(lanes: &[&[u8]; LANES], used: usize) -> Vec<(&'static str, [Lanes; 8])> {
+    fn backends(lanes: &[Job<'_>; LANES], used: usize) -> Vec<(&'static str, [Lanes; 8])> {
         let mut out = Vec::new();
         if avx512::available() {
             // SAFETY: the CPU has AVX-512F and AVX-512BW.
@@ -392,7 +513,7 @@ mod tests {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn backends(_: &[&[u8]; LANES], _: usize) -> Vec<(&'static str, [Lanes; 8])> {
+    fn backends(_: &[Job<'_>; LANES], _: usize) -> Vec<(&'static str, [Lanes; 8])> {
         Vec::new()
     }
 
@@ -406,6 +527,27 @@ mod tests {
         }
         for group in [1, 2, 15, 16, 17, 31, 33] {
             check(&all[..group]);
+        }
+    }
+
+    #[test]
+    fn inputs_of_many_chunks_match_blake3_at_every_chunk_boundary() {
+        // Each chunk count up to one past the lanes' limit, at a whole
+        // number of chunks and one byte either side, alone and together
+        // (trees of different heights merged side by side).
+        let mut all = Vec::new();
+        for chunks in 1..=LANE_CHUNKS + 1 {
+            for n in [chunks * CHUNK_LEN - 1, chunks * CHUNK_LEN, chunks * CHUNK_LEN + 1] {
+                check(&[input(n, n as u64)]);
+                all.push(input(n, n as u64 + 1));
+            }
+        }
+        check(&all);
+        all.reverse();
+        check(&all);
+        // Many trees of the same shape share every level's lanes.
+        for chunks in [2, 3, 5, 16] {
+            check(&(0..40).map(|i| input(chunks * CHUNK_LEN - 7, i)).collect::<Vec<_>>());
         }
     }
 
@@ -431,6 +573,11 @@ mod tests {
         #[test]
         fn any_inputs_hash_as_blake3_does(inputs in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..1300), 0..40)) {
             check(&inputs);
+        }
+
+        #[test]
+        fn any_inputs_of_many_chunks_hash_as_blake3_does(lens in proptest::collection::vec(0..20_000usize, 0..24), seed in 0..u64::MAX) {
+            check(&lens.iter().enumerate().map(|(i, &n)| input(n, seed ^ i as u64)).collect::<Vec<_>>());
         }
     }
 
