@@ -214,3 +214,81 @@ fn fast_mode_catches_structure_but_says_it_hashed_nothing() {
     fs::write(bundle.join("workflow.cath"), &wf).unwrap();
     assert_named(&fast.verify(&bundle).unwrap(), "workflow.cath", &[FindingCode::SizeMismatch], "fast size");
 }
+
+/// Uncompressed blobs of up to 16 KiB are read whole and their contents
+/// hashed together, many at once: a change to any of them is named, and
+/// only it, whatever its size (either side of every BLAKE3 chunk boundary
+/// and of 16 KiB) and its place among the blobs checked with it.
+#[test]
+fn changed_small_blobs_are_named_each_alone() {
+    use support::fixture_gen::{build, fixed_options, noise, sample_run};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut run = sample_run("small-blobs", 2, false, false);
+    let sizes = [0, 1, 63, 64, 1023, 1024, 1025, 2048, 3000, 16 << 10, (16 << 10) + 1, 20_000];
+    for i in 0..150 {
+        let content = noise(&format!("blob/{i}"), sizes[i % sizes.len()]);
+        run.blobs.push((content, cathedral_bundle::format::BlobFormat::Raw));
+    }
+    let bundle = tmp.path().join("b.cath-bundle");
+    build(&run, &bundle, fixed_options("small-blobs", cathedral_bundle::Encoding::Postcard, None));
+    assert!(verify(&bundle).is_valid());
+    let blobs: Vec<String> = files_under(&bundle).into_iter().filter(|f| f.starts_with("blobs/")).collect();
+    // (Empty blobs are one blob.)
+    assert!(blobs.len() >= 130, "{}", blobs.len());
+    let blob_findings = |report: &VerifyReport| {
+        let mut named: Vec<(String, FindingCode)> =
+            report.findings.iter().filter(|f| f.path.starts_with("blobs/")).map(|f| (f.path.clone(), f.code)).collect();
+        named.sort();
+        named
+    };
+    let header_codes = [FindingCode::BadMagic, FindingCode::Unsupported, FindingCode::Malformed, FindingCode::Inconsistent];
+    for (n, name) in blobs.iter().enumerate() {
+        let path = bundle.join(name);
+        let original = fs::read(&path).unwrap();
+        let content = original.len() - 56;
+        // The last content byte, a byte of the header's content hash, the header's first byte; then one byte less.
+        let mut changes: Vec<Vec<u8>> = Vec::new();
+        if content > 0 {
+            let mut b = original.clone();
+            b[56 + content - 1] ^= 0x80;
+            changes.push(b);
+        }
+        for at in [0, 40] {
+            let mut b = original.clone();
+            b[at] ^= 0x01;
+            changes.push(b);
+        }
+        changes.push(original[..original.len() - 1].to_vec());
+        for (k, bytes) in changes.iter().enumerate() {
+            fs::write(&path, bytes).unwrap();
+            let named = blob_findings(&verify(&bundle));
+            assert_eq!(named.len(), 1, "blob {n} ({content} bytes), change {k}: {named:?}");
+            let code = named[0].1;
+            let expected = code == FindingCode::HashMismatch || code == FindingCode::SizeMismatch || header_codes.contains(&code);
+            assert!(named[0].0 == *name && expected, "blob {n} ({content} bytes), change {k}: {named:?}");
+            if k == 0 && content > 0 {
+                assert_eq!(code, FindingCode::HashMismatch, "a changed content byte is a content hash mismatch");
+            }
+        }
+        fs::write(&path, &original).unwrap();
+        // Every 7th blob, the next blob changed too: both named, each once.
+        if n % 7 == 0 && n + 1 < blobs.len() {
+            let other = bundle.join(&blobs[n + 1]);
+            let kept = fs::read(&other).unwrap();
+            for (p, o) in [(&path, &original), (&other, &kept)] {
+                let mut b = o.clone();
+                let last = b.len() - 1;
+                b[last] ^= 0x80;
+                fs::write(p, b).unwrap();
+            }
+            let named = blob_findings(&verify(&bundle));
+            let names: Vec<&str> = named.iter().map(|(p, _)| p.as_str()).collect();
+            let mut both = vec![name.as_str(), blobs[n + 1].as_str()];
+            both.sort();
+            assert_eq!(names, both, "blobs {n} and {}", n + 1);
+            fs::write(&path, &original).unwrap();
+            fs::write(&other, &kept).unwrap();
+        }
+    }
+    assert!(verify(&bundle).is_valid());
+}

@@ -13,7 +13,7 @@ use super::Verifier;
 use crate::error::Error;
 use crate::format::blob::{decode_blob_to, BlobHeader, BlobList, BlobRecord, Compression};
 use crate::format::{self, blob_path, BLOB_HEADER_LEN};
-use crate::fsutil::{self, ReadFile, SeqReader};
+use crate::fsutil::{self, ReadAt, ReadFile, SeqReader};
 
 /// Read buffer of one blob check.
 pub(super) const BLOB_WINDOW: usize = 256 << 10;
@@ -44,6 +44,14 @@ impl ShardDirs {
     }
 }
 
+/// Uncompressed blobs of at most this many stored bytes are read whole and
+/// their contents hashed together, one per SIMD lane (`digest::hash_each`):
+/// hashed one by one, a blob of a few KiB keeps most lanes idle.
+const SMALL_BLOB: u64 = (16 << 10) + BLOB_HEADER_LEN as u64;
+
+/// Blobs read per worker before their contents are hashed together.
+const GROUP: usize = 64;
+
 impl Verifier<'_> {
     /// Checks every listed blob, in parallel batches; returns the bytes hashed.
     /// Absent files, links and special files are skipped here: the walk reports them.
@@ -56,25 +64,99 @@ impl Verifier<'_> {
             if batch.is_empty() {
                 break;
             }
-            // Each worker reuses one read buffer for all the blobs it checks.
-            batch.par_iter().for_each_init(Vec::new, |buffer, record| {
-                let rel = blob_path(&record.header.hash);
-                if record.header.size > self.limits.max_blob_size {
-                    return self
-                        .findings
-                        .error(&rel, Error::limit(&rel, "blob content size", self.limits.max_blob_size, record.header.size));
+            // Each worker reuses its buffers for all the blobs it checks.
+            batch.par_chunks(GROUP).for_each_init(Buffers::default, |buffers, group| {
+                buffers.small.clear();
+                buffers.held.clear();
+                for record in group {
+                    let rel = blob_path(&record.header.hash);
+                    if record.header.size > self.limits.max_blob_size {
+                        self.findings.error(&rel, Error::limit(&rel, "blob content size", self.limits.max_blob_size, record.header.size));
+                        continue;
+                    }
+                    let Some(dir) = shards.get(record) else { continue };
+                    let checked = if is_small(record) {
+                        read_small(dir, record, &rel, &mut buffers.small, tick).map(|range| buffers.held.push((record, range)))
+                    } else {
+                        check_blob(dir, record, &rel, &mut buffers.read, tick)
+                    };
+                    match checked {
+                        Ok(()) => {}
+                        Err(Error::NotFound { .. } | Error::FileType { .. }) => continue,
+                        Err(e) => self.findings.error(&rel, e),
+                    }
+                    hashed.fetch_add(record.stored_size, Ordering::Relaxed);
                 }
-                let Some(dir) = shards.get(record) else { return };
-                match check_blob(dir, record, &rel, buffer, tick) {
-                    Ok(()) => {}
-                    Err(Error::NotFound { .. } | Error::FileType { .. }) => return,
-                    Err(e) => self.findings.error(&rel, e),
+                let contents: Vec<&[u8]> = buffers.held.iter().map(|(_, range)| &buffers.small[range.clone()]).collect();
+                buffers.hashes.clear();
+                crate::digest::hash_each(&contents, &mut buffers.hashes);
+                for ((record, _), actual) in buffers.held.iter().zip(&buffers.hashes) {
+                    if *actual != record.header.hash {
+                        let rel = blob_path(&record.header.hash);
+                        self.findings.error(&rel, content_mismatch(&rel, record.header.hash, *actual));
+                    }
                 }
-                hashed.fetch_add(record.stored_size, Ordering::Relaxed);
             });
         }
         hashed.into_inner()
     }
+}
+
+/// One worker's buffers: the read buffer of a blob checked alone, and the
+/// small blobs of a group with the range of each one's content.
+#[derive(Default)]
+struct Buffers<'r> {
+    read: Vec<u8>,
+    small: Vec<u8>,
+    held: Vec<(&'r BlobRecord, std::ops::Range<usize>)>,
+    hashes: Vec<crate::digest::Digest>,
+}
+
+/// A blob checked in a group: uncompressed, its record's stored hash being
+/// its content hash (so the content is the only thing hashed), and small.
+fn is_small(record: &BlobRecord) -> bool {
+    record.header.compression == Compression::None && record.stored_hash == record.header.hash && record.stored_size <= SMALL_BLOB
+}
+
+/// Reads a small blob whole to the end of `buf` and checks its size and
+/// header as [`check_blob`] does; returns where its content lies in `buf`
+/// (hashed by the caller).
+fn read_small(
+    dir: &OwnedFd,
+    record: &BlobRecord,
+    rel: &str,
+    buf: &mut Vec<u8>,
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<std::ops::Range<usize>, Error> {
+    let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
+    if file.size() != record.stored_size {
+        return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
+    }
+    let start = buf.len();
+    // At most SMALL_BLOB bytes (the size was just compared with the record's).
+    buf.resize(start + file.size() as usize, 0);
+    let read =
+        file.read_at(0, &mut buf[start..]).and_then(|()| check_header(&buf[start..(start + BLOB_HEADER_LEN).min(buf.len())], record, rel));
+    if let Err(e) = read {
+        buf.truncate(start);
+        return Err(e);
+    }
+    tick(record.stored_size);
+    Ok(start + BLOB_HEADER_LEN..buf.len())
+}
+
+/// Decodes a blob's header, which checks every one of its 56 bytes against
+/// a fixed value or a field; the fields must equal the record's.
+fn check_header(bytes: &[u8], record: &BlobRecord, rel: &str) -> Result<BlobHeader, Error> {
+    let header = BlobHeader::decode(bytes, rel)?;
+    if header != record.header {
+        return Err(Error::inconsistent(rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
+    }
+    Ok(header)
+}
+
+fn content_mismatch(rel: &str, expected: crate::digest::Digest, found: crate::digest::Digest) -> Error {
+    Error::HashMismatch { file: rel.to_string(), what: "content hash", expected, found }
 }
 
 /// Checks one blob file in one sequential read: its size and header against
@@ -109,12 +191,7 @@ pub(super) fn check_blob_data<'w>(
     mut out: Option<&mut (dyn std::io::Write + Send + 'w)>,
 ) -> Result<(), Error> {
     let compressed = record.header.compression == Compression::Zstd;
-    // Decoding the header checks every one of its 56 bytes against a fixed
-    // value or a field; the fields must equal the record's.
-    let header = BlobHeader::decode(reader.next_bytes(BLOB_HEADER_LEN)?, rel)?;
-    if header != record.header {
-        return Err(Error::inconsistent(rel, "blob header", format!("{:?}", record.header), format!("{header:?}")));
-    }
+    let header = check_header(reader.next_bytes(BLOB_HEADER_LEN)?, record, rel)?;
     tick(record.stored_size);
     if !compressed {
         // The data is the content (its size was checked with the file's):
@@ -129,7 +206,7 @@ pub(super) fn check_blob_data<'w>(
         }
         let actual = crate::digest::Digest::finished(&hasher);
         if actual != header.hash {
-            return Err(Error::HashMismatch { file: rel.to_string(), what: "content hash", expected: header.hash, found: actual });
+            return Err(content_mismatch(rel, header.hash, actual));
         }
         return match reader.hash_so_far() {
             Some(file_hash) if file_hash != record.stored_hash => {
