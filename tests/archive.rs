@@ -747,3 +747,24 @@ fn base_of(bundle: &Path) -> Vec<Entry> {
     let tmp = tempfile::tempdir().unwrap();
     entries(&decompress(&pack(bundle, tmp.path(), &format!("{TOP}.tar.zst"))))
 }
+
+/// The events a caller watches while an archive is verified arrive once
+/// each, in log order, equal to the log's, across many batches of
+/// records (decoded while the batch before is checked in order).
+#[test]
+fn watched_events_of_a_long_archive_arrive_in_order() {
+    use support::fixture_gen::{build, fixed_options, large_run};
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, _) = large_run("watched", 10_000, 16);
+    let bundle = tmp.path().join("w.cath-bundle");
+    build(&run, &bundle, fixed_options("watched", cathedral_bundle::Encoding::Postcard, None));
+    let archive = pack(&bundle, tmp.path(), "w.cath-bundle.tar.zst");
+    let seen = std::sync::Mutex::new(Vec::new());
+    let tap = |position: u32, event: &cathedral_bundle::Event| seen.lock().unwrap().push((position, event.clone()));
+    BundleLoader::new().open_archive(&archive, cathedral_bundle::ArchiveWatch::new().events(&tap)).expect("a valid archive");
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), run.events.len());
+    for (i, ((position, event), expected)) in seen.iter().zip(&run.events).enumerate() {
+        assert_eq!((*position as usize, event), (i, expected), "event {i}");
+    }
+}

@@ -947,3 +947,67 @@ fn a_lying_payload_hash_is_named_at_its_event_for_every_payload_length() {
         );
     }
 }
+
+/// A log of several batches (records are framed, decoded and checked 4,096
+/// at a time, the next batch decoded while one is checked in order): the
+/// first problem in the log is the one reported, wherever it lies against
+/// the batches, and a later problem (even in a batch already decoded) is
+/// not reported with it.
+#[test]
+fn the_first_problem_of_a_long_log_is_the_only_one_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, _) = support::fixture_gen::large_run("batches", 12_500, 16);
+    let clean = tmp.path().join("clean.cath-bundle");
+    support::fixture_gen::build(&run, &clean, support::fixture_gen::fixed_options("batches", cathedral_bundle::Encoding::Postcard, None));
+    assert!(verify(&clean).is_valid());
+    let count = run.events.len();
+    let log_findings = |bundle: &Path| -> Vec<String> {
+        verify(bundle).findings.into_iter().filter(|f| f.path == "events.cath-log").map(|f| f.message).collect()
+    };
+    // Time goes back at `back` (if any); the record at `broken` (if any) does not decode.
+    let damage = |name: &str, back: Option<usize>, broken: Option<usize>| {
+        let bundle = tmp.path().join(name);
+        support::copy_tree(&clean, &bundle);
+        rewrite_events(&bundle, |e| {
+            if let Some(p) = back {
+                e[p].logical_time = e[p - 1].logical_time - 1;
+            }
+        });
+        if let Some(p) = broken {
+            let index = read(&bundle, "events.cath-idx");
+            let offset = u64::from_be_bytes(index[index_offset_at(p)..index_offset_at(p) + 8].try_into().unwrap()) as usize;
+            let mut log = read(&bundle, "events.cath-log");
+            let len = u32::from_be_bytes(log[offset..offset + 4].try_into().unwrap()) as usize;
+            log[offset + 4..offset + 4 + len].fill(0xFF);
+            relist(&bundle, "events.cath-log", &log);
+        }
+        bundle
+    };
+    // Earlier events need a logical time to step back from.
+    let times_rise = run.events.windows(2).filter(|w| w[1].logical_time > w[0].logical_time).count();
+    assert!(times_rise > 0);
+    let places = [5, 4095, 4096, 4097, 8191, 8192, 8193, 12_287, 12_288, count - 2];
+    for (i, &p) in places.iter().enumerate() {
+        let bundle = damage(&format!("back-{i}"), Some(p), None);
+        let found = log_findings(&bundle);
+        assert!(found.len() == 1 && found[0].contains(&format!("event {p} goes back in time")), "back at {p}: {found:?}");
+        // A record after it that does not decode, in the same batch, the next, or one further.
+        for later in [p + 1, p + 300, p + 4096, p + 9000].into_iter().filter(|&l| l < count) {
+            let bundle = damage(&format!("back-{i}-{later}"), Some(p), Some(later));
+            let found = log_findings(&bundle);
+            assert!(
+                found.len() == 1 && found[0].contains(&format!("event {p} goes back in time")),
+                "back at {p}, broken at {later}: {found:?}"
+            );
+        }
+        // The record alone: it is the problem reported, and nothing before it.
+        let bundle = damage(&format!("broken-{i}"), None, Some(p));
+        let found = log_findings(&bundle);
+        assert!(found.len() == 1 && !found[0].contains("goes back in time"), "broken at {p}: {found:?}");
+        // A rule checked with the decoding (the payload hash) is named at its own event.
+        let bundle = damage(&format!("hash-{i}"), None, None);
+        rewrite_events(&bundle, |e| e[p].payload_hash = Digest::of(b"other"));
+        let found = log_findings(&bundle);
+        assert!(found.len() == 1 && found[0].contains(&format!("event {p}:")), "payload hash at {p}: {found:?}");
+    }
+}

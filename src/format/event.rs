@@ -437,7 +437,7 @@ impl EventRules {
     pub fn check_hashed(&mut self, event: &Event, hashed: Result<(), Error>) -> Result<Option<Digest>, Error> {
         let event = event.as_ref();
         let alone = self.check_alone(&event, hashed, self.position);
-        self.check_in_order(&event, alone)
+        self.check_in_order(event.run_id, event.logical_time, alone)
     }
 
     /// The rules the event at `position` obeys whatever came before it: its
@@ -460,7 +460,7 @@ impl EventRules {
     /// ([`EventRules::check_alone`] of this event at this position). The
     /// first rule broken, in the order FORMAT.md §5.1 lists them, is the
     /// error. Returns the blob the event references, if any.
-    pub(crate) fn check_in_order(&mut self, event: &EventRef<'_>, alone: CheckedAlone) -> Result<Option<Digest>, Error> {
+    pub(crate) fn check_in_order(&mut self, run_id: Uuid, logical_time: u64, alone: CheckedAlone) -> Result<Option<Digest>, Error> {
         let position = self.position;
         self.position += 1;
         let (hashed, referenced) = match alone {
@@ -471,15 +471,15 @@ impl EventRules {
             }
         };
         hashed?;
-        let run = *self.run_id.get_or_insert(event.run_id);
-        if event.run_id != run {
-            return Err(Error::rule("event", "run id", format!("event {position} belongs to run {}, not {run}", event.run_id)));
+        let run = *self.run_id.get_or_insert(run_id);
+        if run_id != run {
+            return Err(Error::rule("event", "run id", format!("event {position} belongs to run {run_id}, not {run}")));
         }
-        if event.logical_time < self.last_time {
-            let detail = format!("event {position} goes back in time: {} after {}", event.logical_time, self.last_time);
+        if logical_time < self.last_time {
+            let detail = format!("event {position} goes back in time: {logical_time} after {}", self.last_time);
             return Err(Error::rule("event", "logical time", detail));
         }
-        self.last_time = event.logical_time;
+        self.last_time = logical_time;
         referenced
     }
 
@@ -1156,7 +1156,7 @@ mod tests {
             split.check(&before).unwrap();
             let alone = split.clone().check_alone(&event.as_ref(), event.check_payload_hash(), 1);
             assert_eq!(alone.is_ok(), !breaks(0) && !breaks(3) && !breaks(4), "rules broken: {broken:05b}");
-            assert_eq!(rule_of(split.check_in_order(&event.as_ref(), alone)), expected, "rules broken: {broken:05b}");
+            assert_eq!(rule_of(split.check_in_order(event.run_id, event.logical_time, alone)), expected, "rules broken: {broken:05b}");
         }
     }
 

@@ -5,7 +5,9 @@
 //! reader holds them; each batch is decoded in place, its payloads hashed
 //! and the rules that need no earlier event checked on every core; then
 //! the rest (run id, time order, index entries, ids) in log order, so that
-//! the first problem in the log is the one reported.
+//! the first problem in the log is the one reported. A batch is checked in
+//! order while the next one is framed and decoded: decoding keeps of each
+//! event only what the checks in order need ([`Seen`]).
 //!
 //! The `ids` section is checked exactly: ids strictly increasing, every
 //! position in range, and for every entry the log record at its position
@@ -84,40 +86,92 @@ struct InOrder<'a> {
     window: Vec<[u8; 16]>,
     window_start: u32,
     ids_checked: bool,
-    /// The event handed to the tap, its payload buffer reused.
-    tap_event: Option<Event>,
+}
+
+/// What the checks in log order need of an event. The decoded event
+/// borrows the reader's buffer, which framing the next batch reuses.
+struct Seen {
+    offset: u64,
+    logical_time: u64,
+    run_id: Uuid,
+    event_id: Uuid,
+}
+
+/// One chunk of a decoded batch: what the checks in order need of each
+/// event, what the checks alone found of each, with a tap the events
+/// themselves (their payload buffers reused from batch to batch), and the
+/// error of the record that ended the chunk early, if one did.
+#[derive(Default)]
+struct Decoded {
+    seen: Vec<Seen>,
+    alone: Vec<Option<Box<Alone>>>,
+    events: Vec<Event>,
+    failed: Option<Error>,
+}
+
+/// A decoded batch, its chunks in log order, and how it ended: true when
+/// the log ended, or the first error (decoding, or framing after the
+/// events framed).
+struct Batch {
+    chunks: Vec<Decoded>,
+    end: Result<bool, Error>,
 }
 
 impl InOrder<'_> {
-    /// Checks the next event, at `offset`, in order: the event rules (and
-    /// `alone`, what the checks that need no event before it found), the
-    /// index's entries for it, and its id, once its window is full. False
-    /// when it broke a rule: the pass stops there.
+    /// Checks a decoded batch in order ([`InOrder::event`]); then, if its
+    /// events all passed, reports how it ended if that was an error (a
+    /// record that did not frame or decode comes after them in the log).
+    /// Returns whether the pass goes on, whether the log ended with this
+    /// batch, and the chunks for reuse.
+    fn batch(&mut self, verifier: &Verifier<'_>, batch: Batch, cx: &LogContext<'_>) -> (bool, bool, Vec<Decoded>) {
+        let Batch { mut chunks, end } = batch;
+        let passed = chunks.iter_mut().all(|chunk| {
+            let tapped = chunk.events.iter().map(Some).chain(std::iter::repeat(None));
+            chunk
+                .seen
+                .iter()
+                .zip(chunk.alone.drain(..))
+                .zip(tapped)
+                .all(|((seen, alone), event)| self.event(verifier, seen, alone, event, cx))
+        });
+        match end {
+            _ if !passed => (false, false, chunks),
+            Ok(done) => (true, done, chunks),
+            Err(e) => {
+                verifier.findings.error(LOG, e);
+                (false, false, chunks)
+            }
+        }
+    }
+
+    /// Checks the next event in order: the event rules (and `alone`, what
+    /// the checks that need no event before it found), the index's entries
+    /// for it, and its id, once its window is full. The tap sees `event`
+    /// once it passed the rules. False when it broke a rule: the pass stops
+    /// there.
     fn event(
         &mut self,
         verifier: &Verifier<'_>,
-        offset: u64,
-        event: &EventRef<'_>,
+        seen: &Seen,
         alone: Option<Box<Alone>>,
+        event: Option<&Event>,
         cx: &LogContext<'_>,
     ) -> bool {
         let position = self.rules.count() as u32;
-        if let Err(e) = check_in_order(&mut self.rules, event, alone) {
+        if let Err(e) = check_in_order(&mut self.rules, seen, alone) {
             verifier.findings.error(LOG, e);
             return false;
         }
-        if let Some(on_event) = cx.on_event {
-            let tap = self.tap_event.get_or_insert_with(|| EventRef::EMPTY.to_event());
-            event.fill(tap);
-            on_event(position, tap);
+        if let (Some(on_event), Some(event)) = (cx.on_event, event) {
+            on_event(position, event);
         }
         if let Some(ix) = &mut self.index {
-            if let Err(e) = check_entry(ix, position, offset, event.logical_time) {
+            if let Err(e) = check_entry(ix, position, seen.offset, seen.logical_time) {
                 verifier.findings.error(INDEX, e);
                 self.index = None;
             }
         }
-        self.window.push(*event.event_id.as_bytes());
+        self.window.push(*seen.event_id.as_bytes());
         if self.window.len() == verifier.id_window {
             if let Some(ix) = &self.index {
                 if !verifier.check_id_window(&ix.index, self.window_start, &self.window, !self.ids_checked) {
@@ -165,39 +219,34 @@ impl Verifier<'_> {
             rules = rules.with_nodes(nodes.clone());
         }
         let count = log.header().count as usize;
-        let mut pass = InOrder {
-            rules,
-            index,
-            window: Vec::with_capacity(count.min(self.id_window)),
-            window_start: 0,
-            ids_checked: false,
-            tap_event: None,
-        };
+        let mut pass = InOrder { rules, index, window: Vec::with_capacity(count.min(self.id_window)), window_start: 0, ids_checked: false };
+        // The checks alone read only the rules' settings (run id, nodes).
+        let alone_rules = pass.rules.clone();
+        let tapping = cx.on_event.is_some();
         let mut walk = if cx.log_outboard.is_some() { log.walk_with_outboard() } else { log.walk(true) };
-        let (mut walked, mut framed) = (0u64, Vec::new());
-        let (mut complete, mut stopped) = (false, false);
-        while !stopped && !complete {
-            // Frame a batch in order; decode it, hash its payloads and check
-            // each event alone on every core; then check it in order. A
-            // problem in decoding or framing is reported first, as found.
-            let first = pass.rules.count();
-            let rules = &pass.rules;
-            let alone = |i: usize, event: &EventRef<'_>, hashed| check_alone(rules, cx.list, first + i as u64, event, hashed);
-            let (chunks, end) = decode_batch(&mut walk, log.header().encoding, &mut framed, &alone);
-            match end {
-                Ok(done) => complete = done,
-                Err(e) => {
-                    self.findings.error(LOG, e);
-                    stopped = true;
-                }
+        let (mut walked, mut framed, mut decoded) = (0u64, Vec::new(), 0u64);
+        let (mut pending, mut spare): (Option<Batch>, Vec<Decoded>) = (None, Vec::new());
+        let (mut more, mut complete, mut stopped) = (true, false, false);
+        while !stopped && (more || pending.is_some()) {
+            // Frame and decode the next batch (payload hashes and the
+            // checks alone on every core) while the one before is checked
+            // in order. The first problem in log order is reported, and
+            // the pass stops there: a record that does not frame or decode
+            // is reported once the events before it passed.
+            let first = decoded;
+            let alone = |i: usize, event: &EventRef<'_>, hashed| check_alone(&alone_rules, cx.list, first + i as u64, event, hashed);
+            let reuse = std::mem::take(&mut spare);
+            let (next, checked) = rayon::join(
+                || more.then(|| decode_batch(&mut walk, log.header().encoding, &mut framed, &alone, tapping, reuse)),
+                || pending.take().map(|batch| pass.batch(self, batch, cx)),
+            );
+            if let Some((go_on, done, chunks)) = checked {
+                (stopped, complete, spare) = (!go_on, done, chunks);
             }
-            'events: for (events, found) in chunks {
-                for ((offset, event), alone) in events.iter().zip(found) {
-                    if !pass.event(self, *offset, event, alone, cx) {
-                        (stopped, complete) = (true, false);
-                        break 'events;
-                    }
-                }
+            if let Some(batch) = next {
+                decoded += batch.chunks.iter().map(|c| c.seen.len() as u64).sum::<u64>();
+                more = matches!(batch.end, Ok(false));
+                pending = Some(batch);
             }
             if walk.position() - walked >= 1 << 24 {
                 tick(walk.position() - walked);
@@ -365,15 +414,11 @@ fn check_alone(
 
 /// The rest of the event rules, in log order, then the blob check: the
 /// first problem of the event, in the order of the rules.
-fn check_in_order(rules: &mut EventRules, event: &EventRef<'_>, alone: Option<Box<Alone>>) -> Result<(), Error> {
+fn check_in_order(rules: &mut EventRules, seen: &Seen, alone: Option<Box<Alone>>) -> Result<(), Error> {
     let Alone { rules: checked, held } = alone.map_or(Alone { rules: Ok(None), held: Ok(()) }, |a| *a);
-    rules.check_in_order(event, checked).map_err(|e| e.located(LOG))?;
+    rules.check_in_order(seen.run_id, seen.logical_time, checked).map_err(|e| e.located(LOG))?;
     held
 }
-
-/// One chunk of a batch: each event with its offset (the event borrowed
-/// from the log reader's buffer), and what the checks alone found of each.
-type Chunk<'w> = (Vec<(u64, EventRef<'w>)>, Vec<Option<Box<Alone>>>);
 
 /// The checks alone of the event at a place in the batch, given its
 /// payload hash check ([`check_alone`] with the batch's first position).
@@ -381,53 +426,60 @@ type CheckAlone<'a> = &'a (dyn Fn(usize, &EventRef<'_>, Result<(), Error>) -> Op
 
 /// Frames up to [`HASH_BATCH`] records in place, in the walk's buffer;
 /// then, on every core, decodes them, checks their payload hashes (side
-/// by side) and runs `alone` on each (with its place in the batch). Returns
-/// the events in chunks, in order, up to the first that did not decode, and how the
-/// batch ended: true when the log ended, or the first error (decoding, or
-/// framing after the events framed).
-fn decode_batch<'w>(
-    walk: &'w mut crate::format::log::RecordWalk<'_>,
+/// by side), runs `alone` on each (with its place in the batch) and keeps
+/// what the checks in order need (and, with `tapping`, the event). The
+/// chunks end at the first record that did not decode. `reuse`: chunks of
+/// an earlier batch, for their buffers.
+fn decode_batch(
+    walk: &mut crate::format::log::RecordWalk<'_>,
     encoding: crate::format::event::Encoding,
     framed: &mut Vec<(u64, usize, usize)>,
     alone: CheckAlone<'_>,
-) -> (Vec<Chunk<'w>>, Result<bool, Error>) {
+    tapping: bool,
+    mut chunks: Vec<Decoded>,
+) -> Batch {
     framed.clear();
-    let framing = walk.next_batch(HASH_BATCH, framed);
-    let bytes: &'w [u8] = walk.buffer();
-    let chunks: Vec<(Chunk<'w>, Option<Error>)> = framed
-        .par_chunks(LANE_BATCH)
-        .enumerate()
-        .map(|(chunk, framed)| {
-            let mut events = Vec::with_capacity(framed.len());
-            let mut failed = None;
-            for &(offset, start, len) in framed {
-                // Decoded where it is kept (no copy of each event).
-                events.push((offset, EventRef::EMPTY));
-                let (_, slot) = events.last_mut().expect("just pushed");
-                if let Err(e) = EventRef::decode_into(&bytes[start..start + len], encoding, LOG, offset, slot) {
-                    events.pop();
-                    failed = Some(e);
-                    break;
-                }
+    let end = walk.next_batch(HASH_BATCH, framed);
+    let bytes = walk.buffer();
+    chunks.resize_with(framed.len().div_ceil(LANE_BATCH), Decoded::default);
+    chunks.par_iter_mut().zip(framed.par_chunks(LANE_BATCH)).enumerate().for_each(|(chunk, (out, framed))| {
+        out.seen.clear();
+        out.alone.clear();
+        out.failed = None;
+        let mut events = Vec::with_capacity(framed.len());
+        for &(offset, start, len) in framed {
+            // Decoded where it is kept (no copy of each event).
+            events.push(EventRef::EMPTY);
+            let slot = events.last_mut().expect("just pushed");
+            if let Err(e) = EventRef::decode_into(&bytes[start..start + len], encoding, LOG, offset, slot) {
+                events.pop();
+                out.failed = Some(e);
+                break;
             }
-            let payloads: Vec<&[u8]> = events.iter().map(|(_, e)| e.payload).collect();
-            let mut digests = Vec::with_capacity(payloads.len());
-            crate::digest::hash_each(&payloads, &mut digests);
-            let first = chunk * LANE_BATCH;
-            let found = (events.iter().zip(digests).enumerate())
-                .map(|(i, ((_, event), digest))| alone(first + i, event, payload_hashed_to(event.payload_hash, digest)))
-                .collect();
-            ((events, found), failed)
-        })
-        .collect();
-    let mut events = Vec::with_capacity(chunks.len());
-    for (chunk, failed) in chunks {
-        events.push(chunk);
-        if let Some(e) = failed {
-            return (events, Err(e));
         }
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload).collect();
+        let mut digests = Vec::with_capacity(payloads.len());
+        crate::digest::hash_each(&payloads, &mut digests);
+        let first = chunk * LANE_BATCH;
+        for (i, ((event, digest), &(offset, _, _))) in events.iter().zip(digests).zip(framed).enumerate() {
+            out.alone.push(alone(first + i, event, payload_hashed_to(event.payload_hash, digest)));
+            out.seen.push(Seen { offset, logical_time: event.logical_time, run_id: event.run_id, event_id: event.event_id });
+        }
+        if tapping {
+            out.events.resize_with(events.len(), || EventRef::EMPTY.to_event());
+            for (event, kept) in events.iter().zip(&mut out.events) {
+                event.fill(kept);
+            }
+        }
+    });
+    match chunks.iter().position(|c| c.failed.is_some()) {
+        Some(at) => {
+            chunks.truncate(at + 1);
+            let e = chunks[at].failed.take().expect("found");
+            Batch { chunks, end: Err(e) }
+        }
+        None => Batch { chunks, end },
     }
-    (events, framing)
 }
 
 /// The index's `offsets` and `times` entries for event `position` match the
