@@ -448,11 +448,17 @@ impl EventRules {
     /// of these rules (most events: nothing is built for them).
     pub(crate) fn check_alone(&self, event: &EventRef<'_>, hashed: Result<(), Error>, position: u64) -> CheckedAlone {
         let in_dag = self.nodes.as_ref().is_none_or(|n| event.node_id.is_nil() || n.contains(&event.node_id));
-        match (hashed, in_dag, event.stored_blob()) {
-            (Ok(()), true, None) => Ok(None),
-            (Ok(()), true, Some(Ok(blob))) => Ok(Some(blob)),
-            (hashed, in_dag, blob) => Err(Box::new(AloneChecks::broken(event, hashed, in_dag, blob, position))),
+        let blob = event.stored_blob();
+        // Tested in place: moving `hashed` and `blob` (errors, for the few
+        // events that break a rule) for every event costs a copy each.
+        if hashed.is_ok() && in_dag {
+            match blob {
+                None => return Ok(None),
+                Some(Ok(blob)) => return Ok(Some(blob)),
+                Some(Err(_)) => {}
+            }
         }
+        Err(Box::new(AloneChecks::broken(event, hashed, in_dag, blob, position)))
     }
 
     /// The next event's rules in log order: its run id and logical time
