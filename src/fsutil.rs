@@ -459,6 +459,23 @@ impl<'a> SeqReader<'a> {
         self.start
     }
 
+    /// Hands the buffer over, the bytes read at the places
+    /// [`SeqReader::buffer`] showed (valid up to its length then), and goes
+    /// on reading into `fresh`, which gets the unconsumed bytes. A `fresh`
+    /// buffer that was handed over before keeps its length, so reads into
+    /// it fill nothing first.
+    pub fn swap_buffer(&mut self, mut fresh: Vec<u8>) -> Vec<u8> {
+        let tail = self.end - self.start;
+        if fresh.len() < tail {
+            fresh.resize(tail, 0);
+        }
+        fresh[..tail].copy_from_slice(&self.buf[self.start..self.end]);
+        let old = std::mem::replace(&mut self.buf, fresh);
+        self.base += self.start as u64;
+        (self.start, self.end) = (0, tail);
+        old
+    }
+
     /// The `n` bytes consumed last (by the latest [`SeqReader::next_bytes`] of at least `n`).
     pub fn last(&self, n: usize) -> &[u8] {
         &self.buf[self.start - n..self.start]
@@ -692,6 +709,30 @@ mod tests {
         let mut got = Vec::new();
         for n in [1usize, 999, 1500, 7, 3000] {
             got.extend_from_slice(r.next_bytes(n).unwrap());
+        }
+        r.skip_to_end().unwrap();
+        assert_eq!(got, data[..got.len()]);
+        assert_eq!(r.finish().unwrap(), Digest::of(&data));
+    }
+
+    /// A buffer handed over holds what was read at the places `buffer`
+    /// showed; reading goes on in the fresh one (short, empty or recycled)
+    /// with every byte in order, hashed once.
+    #[test]
+    fn a_buffer_handed_over_keeps_what_was_read_and_reading_goes_on() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+        let mut r = SeqReader::new(&data, "d", 0, true).with_window(1000);
+        let (mut got, mut spare) = (Vec::new(), Vec::new());
+        for (k, n) in [1usize, 999, 1500, 7, 3000, 1, 1000, 250].into_iter().cycle().take(40).enumerate() {
+            let bytes = r.next_bytes(n).unwrap().to_vec();
+            let at = r.buffer_position() - n;
+            got.extend_from_slice(&bytes);
+            if k % 3 != 2 {
+                let fresh = if k % 2 == 0 { std::mem::take(&mut spare) } else { vec![9u8; k] };
+                let old = r.swap_buffer(fresh);
+                assert_eq!(old[at..at + n], bytes[..], "step {k}");
+                spare = old;
+            }
         }
         r.skip_to_end().unwrap();
         assert_eq!(got, data[..got.len()]);

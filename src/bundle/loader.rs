@@ -383,8 +383,10 @@ impl ReplayBundle {
         self.events_from(0)
     }
 
-    /// A walk over the records from `position` on (none past the end).
-    pub(crate) fn records_from(&self, position: u32) -> Result<Option<crate::format::log::RecordWalk<'_>>, Error> {
+    /// A walk over the records from `position` on (none past the end), for
+    /// callers that frame records in batches where the reader holds them
+    /// ([`RecordWalk::next_batch`](crate::format::RecordWalk::next_batch)).
+    pub fn records_from(&self, position: u32) -> Result<Option<crate::format::RecordWalk<'_>>, Error> {
         Ok(self.index().offset(position)?.map(|offset| self.log().walk_from(offset, position)))
     }
 

@@ -12,7 +12,7 @@
 
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use cathedral_bundle::format::EVENTS_FILE;
+use cathedral_bundle::format::{RecordWalk, EVENTS_FILE};
 use cathedral_bundle::{Error, EventKind, EventRef, ReplayBundle, Uuid};
 use rayon::prelude::*;
 
@@ -135,12 +135,10 @@ pub(super) fn write(bundle: &ReplayBundle, lines: &Lines<'_>, out: &mut Output) 
         s.spawn(move || frame(bundle, lines, &framed_tx, &spent_rx));
         let mut written = Vec::new();
         for batch in &framed_rx {
-            let mut batch = batch?;
+            let batch = batch?;
             if !flush(bundle, lines, &batch, &mut written, &mut remaining, out)? {
                 break;
             }
-            batch.bytes.clear();
-            batch.records.clear();
             let _ = spent_tx.send(batch);
         }
         // Dropping the receiver stops the framing thread at its next batch.
@@ -155,25 +153,51 @@ pub(super) fn write(bundle: &ReplayBundle, lines: &Lines<'_>, out: &mut Output) 
 /// before it.
 fn frame(bundle: &ReplayBundle, lines: &Lines<'_>, framed: &SyncSender<Result<Batch, Error>>, spent: &Receiver<Batch>) {
     let mut wanted = if lines.filter.is_empty() { lines.limit.unwrap_or(u64::MAX) } else { u64::MAX };
-    let mut batch = Batch::default();
-    let mut size = 1usize;
-    let walked = bundle.visit_records(lines.from, |offset, record| {
-        batch.records.push((offset, batch.bytes.len(), record.len()));
-        batch.bytes.extend_from_slice(record);
-        if batch.records.len() < size && (batch.records.len() as u64) < wanted {
-            return Ok(true);
+    let mut walk = match bundle.records_from(lines.from) {
+        Ok(Some(walk)) => walk,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = framed.send(Err(e));
+            return;
         }
+    };
+    let mut size = 1usize;
+    loop {
+        let mut batch = spent.try_recv().unwrap_or_default();
+        batch.records.clear();
+        let end = walk.next_batch(size.min(usize::try_from(wanted).unwrap_or(usize::MAX)), &mut batch.records);
+        take_records(&mut walk, &mut batch);
         wanted -= batch.records.len() as u64;
         size = (size * 2).min(MAX_BATCH);
-        let next = spent.try_recv().unwrap_or_default();
         // A closed channel: the writer has stopped.
-        Ok(framed.send(Ok(std::mem::replace(&mut batch, next))).is_ok() && wanted > 0)
-    });
-    if !batch.records.is_empty() && framed.send(Ok(batch)).is_err() {
+        if !batch.records.is_empty() && framed.send(Ok(batch)).is_err() {
+            return;
+        }
+        match end {
+            Ok(false) if wanted > 0 => {}
+            Ok(_) => return,
+            Err(e) => {
+                let _ = framed.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Moves the records just framed (in the walk's buffer) into `batch`: the
+/// whole buffer is handed over when they are most of it (no copy of the
+/// records), else their bytes are copied.
+fn take_records(walk: &mut RecordWalk<'_>, batch: &mut Batch) {
+    let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else { return };
+    if walk.buffered_len() <= walk.buffer().len() / 4 {
+        batch.bytes = walk.swap_buffer(std::mem::take(&mut batch.bytes));
         return;
     }
-    if let Err(e) = walked {
-        let _ = framed.send(Err(e));
+    let (from, to) = (first.1, last.1 + last.2);
+    batch.bytes.clear();
+    batch.bytes.extend_from_slice(&walk.buffer()[from..to]);
+    for record in &mut batch.records {
+        record.1 -= from;
     }
 }
 

@@ -202,6 +202,18 @@ impl RecordWalk<'_> {
         self.reader.buffer()
     }
 
+    /// Bytes read beyond the last record framed.
+    pub fn buffered_len(&self) -> usize {
+        self.reader.buffered().len()
+    }
+
+    /// Hands over the buffer the records of the last
+    /// [`RecordWalk::next_batch`] are in, and goes on with `fresh`
+    /// ([`SeqReader::swap_buffer`]).
+    pub fn swap_buffer(&mut self, fresh: Vec<u8>) -> Vec<u8> {
+        self.reader.swap_buffer(fresh)
+    }
+
     /// Whether the next step reads nothing from the file: the log's end,
     /// or a record whose prefix and bytes are all buffered.
     fn next_is_read(&self) -> bool {
