@@ -65,10 +65,10 @@ impl Verifier<'_> {
                 break;
             }
             // Each worker reuses its buffers for all the blobs it checks.
-            batch.par_chunks(GROUP).for_each_init(Buffers::default, |buffers, group| {
+            tasks(&batch).par_iter().for_each_init(Buffers::default, |buffers, group| {
                 buffers.small.clear();
                 buffers.held.clear();
-                for record in group {
+                for record in group.iter() {
                     let rel = blob_path(&record.header.hash);
                     if record.header.size > self.limits.max_blob_size {
                         self.findings.error(&rel, Error::limit(&rel, "blob content size", self.limits.max_blob_size, record.header.size));
@@ -100,6 +100,29 @@ impl Verifier<'_> {
         }
         hashed.into_inner()
     }
+}
+
+/// `batch` cut into the tasks the workers share: runs of up to [`GROUP`]
+/// small blobs (their contents hashed together), and every other blob
+/// alone (a large one is as much work as many small ones).
+fn tasks(batch: &[BlobRecord]) -> Vec<&[BlobRecord]> {
+    let (mut tasks, mut start) = (Vec::new(), 0);
+    for (i, record) in batch.iter().enumerate() {
+        if !is_small(record) {
+            if start < i {
+                tasks.push(&batch[start..i]);
+            }
+            tasks.push(&batch[i..=i]);
+            start = i + 1;
+        } else if i + 1 - start == GROUP {
+            tasks.push(&batch[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < batch.len() {
+        tasks.push(&batch[start..]);
+    }
+    tasks
 }
 
 /// One worker's buffers: the read buffer of a blob checked alone, and the
@@ -227,4 +250,35 @@ pub(super) fn check_blob_data<'w>(
         return Err(Error::HashMismatch { file: rel.to_string(), what: "stored hash", expected: record.stored_hash, found: actual });
     }
     decoded.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn record(n: u32, small: bool) -> BlobRecord {
+        let hash = Digest::of(&n.to_le_bytes());
+        let compression = if small { Compression::None } else { Compression::Zstd };
+        let header = BlobHeader { format: crate::format::BlobFormat::Raw, compression, size: 100, hash };
+        BlobRecord { header, stored_hash: hash, stored_size: 156 }
+    }
+
+    /// Every blob in one task, in order; small ones in runs of at most
+    /// GROUP, every other one alone.
+    #[test]
+    fn tasks_keep_large_blobs_alone_and_small_ones_in_groups() {
+        for pattern in [0u64, u64::MAX, 0b1, 0b1000_0000_0001, 0xF0F0_0000_FFFF_0001, 0x8000_0000_0000_0000] {
+            for len in [0usize, 1, 63, 64, 65, 130, 200] {
+                let batch: Vec<BlobRecord> = (0..len).map(|i| record(i as u32, pattern >> (i % 64) & 1 == 0)).collect();
+                let tasks = tasks(&batch);
+                let flat: Vec<&BlobRecord> = tasks.iter().flat_map(|t| t.iter()).collect();
+                assert_eq!(flat, batch.iter().collect::<Vec<_>>(), "{pattern:x}, {len}");
+                for task in &tasks {
+                    assert!(!task.is_empty() && task.len() <= GROUP);
+                    assert!(task.len() == 1 || task.iter().all(is_small), "{pattern:x}, {len}: a large blob shares a task");
+                }
+            }
+        }
+    }
 }
