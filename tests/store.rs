@@ -161,3 +161,47 @@ fn the_recorder_checks_a_snapshot_when_it_is_set() {
         Snapshot { nodes: vec![NodeState { node_id: node, status: NodeStatus::Completed, output_hash: Some(put), error: None }], ..ok };
     recorder.set_snapshot(&with_output).unwrap();
 }
+
+/// Blobs read together are each checked against their name, and each read
+/// fails alone: a changed, missing or linked blob is named at its place,
+/// and the others around it (sizes either side of the chunk boundaries,
+/// hashed side by side) read back exactly.
+#[test]
+fn blobs_read_together_are_checked_each_against_its_name() {
+    use cathedral_bundle::{Digest, Limits};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sample_run("together", 2, false, false);
+    record(tmp.path(), &run);
+    let stored = RunStore::new(tmp.path()).open(&run.metadata.run_id).unwrap();
+    let dir = stored.dir().join("blobs");
+    let mut contents = Vec::new();
+    for (i, len) in [0usize, 1, 64, 1023, 1024, 1025, 3000, 16 << 10, (16 << 10) + 1, 40_000].iter().cycle().take(45).enumerate() {
+        let content = support::fixture_gen::noise(&format!("together/{i}"), *len);
+        std::fs::write(dir.join(Digest::of(&content).to_hex()), &content).unwrap();
+        contents.push(content);
+    }
+    contents.sort_by_key(|c| Digest::of(c));
+    contents.dedup();
+    let hashes: Vec<Digest> = contents.iter().map(|c| Digest::of(c)).collect();
+    let limits = Limits::default();
+    let read = stored.read_blobs(&hashes, &limits);
+    for (i, (r, content)) in read.iter().zip(&contents).enumerate() {
+        assert_eq!(r.as_ref().unwrap(), content, "blob {i}");
+    }
+    // Damage three, at the start, the middle and the end.
+    let (changed, missing, linked) = (hashes[0], hashes[hashes.len() / 2], hashes[hashes.len() - 1]);
+    std::fs::write(dir.join(changed.to_hex()), b"changed").unwrap();
+    std::fs::remove_file(dir.join(missing.to_hex())).unwrap();
+    std::fs::remove_file(dir.join(linked.to_hex())).unwrap();
+    std::os::unix::fs::symlink(dir.join(hashes[1].to_hex()), dir.join(linked.to_hex())).unwrap();
+    let read = stored.read_blobs(&hashes, &limits);
+    for (i, (r, hash)) in read.iter().zip(&hashes).enumerate() {
+        match r {
+            Err(Error::HashMismatch { expected, .. }) if *hash == changed => assert_eq!(*expected, changed),
+            Err(e) if *hash == missing => assert!(e.is_not_found(), "{e}"),
+            Err(Error::FileType { .. }) if *hash == linked => {}
+            Ok(content) if *hash != changed && *hash != missing && *hash != linked => assert_eq!(content, &contents[i]),
+            other => panic!("blob {i}: {other:?}"),
+        }
+    }
+}

@@ -136,6 +136,8 @@ const EVENT_BATCH: usize = 4096;
 /// at most [`BLOB_BATCH_BYTES`] of them (a single larger blob is a batch of
 /// its own), so memory stays bounded whatever the blob sizes.
 const BLOB_BATCH: usize = 256;
+/// Blobs of a batch read and hashed together by one task.
+const BLOB_GROUP: usize = 32;
 const BLOB_BATCH_BYTES: u64 = 64 << 20;
 
 /// `items` cut into batches of at most [`BLOB_BATCH`] items and at most
@@ -180,17 +182,23 @@ fn add_blobs(
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let encoded: Vec<Result<(u64, EncodedBlob), Error>> = batch
-            .par_iter()
+        // Groups of blobs read, hashed side by side and encoded on every core.
+        let encoded: Vec<Vec<Result<(u64, EncodedBlob), Error>>> = batch
+            .par_chunks(BLOB_GROUP)
             .map_init(
                 || None,
-                |zstd, hash| {
-                    let content = run.read_blob(hash, limits)?;
-                    Ok((content.len() as u64, writer.encode(zstd, &content, *hash, BlobFormat::Raw)?))
+                |zstd, group| {
+                    let contents = run.read_blobs(group, limits);
+                    let encode = |(content, hash): (Result<Vec<u8>, Error>, &Digest)| {
+                        let content = content?;
+                        Ok((content.len() as u64, writer.encode(zstd, &content, *hash, BlobFormat::Raw)?))
+                    };
+                    contents.into_iter().zip(group).map(encode).collect()
                 },
             )
             .collect();
-        let (sizes, blobs): (Vec<u64>, Vec<EncodedBlob>) = encoded.into_iter().collect::<Result<Vec<_>, Error>>()?.into_iter().unzip();
+        let (sizes, blobs): (Vec<u64>, Vec<EncodedBlob>) =
+            encoded.into_iter().flatten().collect::<Result<Vec<_>, Error>>()?.into_iter().unzip();
         writer.add(blobs)?;
         progress(sizes.iter().sum());
     }
