@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 
 use rayon::prelude::*;
 
-use super::blobs::{check_blob_data, BLOB_WINDOW};
+use super::blobs::{check_blob_data, check_in_memory, BLOB_WINDOW};
 use super::events::{EventTap, LogContext};
 use super::report::{Finding, FindingCode};
 use super::{Documents, VerifiedDocs, Verifier};
@@ -53,6 +53,9 @@ const HELD_BLOB_MAX: u64 = 1 << 20;
 const HELD_BATCH_BYTES: usize = 16 << 20;
 /// Blobs held for one parallel batch of blob checks.
 const HELD_BATCH_COUNT: usize = 4096;
+/// Held blobs checked by one task (the contents of small uncompressed ones
+/// hashed side by side).
+const HELD_GROUP: usize = 32;
 
 /// Receives every entry that is checked, as it streams by (for `unpack`).
 pub(crate) trait EntrySink: Send {
@@ -834,13 +837,9 @@ impl Verifier<'_> {
     /// is checked, and empties the batch.
     fn check_held(&self, held: &mut HeldBlobs) {
         let tick = self.tick();
-        held.blobs.par_iter().for_each(|blob| {
-            let HeldBlob { rel, record, stored } = blob;
-            let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
-            let mut reader = SeqReader::new(stored, rel, 0, whole).with_window(BLOB_WINDOW);
-            if let Err(e) = check_blob_data(&mut reader, record, rel, &tick, None) {
-                self.findings.error(rel, e);
-            }
+        held.blobs.par_chunks(HELD_GROUP).for_each(|group| {
+            let blobs: Vec<(&str, &BlobRecord, &[u8])> = group.iter().map(|b| (b.rel.as_str(), &b.record, b.stored.as_slice())).collect();
+            check_in_memory(&blobs, &tick, &|rel, e| self.findings.error(rel, e));
         });
         held.blobs.clear();
         held.bytes = 0;

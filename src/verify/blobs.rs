@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::Verifier;
+use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::blob::{decode_blob_to, BlobHeader, BlobList, BlobRecord, Compression};
 use crate::format::{self, blob_path, BLOB_HEADER_LEN};
@@ -87,15 +88,8 @@ impl Verifier<'_> {
                     }
                     hashed.fetch_add(record.stored_size, Ordering::Relaxed);
                 }
-                let contents: Vec<&[u8]> = buffers.held.iter().map(|(_, range)| &buffers.small[range.clone()]).collect();
-                buffers.hashes.clear();
-                crate::digest::hash_each(&contents, &mut buffers.hashes);
-                for ((record, _), actual) in buffers.held.iter().zip(&buffers.hashes) {
-                    if *actual != record.header.hash {
-                        let rel = blob_path(&record.header.hash);
-                        self.findings.error(&rel, content_mismatch(&rel, record.header.hash, *actual));
-                    }
-                }
+                let held: Vec<(&BlobRecord, &[u8])> = buffers.held.iter().map(|(r, range)| (*r, &buffers.small[range.clone()])).collect();
+                check_contents(&held, &mut buffers.hashes, &|rel, e| self.findings.error(rel, e));
             });
         }
         hashed.into_inner()
@@ -132,7 +126,7 @@ struct Buffers<'r> {
     read: Vec<u8>,
     small: Vec<u8>,
     held: Vec<(&'r BlobRecord, std::ops::Range<usize>)>,
-    hashes: Vec<crate::digest::Digest>,
+    hashes: Vec<Digest>,
 }
 
 /// A blob checked in a group: uncompressed, its record's stored hash being
@@ -168,6 +162,45 @@ fn read_small(
     Ok(start + BLOB_HEADER_LEN..buf.len())
 }
 
+/// Hashes the contents of uncompressed blobs (each with its record) side
+/// by side and reports each that is not its record's content hash.
+fn check_contents(held: &[(&BlobRecord, &[u8])], hashes: &mut Vec<Digest>, report: &dyn Fn(&str, Error)) {
+    let contents: Vec<&[u8]> = held.iter().map(|(_, content)| *content).collect();
+    hashes.clear();
+    crate::digest::hash_each(&contents, hashes);
+    for ((record, _), actual) in held.iter().zip(hashes.iter()) {
+        if *actual != record.header.hash {
+            let rel = blob_path(&record.header.hash);
+            report(&rel, content_mismatch(&rel, record.header.hash, *actual));
+        }
+    }
+}
+
+/// Checks blobs whose stored bytes are in memory (`rel`, record, stored
+/// bytes of the record's size) as a blob file is checked; the contents of
+/// the uncompressed ones hashed side by side. `report` gets each problem.
+pub(super) fn check_in_memory(blobs: &[(&str, &BlobRecord, &[u8])], tick: &(dyn Fn(u64) + Sync), report: &dyn Fn(&str, Error)) {
+    let mut held = Vec::with_capacity(blobs.len());
+    for &(rel, record, stored) in blobs {
+        if is_small(record) {
+            match check_header(&stored[..BLOB_HEADER_LEN.min(stored.len())], record, rel) {
+                Ok(_) => {
+                    tick(record.stored_size);
+                    held.push((record, &stored[BLOB_HEADER_LEN..]));
+                }
+                Err(e) => report(rel, e),
+            }
+            continue;
+        }
+        let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
+        let mut reader = SeqReader::new(&stored, rel, 0, whole).with_window(BLOB_WINDOW);
+        if let Err(e) = check_blob_data(&mut reader, record, rel, tick, None) {
+            report(rel, e);
+        }
+    }
+    check_contents(&held, &mut Vec::new(), report);
+}
+
 /// Decodes a blob's header, which checks every one of its 56 bytes against
 /// a fixed value or a field; the fields must equal the record's.
 fn check_header(bytes: &[u8], record: &BlobRecord, rel: &str) -> Result<BlobHeader, Error> {
@@ -178,7 +211,7 @@ fn check_header(bytes: &[u8], record: &BlobRecord, rel: &str) -> Result<BlobHead
     Ok(header)
 }
 
-fn content_mismatch(rel: &str, expected: crate::digest::Digest, found: crate::digest::Digest) -> Error {
+fn content_mismatch(rel: &str, expected: Digest, found: Digest) -> Error {
     Error::HashMismatch { file: rel.to_string(), what: "content hash", expected, found }
 }
 
@@ -255,7 +288,6 @@ pub(super) fn check_blob_data<'w>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
 
     fn record(n: u32, small: bool) -> BlobRecord {
         let hash = Digest::of(&n.to_le_bytes());
