@@ -77,7 +77,7 @@ impl Verifier<'_> {
                     }
                     let Some(dir) = shards.get(record) else { continue };
                     let checked = if is_small(record) {
-                        read_small(dir, record, &rel, &mut buffers.small, tick).map(|range| buffers.held.push((record, range)))
+                        read_small(dir, record, &rel, &mut buffers.small).map(|range| buffers.held.push((rel.clone(), record, range)))
                     } else {
                         check_blob(dir, record, &rel, &mut buffers.read, tick)
                     };
@@ -88,8 +88,9 @@ impl Verifier<'_> {
                     }
                     hashed.fetch_add(record.stored_size, Ordering::Relaxed);
                 }
-                let held: Vec<(&BlobRecord, &[u8])> = buffers.held.iter().map(|(r, range)| (*r, &buffers.small[range.clone()])).collect();
-                check_contents(&held, &mut buffers.hashes, &|rel, e| self.findings.error(rel, e));
+                let held: Vec<(&str, &BlobRecord, &[u8])> =
+                    buffers.held.iter().map(|(rel, r, range)| (rel.as_str(), *r, &buffers.small[range.clone()])).collect();
+                check_in_memory(&held, tick, &|rel, e| self.findings.error(rel, e));
             });
         }
         hashed.into_inner()
@@ -120,13 +121,12 @@ fn tasks(batch: &[BlobRecord]) -> Vec<&[BlobRecord]> {
 }
 
 /// One worker's buffers: the read buffer of a blob checked alone, and the
-/// small blobs of a group with the range of each one's content.
+/// small blobs of a group, each with where its stored bytes lie.
 #[derive(Default)]
 struct Buffers<'r> {
     read: Vec<u8>,
     small: Vec<u8>,
-    held: Vec<(&'r BlobRecord, std::ops::Range<usize>)>,
-    hashes: Vec<Digest>,
+    held: Vec<(String, &'r BlobRecord, std::ops::Range<usize>)>,
 }
 
 /// A blob checked in a group: uncompressed, its record's stored hash being
@@ -135,16 +135,10 @@ fn is_small(record: &BlobRecord) -> bool {
     record.header.compression == Compression::None && record.stored_hash == record.header.hash && record.stored_size <= SMALL_BLOB
 }
 
-/// Reads a small blob whole to the end of `buf` and checks its size and
-/// header as [`check_blob`] does; returns where its content lies in `buf`
-/// (hashed by the caller).
-fn read_small(
-    dir: &OwnedFd,
-    record: &BlobRecord,
-    rel: &str,
-    buf: &mut Vec<u8>,
-    tick: &(dyn Fn(u64) + Sync),
-) -> Result<std::ops::Range<usize>, Error> {
+/// Reads a small blob whole to the end of `buf`, its size checked first as
+/// [`check_blob`] does; returns where its stored bytes lie in `buf`
+/// (checked by [`check_in_memory`]).
+fn read_small(dir: &OwnedFd, record: &BlobRecord, rel: &str, buf: &mut Vec<u8>) -> Result<std::ops::Range<usize>, Error> {
     let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
     if file.size() != record.stored_size {
         return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
@@ -152,41 +146,25 @@ fn read_small(
     let start = buf.len();
     // At most SMALL_BLOB bytes (the size was just compared with the record's).
     buf.resize(start + file.size() as usize, 0);
-    let read =
-        file.read_at(0, &mut buf[start..]).and_then(|()| check_header(&buf[start..(start + BLOB_HEADER_LEN).min(buf.len())], record, rel));
-    if let Err(e) = read {
+    if let Err(e) = file.read_at(0, &mut buf[start..]) {
         buf.truncate(start);
         return Err(e);
     }
-    tick(record.stored_size);
-    Ok(start + BLOB_HEADER_LEN..buf.len())
-}
-
-/// Hashes the contents of uncompressed blobs (each with its record) side
-/// by side and reports each that is not its record's content hash.
-fn check_contents(held: &[(&BlobRecord, &[u8])], hashes: &mut Vec<Digest>, report: &dyn Fn(&str, Error)) {
-    let contents: Vec<&[u8]> = held.iter().map(|(_, content)| *content).collect();
-    hashes.clear();
-    crate::digest::hash_each(&contents, hashes);
-    for ((record, _), actual) in held.iter().zip(hashes.iter()) {
-        if *actual != record.header.hash {
-            let rel = blob_path(&record.header.hash);
-            report(&rel, content_mismatch(&rel, record.header.hash, *actual));
-        }
-    }
+    Ok(start..buf.len())
 }
 
 /// Checks blobs whose stored bytes are in memory (`rel`, record, stored
 /// bytes of the record's size) as a blob file is checked; the contents of
 /// the uncompressed ones hashed side by side. `report` gets each problem.
 pub(super) fn check_in_memory(blobs: &[(&str, &BlobRecord, &[u8])], tick: &(dyn Fn(u64) + Sync), report: &dyn Fn(&str, Error)) {
-    let mut held = Vec::with_capacity(blobs.len());
+    let (mut held, mut contents) = (Vec::with_capacity(blobs.len()), Vec::with_capacity(blobs.len()));
     for &(rel, record, stored) in blobs {
         if is_small(record) {
             match check_header(&stored[..BLOB_HEADER_LEN.min(stored.len())], record, rel) {
                 Ok(_) => {
                     tick(record.stored_size);
-                    held.push((record, &stored[BLOB_HEADER_LEN..]));
+                    held.push((rel, record));
+                    contents.push(&stored[BLOB_HEADER_LEN..]);
                 }
                 Err(e) => report(rel, e),
             }
@@ -198,7 +176,13 @@ pub(super) fn check_in_memory(blobs: &[(&str, &BlobRecord, &[u8])], tick: &(dyn 
             report(rel, e);
         }
     }
-    check_contents(&held, &mut Vec::new(), report);
+    let mut actual = Vec::with_capacity(contents.len());
+    crate::digest::hash_each(&contents, &mut actual);
+    for ((rel, record), actual) in held.into_iter().zip(actual) {
+        if actual != record.header.hash {
+            report(rel, content_mismatch(rel, record.header.hash, actual));
+        }
+    }
 }
 
 /// Decodes a blob's header, which checks every one of its 56 bytes against
