@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cathedral_bundle::store::{bundle_run, RunStore, BLOB_DIR, EVENTS_FILE};
+use cathedral_bundle::store::{bundle_run, RunStore, EVENTS_FILE};
 use cathedral_bundle::{BuildOptions, Encoding, Error, SecretKey};
 
 use super::output::human_bytes;
@@ -70,12 +70,9 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         .signing_key(signing_key.clone())
         .limits(args.limits.limits());
     let bar = Bar::new("bundling", quiet);
-    let dir = store.run_dir(&run_id);
-    let mut total = std::fs::metadata(dir.join(EVENTS_FILE)).map(|m| m.len()).unwrap_or(0);
-    if let Ok(entries) = std::fs::read_dir(dir.join(BLOB_DIR)) {
-        total += entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum::<u64>();
+    if !quiet {
+        bar.set_total(input_bytes(&store, &run_id));
     }
-    bar.set_total(total);
     let summary = bundle_run(&store, &run_id, &args.output, options, &|n| bar.add(n));
     bar.finish();
     let summary = summary?;
@@ -94,4 +91,15 @@ pub fn run(args: Args, quiet: bool) -> Result<Outcome, Error> {
         );
     }
     Ok(Outcome::Ok)
+}
+
+/// The bytes a run's capture reads (its event lines and blobs), for the
+/// progress bar; what cannot be listed counts as nothing (the capture
+/// reports it).
+fn input_bytes(store: &RunStore, run_id: &uuid::Uuid) -> u64 {
+    let events = std::fs::metadata(store.run_dir(run_id).join(EVENTS_FILE)).map_or(0, |m| m.len());
+    let run = store.open(run_id).ok();
+    let blobs = run.as_ref().and_then(|r| r.blobs().ok()).unwrap_or_default();
+    let sizes = run.and_then(|r| r.blob_sizes(&blobs).ok()).unwrap_or_default();
+    events + sizes.iter().sum::<u64>()
 }

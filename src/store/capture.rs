@@ -141,12 +141,12 @@ const BLOB_GROUP: usize = 32;
 const BLOB_BATCH_BYTES: u64 = 64 << 20;
 
 /// `items` cut into batches of at most [`BLOB_BATCH`] items and at most
-/// [`BLOB_BATCH_BYTES`] by `size` (an item larger alone is a batch of its own).
-fn batches<T>(items: &[T], size: impl Fn(&T) -> Result<u64, Error>) -> Result<Vec<&[T]>, Error> {
+/// [`BLOB_BATCH_BYTES`] by their `sizes` (an item larger alone is a batch
+/// of its own).
+fn batches<'a, T>(items: &'a [T], sizes: &[u64]) -> Vec<&'a [T]> {
     let mut batches = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
-    for (i, item) in items.iter().enumerate() {
-        let size = size(item)?;
+    for (i, &size) in sizes.iter().enumerate().take(items.len()) {
         if i > start && (i - start == BLOB_BATCH || bytes.saturating_add(size) > BLOB_BATCH_BYTES) {
             batches.push(&items[start..i]);
             (start, bytes) = (i, 0);
@@ -156,7 +156,7 @@ fn batches<T>(items: &[T], size: impl Fn(&T) -> Result<u64, Error>) -> Result<Ve
     if start < items.len() {
         batches.push(&items[start..]);
     }
-    Ok(batches)
+    batches
 }
 
 /// `result`; an error also sets `stop`, for the other side.
@@ -178,7 +178,8 @@ fn add_blobs(
     progress: &(dyn Fn(u64) + Sync),
     stop: &AtomicBool,
 ) -> Result<(), Error> {
-    for batch in batches(hashes, |hash| run.blob_size(hash))? {
+    let sizes = run.blob_sizes(hashes)?;
+    for batch in batches(hashes, &sizes) {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -251,7 +252,7 @@ mod tests {
     fn blob_batches_are_bounded_by_count_and_bytes() {
         const M: u64 = 1 << 20;
         for sizes in [vec![], vec![5], vec![1; 1000], vec![40 * M, 40 * M, 1, 200 * M, 3], vec![63 * M, M, M, 64 * M, 65 * M, 0]] {
-            let got = batches(&sizes, |s| Ok(*s)).unwrap();
+            let got = batches(&sizes, &sizes);
             assert_eq!(got.concat(), sizes, "every item once, in order");
             for b in &got {
                 assert!(!b.is_empty() && b.len() <= BLOB_BATCH);

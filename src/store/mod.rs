@@ -300,6 +300,13 @@ impl StoredRun {
         fs::symlink_metadata(&path).map(|m| m.len()).map_err(|e| Error::io(&path, e))
     }
 
+    /// [`StoredRun::blob_size`] of each of `hashes`, in order, on every core
+    /// (a run may hold many thousands of blobs).
+    pub fn blob_sizes(&self, hashes: &[Digest]) -> Result<Vec<u64>, Error> {
+        use rayon::prelude::*;
+        hashes.par_iter().map(|hash| self.blob_size(hash)).collect()
+    }
+
     /// A blob's content, checked against its name: a regular file, not a link.
     pub fn read_blob(&self, hash: &Digest, limits: &Limits) -> Result<Vec<u8>, Error> {
         self.read_blobs(std::slice::from_ref(hash), limits).pop().expect("one result per blob")
