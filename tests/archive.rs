@@ -768,3 +768,33 @@ fn watched_events_of_a_long_archive_arrive_in_order() {
         assert_eq!((*position as usize, event), (i, expected), "event {i}");
     }
 }
+
+/// `pack` checks what it writes: a bundle changed in a way only hashing
+/// finds (a blob's or the log's bytes, same size) is refused with the
+/// finding that names it, and nothing is left where the archive would be.
+#[test]
+fn pack_refuses_a_bundle_whose_bytes_changed_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = fixture("snapshot-zstd.cath-bundle");
+    let blob = support::files_under(&source).into_iter().find(|f| f.starts_with("blobs/") && !f.ends_with('/')).unwrap();
+    for (i, victim) in [blob.as_str(), "events.cath-log"].into_iter().enumerate() {
+        let bundle = tmp.path().join(format!("b{i}.cath-bundle"));
+        support::copy_tree(&source, &bundle);
+        let path = bundle.join(victim);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+        let out_dir = tmp.path().join(format!("out{i}"));
+        fs::create_dir(&out_dir).unwrap();
+        let out = out_dir.join("x.cath-bundle.tar.zst");
+        let err = BundleLoader::new().pack(&bundle, &out, PackOptions::default()).expect_err("a changed bundle is refused");
+        let text = err.to_string();
+        let named = match &err {
+            cathedral_bundle::LoadError::Invalid { report, .. } => report.findings.iter().any(|f| f.path == victim),
+            _ => false,
+        };
+        assert!(named, "{victim}: {text}");
+        assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0, "{victim}: something was left beside the archive");
+    }
+}

@@ -12,6 +12,7 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::loader::{BundleLoader, LoadError, ReplayBundle};
 use super::replace;
@@ -31,6 +32,8 @@ use crate::verify::{Verifier, VerifyMode, VerifyReport};
 
 /// Tar bytes handed to the compressor and the verifier at a time.
 const TEE_CHUNK: usize = 1 << 20;
+/// Chunks of the tar stream waiting for the compressor.
+const TEE_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// How [`BundleLoader::pack`] writes an archive.
 #[derive(Debug, Clone, Copy)]
@@ -301,32 +304,25 @@ fn check_archive_output(output: &Path, overwrite: bool) -> Result<(), Error> {
     }
 }
 
-/// Sends tar bytes in chunks to the compressor and to the verifier.
-struct Tee<W: Write> {
-    compressor: zstd::stream::write::Encoder<'static, W>,
-    verifier: Option<ChunkSender>,
+/// Sends the tar stream in chunks to the compressing thread.
+struct Tee {
+    compressor: SyncSender<Vec<u8>>,
     buf: Vec<u8>,
     written: u64,
 }
 
-impl<W: Write> Tee<W> {
+impl Tee {
     fn flush_chunk(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.compressor.write_all(&self.buf)?;
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TEE_CHUNK));
-        if let Some(tx) = &self.verifier {
-            if tx.send(Ok(chunk)).is_err() {
-                // The verifier stopped: its report says why.
-                return Err(std::io::Error::other("the archive verifier stopped reading"));
-            }
-        }
-        Ok(())
+        // The compressor stopped: its error says why.
+        self.compressor.send(chunk).map_err(|_| std::io::Error::other("the archive compressor stopped"))
     }
 }
 
-impl<W: Write> Write for Tee<W> {
+impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(buf);
         self.written += buf.len() as u64;
@@ -342,12 +338,42 @@ impl<W: Write> Write for Tee<W> {
 }
 
 /// Writes the canonical tar of the bundle at `bundle` into `out`,
-/// compressed, and into `verifier`; returns the tar's size.
+/// compressed, and into `verifier`; returns the tar's size. The tar is
+/// read and written on this thread and compressed on another (compression
+/// is most of the work; the two overlap, as `tar | zstd` do).
 fn write_archive(bundle: &Path, top: &str, out: &File, level: i32, max_document_size: u64, verifier: ChunkSender) -> Result<u64, Error> {
-    let mut compressor = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, out), level)
-        .map_err(|e| Error::Compression { file: "archive".into(), source: e })?;
-    compressor.include_checksum(true).map_err(|e| Error::Compression { file: "archive".into(), source: e })?;
-    let tee = Tee { compressor, verifier: Some(verifier), buf: Vec::with_capacity(TEE_CHUNK), written: 0 };
+    let (tx, chunks) = sync_channel(TEE_CHUNKS_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let compressing = scope.spawn(move || compress_chunks(chunks, out, level, verifier));
+        let written = write_tar(bundle, top, max_document_size, Tee { compressor: tx, buf: Vec::with_capacity(TEE_CHUNK), written: 0 });
+        // A compressor that failed explains a tar that could not be handed over.
+        compressing.join().expect("the compressor does not panic")?;
+        written
+    })
+}
+
+/// Compresses the tar stream's `chunks` into `out`, in order, handing each
+/// to `verifier` once it is compressed; the verifier sees the end of the
+/// stream when the chunks end.
+fn compress_chunks(chunks: Receiver<Vec<u8>>, out: &File, level: i32, verifier: ChunkSender) -> Result<(), Error> {
+    let compression = |e| Error::Compression { file: "archive".into(), source: e };
+    let mut compressor = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, out), level).map_err(compression)?;
+    compressor.include_checksum(true).map_err(compression)?;
+    for chunk in chunks {
+        compressor.write_all(&chunk).map_err(|e| Error::output("archive", e))?;
+        if verifier.send(Ok(chunk)).is_err() {
+            // The verifier stopped: its report says why.
+            return Err(Error::output("archive", std::io::Error::other("the archive verifier stopped reading")));
+        }
+    }
+    drop(verifier);
+    let mut buffered = compressor.finish().map_err(compression)?;
+    buffered.flush().map_err(|e| Error::output("archive", e))
+}
+
+/// Writes the canonical tar of the bundle at `bundle` into `tee`; returns
+/// its size.
+fn write_tar(bundle: &Path, top: &str, max_document_size: u64, tee: Tee) -> Result<u64, Error> {
     let mut tar = TarWriter::new(tee, top)?;
     tar.dir("")?;
     // The manifest is read whole: the writer needs it to know what follows.
@@ -384,11 +410,7 @@ fn write_archive(bundle: &Path, top: &str, out: &File, level: i32, max_document_
     }
     let mut tee = tar.finish()?;
     tee.flush().map_err(|e| Error::output("archive", e))?;
-    tee.verifier = None;
-    let written = tee.written;
-    let mut buffered = tee.compressor.finish().map_err(|e| Error::Compression { file: "archive".into(), source: e })?;
-    buffered.flush().map_err(|e| Error::output("archive", e))?;
-    Ok(written)
+    Ok(tee.written)
 }
 
 /// Copies one file of the bundle into the tar (no link followed).
