@@ -50,7 +50,7 @@ const SIGNATURE_LIMIT: u64 = 64 << 10;
 /// one a caller captures, are checked as they stream by.
 const HELD_BLOB_MAX: u64 = 1 << 20;
 /// Stored bytes held for one parallel batch of blob checks.
-const HELD_BATCH_BYTES: usize = 16 << 20;
+const HELD_BATCH_BYTES: usize = 4 << 20;
 /// Blobs held for one parallel batch of blob checks.
 const HELD_BATCH_COUNT: usize = 4096;
 /// Held blobs checked by one task (the contents of small uncompressed ones
