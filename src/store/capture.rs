@@ -136,9 +136,9 @@ const EVENT_BATCH: usize = 4096;
 /// at most [`BLOB_BATCH_BYTES`] of them (a single larger blob is a batch of
 /// its own), so memory stays bounded whatever the blob sizes.
 const BLOB_BATCH: usize = 256;
+const BLOB_BATCH_BYTES: u64 = 64 << 20;
 /// Blobs of a batch read and hashed together by one task.
 const BLOB_GROUP: usize = 32;
-const BLOB_BATCH_BYTES: u64 = 64 << 20;
 
 /// `items` cut into batches of at most [`BLOB_BATCH`] items and at most
 /// [`BLOB_BATCH_BYTES`] by their `sizes` (an item larger alone is a batch

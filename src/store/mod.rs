@@ -23,6 +23,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use uuid::Uuid;
 
 use crate::digest::Digest;
@@ -303,7 +304,6 @@ impl StoredRun {
     /// [`StoredRun::blob_size`] of each of `hashes`, in order, on every core
     /// (a run may hold many thousands of blobs).
     pub fn blob_sizes(&self, hashes: &[Digest]) -> Result<Vec<u64>, Error> {
-        use rayon::prelude::*;
         hashes.par_iter().map(|hash| self.blob_size(hash)).collect()
     }
 
