@@ -177,6 +177,13 @@ pub struct BlobRecord {
 }
 
 impl BlobRecord {
+    /// Whether `stored_hash` is the BLAKE3 of the whole file (a zstd blob,
+    /// or an uncompressed one from earlier writers) rather than the content
+    /// hash: a verifier then hashes the whole file too.
+    pub fn hashes_whole_file(&self) -> bool {
+        self.header.compression == Compression::Zstd || self.stored_hash != self.header.hash
+    }
+
     /// The record's 88 bytes.
     pub fn encode(&self) -> [u8; BLOB_LIST_RECORD_LEN] {
         let mut out = [0u8; BLOB_LIST_RECORD_LEN];

@@ -27,7 +27,7 @@ use super::{Documents, VerifiedDocs, Verifier};
 use crate::digest::Digest;
 use crate::error::Error;
 use crate::format::archive::{EntryHeader, EntryKind, TarReader};
-use crate::format::blob::{BlobList, BlobRecord, Compression};
+use crate::format::blob::{BlobList, BlobRecord};
 use crate::format::event::Encoding;
 use crate::format::index::IndexReader;
 use crate::format::log::LogReader;
@@ -795,8 +795,7 @@ impl Verifier<'_> {
             Ok(s) => s,
             Err(e) => return Err(self.stop(rel, e)),
         };
-        let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
-        let mut reader = SeqReader::new(&stream, rel, 0, whole).with_window(BLOB_WINDOW);
+        let mut reader = SeqReader::new(&stream, rel, 0, record.hashes_whole_file()).with_window(BLOB_WINDOW);
         if let Err(e) = check_blob_data(&mut reader, &record, rel, &self.tick(), out) {
             self.findings.error(rel, e);
         }

@@ -132,17 +132,24 @@ struct Buffers<'r> {
 /// A blob checked in a group: uncompressed, its record's stored hash being
 /// its content hash (so the content is the only thing hashed), and small.
 fn is_small(record: &BlobRecord) -> bool {
-    record.header.compression == Compression::None && record.stored_hash == record.header.hash && record.stored_size <= SMALL_BLOB
+    !record.hashes_whole_file() && record.stored_size <= SMALL_BLOB
+}
+
+/// Opens a blob file in its shard (no link followed, a regular file) and
+/// compares its size with the record's before anything is read.
+fn open_blob(dir: &OwnedFd, record: &BlobRecord, rel: &str) -> Result<ReadFile, Error> {
+    let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
+    if file.size() != record.stored_size {
+        return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
+    }
+    Ok(file)
 }
 
 /// Reads a small blob whole to the end of `buf`, its size checked first as
 /// [`check_blob`] does; returns where its stored bytes lie in `buf`
 /// (checked by [`check_in_memory`]).
 fn read_small(dir: &OwnedFd, record: &BlobRecord, rel: &str, buf: &mut Vec<u8>) -> Result<std::ops::Range<usize>, Error> {
-    let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
-    if file.size() != record.stored_size {
-        return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
-    }
+    let file = open_blob(dir, record, rel)?;
     let start = buf.len();
     // At most SMALL_BLOB bytes (the size was just compared with the record's).
     buf.resize(start + file.size() as usize, 0);
@@ -170,8 +177,7 @@ pub(super) fn check_in_memory(blobs: &[(&str, &BlobRecord, &[u8])], tick: &(dyn 
             }
             continue;
         }
-        let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
-        let mut reader = SeqReader::new(&stored, rel, 0, whole).with_window(BLOB_WINDOW);
+        let mut reader = SeqReader::new(&stored, rel, 0, record.hashes_whole_file()).with_window(BLOB_WINDOW);
         if let Err(e) = check_blob_data(&mut reader, record, rel, tick, None) {
             report(rel, e);
         }
@@ -205,13 +211,10 @@ fn content_mismatch(rel: &str, expected: Digest, found: Digest) -> Error {
 /// whole-file hash); for a zstd blob, the whole file against the stored hash
 /// and, decompressed (bounded), the content against its name.
 fn check_blob(dir: &OwnedFd, record: &BlobRecord, rel: &str, buffer: &mut Vec<u8>, tick: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
-    let file = ReadFile::open_at(dir, &rel[format::BLOB_DIR.len() + 4..], rel)?;
-    if file.size() != record.stored_size {
-        return Err(Error::SizeMismatch { file: rel.to_string(), what: "size", expected: record.stored_size, found: file.size() });
-    }
+    let file = open_blob(dir, record, rel)?;
     // The whole file is hashed for a zstd blob, and for an uncompressed one
     // whose record holds the whole-file hash (earlier writers).
-    let whole = record.header.compression == Compression::Zstd || record.stored_hash != record.header.hash;
+    let whole = record.hashes_whole_file();
     // A window that stays in the core's cache: blobs are checked in parallel
     // already, and data copied into a cache-resident buffer is hashed from there.
     let mut reader = SeqReader::new(&file, rel, 0, whole).with_window(BLOB_WINDOW).with_buffer(std::mem::take(buffer));
